@@ -1,0 +1,58 @@
+"""Helpers shared by the interop tests: test payloads and an smbclient runner."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from interop_util import SmbclientResult
+
+SMBCLIENT = shutil.which("smbclient")
+
+
+@pytest.fixture(scope="session")
+def payload(tmp_path_factory) -> Path:
+    """A few MiB of random bytes whose length is not a multiple of any I/O size."""
+    p = tmp_path_factory.mktemp("payload") / "payload.bin"
+    p.write_bytes(os.urandom(3 * 1024 * 1024 + 54321))
+    return p
+
+
+@pytest.fixture(scope="session")
+def client_conf(tmp_path_factory) -> Path:
+    """An empty smb.conf so the host's /etc/samba/smb.conf cannot steer the clients."""
+    p = tmp_path_factory.mktemp("clientconf") / "smb.conf"
+    p.write_text("[global]\n")
+    return p
+
+
+@pytest.fixture
+def smbclient(client_conf):
+    """Run Samba's smbclient against a server; returns an :class:`SmbclientResult`."""
+    if SMBCLIENT is None:
+        pytest.skip("smbclient not installed (apt-get install smbclient)")
+
+    def run(srv, commands: str | None = None, *, dialect: str | None = None, protection: str | None = None,
+            list_shares: bool = False, creds: str | None = None, timeout: float = 120) -> SmbclientResult:
+        argv = [SMBCLIENT, "-s", str(client_conf), "-d", "5", "-p", str(srv.port), "-U", creds or srv.creds]
+        if dialect:
+            argv += [f"--option=clientmaxprotocol={dialect}", f"--option=clientminprotocol={dialect}"]
+        if protection:
+            argv += [f"--client-protection={protection}"]
+        if list_shares:
+            argv += ["-L", srv.host]
+        else:
+            argv += [srv.unc]
+        if commands is not None:
+            argv += ["-c", commands]
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as e:
+            pytest.fail(f"smbclient hung for {timeout}s: $ {' '.join(argv)}\n"
+                        f"{(e.stdout or b'')[-2000:]!r}\n{(e.stderr or b'')[-2000:]!r}")
+        return SmbclientResult(argv, r.returncode, r.stdout, r.stderr)
+
+    return run
