@@ -1,0 +1,263 @@
+"""Server abstract data model (MS-SMB2 3.3.1): global server state, shares, users,
+sessions (3.3.1.8, requirement SESS-1/SESS-2), channels and tree connects.
+
+Field names are the MS-SMB2 names in snake case (Session.OpenTable -> session.open_table).
+"""
+from __future__ import annotations
+
+import enum
+import itertools
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .connection import Connection
+
+
+class SessionState(enum.Enum):
+    """Session.State, MS-SMB2 3.3.1.8."""
+
+    InProgress = "InProgress"
+    Valid = "Valid"
+    Expired = "Expired"
+
+
+@dataclass
+class Share:
+    """A share, MS-SMB2 3.3.1.6 (the subset this server uses).
+
+    type: "disk" or "pipe" (IPC$).  encrypt_data: Share.EncryptData.
+    """
+
+    name: str
+    local_path: str = ""
+    type: str = "disk"
+    remark: str = ""
+    encrypt_data: bool = False
+    read_only: bool = False
+    max_uses: int = 0xFFFFFFFF
+    current_uses: int = 0
+
+
+@dataclass
+class User:
+    """A local account: name plus NT hash (MD4 of the UTF-16LE password, MS-NLMP 3.3.1)."""
+
+    name: str
+    nt_hash: bytes
+    is_admin: bool = False
+
+    @classmethod
+    def with_password(cls, name: str, password: str, is_admin: bool = False) -> "User":
+        from ..auth.md4 import md4
+
+        return cls(name, md4(password.encode("utf-16-le")), is_admin)
+
+
+@dataclass
+class SecurityContext:
+    """Session.SecurityContext: who authenticated (what the object store evaluates against)."""
+
+    user_name: str
+    domain_name: str = ""
+    is_admin: bool = False
+    is_guest: bool = False
+    is_anonymous: bool = False
+
+
+@dataclass
+class ServerConfig:
+    """Configuration (TOML / command line).  Times in seconds."""
+
+    shares: dict[str, Share] = field(default_factory=dict)  # key: upper-case share name
+    users: dict[str, User] = field(default_factory=dict)  # key: lower-case user name
+    server_name: str = "WSD"
+    domain_name: str = "WORKGROUP"
+    dialects: tuple[int, ...] = (0x0202, 0x0210, 0x0300, 0x0302, 0x0311)
+    signing_required: bool = True  # RequireMessageSigning
+    encrypt_data: bool = False  # Server-wide EncryptData
+    reject_unencrypted_access: bool = True
+    allow_guest: bool = False
+    allow_anonymous: bool = False
+    guest_user: str = "guest"
+    session_lifetime: float = 0.0  # 0 = sessions never expire; else Session.ExpirationTime = logon + lifetime
+    max_transact_size: int = 8 * 1024 * 1024
+    max_read_size: int = 8 * 1024 * 1024
+    max_write_size: int = 8 * 1024 * 1024
+    max_credits: int = 8192
+    max_message_size: int = 16 * 1024 * 1024 + 4096
+    server_guid: bytes = field(default_factory=lambda: uuid.uuid4().bytes_le)
+
+    def share(self, name: str) -> Share | None:
+        return self.shares.get(name.upper())
+
+    def add_share(self, share: Share) -> None:
+        self.shares[share.name.upper()] = share
+
+
+@dataclass(eq=False)
+class TreeConnect:
+    """Per tree connect, MS-SMB2 3.3.1.10."""
+
+    tree_id: int
+    session: "Session"
+    share: Share
+    open_count: int = 0
+    tree_global_id: int = 0
+    creation_time: float = 0.0
+    maximal_access: int = 0x001F01FF
+    remoted_identity_security_context: Any = None
+    #: free slot for the file-command layer (B): anything it wants to keep per tree
+    store: Any = None
+
+    @property
+    def encrypt_data(self) -> bool:
+        return self.share.encrypt_data
+
+
+@dataclass(eq=False)
+class Channel:
+    """Per channel, MS-SMB2 3.3.1.14."""
+
+    signing_key: bytes
+    connection: "Connection"
+
+
+@dataclass(eq=False)
+class Session:
+    """Per session, MS-SMB2 3.3.1.8 (SESS-1; SESS-2 for the 3.x/3.1.1 fields)."""
+
+    session_id: int
+    connection: "Connection"
+    session_global_id: int
+    creation_time: float
+    state: SessionState = SessionState.InProgress
+    security_context: SecurityContext | None = None
+    is_anonymous: bool = False
+    is_guest: bool = False
+    session_key: bytes = b"\0" * 16
+    signing_required: bool = False
+    open_table: dict[int, Any] = field(default_factory=dict)  # Open.FileId.Volatile -> Open
+    tree_connect_table: dict[int, TreeConnect] = field(default_factory=dict)  # TreeId -> TreeConnect
+    expiration_time: float = float("inf")
+    idle_time: float = 0.0
+    user_name: str = ""
+    # SMB 3.x
+    channel_list: list[Channel] = field(default_factory=list)
+    encrypt_data: bool = False
+    encryption_key: bytes = b""
+    decryption_key: bytes = b""
+    signing_key: bytes = b""
+    application_key: bytes = b""
+    # SMB 3.1.1
+    preauth_integrity_hash_value: bytes = b""
+    # implementation state
+    domain_name: str = ""
+    client_name: str = ""  # workstation name the client gave in NTLM AUTHENTICATE
+    auth: Any = None  # the in-progress security exchange (NTLM acceptor)
+    _next_tree_id: Any = field(default_factory=lambda: itertools.count(1))
+
+    def add_tree_connect(self, share: Share, now: float, maximal_access: int = 0x001F01FF) -> TreeConnect:
+        """Create a TreeConnect (MS-SMB2 3.3.5.7) with a fresh TreeId and insert it in
+        Session.TreeConnectTable."""
+        tid = next(self._next_tree_id)
+        server = self.connection.server
+        tc = TreeConnect(tree_id=tid, session=self, share=share, creation_time=now,
+                         tree_global_id=server.allocate_global_id(), maximal_access=maximal_access)
+        self.tree_connect_table[tid] = tc
+        share.current_uses += 1
+        return tc
+
+    def remove_tree_connect(self, tree_id: int) -> TreeConnect | None:
+        tc = self.tree_connect_table.pop(tree_id, None)
+        if tc is not None:
+            tc.share.current_uses = max(0, tc.share.current_uses - 1)
+        return tc
+
+
+@dataclass
+class SessionInfo:
+    """Answer of the server's session-information query (MS-SMB2 3.3.4.18), read by srvsvc
+    (MS-SRVS NetrSessionEnum, SRVS-2b) to build SESSION_INFO_502."""
+
+    session_global_id: int
+    user_name: str
+    client_name: str  # the client's address (sesi502_cname is the computer name or address)
+    client_address: str
+    workstation: str
+    num_opens: int
+    connected_time: float  # seconds since the session was created
+    idle_time: float  # seconds since its last request
+    is_guest: bool
+    is_encrypted: bool
+    transport: str = "tcp"
+
+
+class Server:
+    """Global server state (MS-SMB2 3.3.1.5): GlobalSessionTable, GlobalOpenTable,
+    ConnectionList, ServerStartTime, the configuration."""
+
+    def __init__(self, config: ServerConfig | None = None, now: float | None = None):
+        self.config = config or ServerConfig()
+        if "IPC$" not in self.config.shares:
+            self.config.add_share(Share("IPC$", type="pipe", remark="IPC Service"))
+        self.global_session_table: dict[int, Session] = {}
+        self.global_open_table: dict[int, Any] = {}  # Open.FileId.Persistent -> Open (for B / durable handles)
+        self.connection_list: list["Connection"] = []
+        self.server_start_time = time.time() if now is None else now
+        self._lock = threading.Lock()
+        self._global_ids = itertools.count(1)
+        # SessionId: a random 32-bit prefix keeps ids unique across restarts, like Windows.
+        self._session_prefix = int.from_bytes(os.urandom(2), "little") | 1
+        self._session_counter = itertools.count(1)
+        #: set by the file layer (B) if it wants to be told about closed sessions/tree connects
+        self.on_session_closed: list = []
+        self.on_tree_disconnected: list = []
+
+    def allocate_global_id(self) -> int:
+        with self._lock:
+            return next(self._global_ids) & 0xFFFFFFFF
+
+    def new_session_id(self) -> int:
+        with self._lock:
+            while True:
+                sid = (self._session_prefix << 32) | (next(self._session_counter) & 0xFFFFFFFF)
+                if sid not in self.global_session_table and sid not in (0, 0xFFFFFFFFFFFFFFFF):
+                    return sid
+
+    # ----------------------------------------------------- MS-SMB2 3.3.4.18
+    def session_info(self, session_global_id: int, now: float | None = None) -> SessionInfo | None:
+        """Server application queries session information (MS-SMB2 3.3.4.18): look the
+        session up by SessionGlobalId; None if there is none."""
+        now = time.time() if now is None else now
+        for s in list(self.global_session_table.values()):
+            if s.session_global_id == session_global_id:
+                addr = s.connection.client_address
+                return SessionInfo(
+                    session_global_id=s.session_global_id,
+                    user_name=s.user_name,
+                    client_name=addr,
+                    client_address=addr,
+                    workstation=s.client_name,
+                    num_opens=len(s.open_table),
+                    connected_time=max(0.0, now - s.creation_time),
+                    idle_time=max(0.0, now - s.idle_time),
+                    is_guest=s.is_guest,
+                    is_encrypted=s.encrypt_data,
+                )
+        return None
+
+    def session_global_ids(self) -> list[int]:
+        """The SessionList as MS-SRVS sees it (SessionGlobalIds of valid sessions)."""
+        return [s.session_global_id for s in list(self.global_session_table.values())
+                if s.state is SessionState.Valid]
+
+
+def nt_hash_of(password: str) -> bytes:
+    from ..auth.md4 import md4
+
+    return md4(password.encode("utf-16-le"))

@@ -1,0 +1,240 @@
+"""Shares and path resolution confined to a share.
+
+SMB2 names are share-relative, ``\\``-separated (MS-SMB2 2.2.13 / 3.3.5.9).  A name is
+split into components and checked (MS-FSCC 2.1.5 naming rules): no empty component, no
+``.``/``..``, none of ``" * / : < > ? |`` or control characters, at most 255
+characters each.  A trailing ``::$DATA`` (the default data stream) is accepted and
+dropped; other streams are refused (the store has no alternate data streams).
+
+Resolution walks the components with ``openat``-style calls from a directory fd of the
+share root: every intermediate directory is opened with ``O_NOFOLLOW | O_DIRECTORY``
+relative to its parent, so a component swapped for a symlink between the check and the
+open fails instead of being followed.  Symlinks are followed by the resolver itself:
+their target (relative, or absolute under the share's real path) is pushed back onto the
+component queue; a target that would leave the share (``..`` above the root, an absolute
+path outside it) ends the resolution with STATUS_ACCESS_DENIED, as Samba does with
+``wide links = no``.  At most 40 symlinks are followed per resolution.
+
+Case: a component that does not exist with its exact spelling is looked up
+case-insensitively in its directory (``str.casefold``), like Samba's default
+``case sensitive = auto`` for SMB2 clients; names are created as the client spelled them
+(case preserving).  ``Share(case_sensitive=True)`` switches the fallback off.
+"""
+from __future__ import annotations
+
+import os
+import stat as stat_mod
+from collections import deque
+from dataclasses import dataclass, field
+
+from .errors import (
+    STATUS_ACCESS_DENIED,
+    STATUS_INVALID_PARAMETER,
+    STATUS_OBJECT_NAME_INVALID,
+    STATUS_OBJECT_NAME_NOT_FOUND,
+    STATUS_OBJECT_PATH_NOT_FOUND,
+    fail,
+    from_oserror,
+)
+
+MAX_COMPONENT = 255
+MAX_SYMLINKS = 40
+_BAD_CHARS = frozenset('"*/:<>?|') | frozenset(chr(c) for c in range(0x20))
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass
+class Share:
+    """A disk share of the object store: a name, a root directory and options.
+
+    read_only: every modifying access is refused (STATUS_ACCESS_DENIED).
+    case_sensitive: no case-insensitive fallback in lookups (see module docstring).
+    hide_dot_files: names beginning with '.' carry FILE_ATTRIBUTE_HIDDEN (Samba default).
+    """
+
+    name: str
+    path: str
+    read_only: bool = False
+    case_sensitive: bool = False
+    hide_dot_files: bool = True
+    options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.path = os.path.realpath(self.path)
+        if not os.path.isdir(self.path):
+            raise ValueError(f"share {self.name}: {self.path} is not a directory")
+
+    def open_root(self) -> int:
+        """A new directory fd of the share root (caller closes)."""
+        return os.open(self.path, _DIR_FLAGS)
+
+
+def split_name(name: str, *, leading_separator_ok: bool = False) -> list[str]:
+    """Check and split an SMB2 share-relative name into components ([] = share root)."""
+    if leading_separator_ok:
+        name = name.lstrip("\\")
+    elif name.startswith("\\"):
+        # MS-SMB2 3.3.5.9: a name beginning with a separator is invalid
+        raise fail(STATUS_INVALID_PARAMETER, "name begins with a path separator")
+    if name.endswith("\\"):
+        name = name[:-1]
+    if not name:
+        return []
+    parts = name.split("\\")
+    last = parts[-1]
+    if ":" in last:
+        base, _, stream = last.partition(":")
+        sname, _, stype = stream.partition(":")
+        if sname == "" and stype.upper() in ("$DATA", "") and base:
+            parts[-1] = base
+        else:
+            raise fail(STATUS_OBJECT_NAME_INVALID, f"streams are not supported: {last!r}")
+    for p in parts:
+        if p in ("", ".", ".."):
+            raise fail(STATUS_OBJECT_NAME_INVALID, f"bad path component {p!r}")
+        if len(p) > MAX_COMPONENT:
+            raise fail(STATUS_OBJECT_NAME_INVALID, "component longer than 255 characters")
+        if any(c in _BAD_CHARS for c in p):
+            raise fail(STATUS_OBJECT_NAME_INVALID, f"bad character in {p!r}")
+    return parts
+
+
+@dataclass
+class Resolved:
+    """Result of a resolution.
+
+    rel:       share-relative components as they are on disk (after symlinks and case
+               folding); [] is the share root.
+    parent_fd: directory fd of the parent (None for the root); owned by this object.
+    name:      last component as on disk (or as given, when it does not exist).
+    st:        lstat of the object, None if it does not exist.
+    """
+
+    share: Share
+    rel: list[str]
+    parent_fd: int | None
+    name: str | None
+    st: os.stat_result | None
+    _fds: list[int] = field(default_factory=list, repr=False)
+
+    @property
+    def exists(self) -> bool:
+        return self.st is not None
+
+    def close(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds.clear()
+
+    def __enter__(self) -> "Resolved":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _lookup(share: Share, dir_fd: int, comp: str) -> tuple[str, os.stat_result] | None:
+    """The on-disk name and lstat of *comp* in *dir_fd*, or None."""
+    try:
+        return comp, os.stat(comp, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise from_oserror(e) from None
+    if share.case_sensitive:
+        return None
+    want = comp.casefold()
+    try:
+        names = sorted(n for n in os.listdir(dir_fd) if n.casefold() == want)
+    except OSError as e:
+        raise from_oserror(e) from None
+    for n in names:
+        try:
+            return n, os.stat(n, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise from_oserror(e) from None
+    return None
+
+
+def resolve(share: Share, parts: list[str], *, follow_last: bool = True) -> Resolved:
+    """Resolve *parts* (from :func:`split_name`) inside *share* (see module docstring).
+
+    A missing last component gives ``st=None`` (the caller may create it); a missing
+    intermediate one raises STATUS_OBJECT_PATH_NOT_FOUND."""
+    fds = [share.open_root()]
+    rel: list[str] = []
+    queue = deque(parts)
+    hops = 0
+    try:
+        while queue:
+            comp = queue.popleft()
+            last = not queue
+            if comp in ("", "."):
+                if last:
+                    break
+                continue
+            if comp == "..":  # only from symlink targets
+                if not rel:
+                    raise fail(STATUS_ACCESS_DENIED, "symlink leads out of the share")
+                os.close(fds.pop())
+                rel.pop()
+                continue
+            found = _lookup(share, fds[-1], comp)
+            if found is None:
+                if last:
+                    return Resolved(share, rel + [comp], fds[-1], comp, None, fds)
+                raise fail(STATUS_OBJECT_PATH_NOT_FOUND, f"{comp!r} not found")
+            actual, st = found
+            if stat_mod.S_ISLNK(st.st_mode) and (follow_last or not last):
+                hops += 1
+                if hops > MAX_SYMLINKS:
+                    raise fail(STATUS_ACCESS_DENIED, "too many symlinks")
+                try:
+                    target = os.readlink(actual, dir_fd=fds[-1])
+                except OSError as e:
+                    raise from_oserror(e) from None
+                if target.startswith("/"):
+                    t = os.path.normpath(target)
+                    if t != share.path and not t.startswith(share.path.rstrip("/") + "/"):
+                        raise fail(STATUS_ACCESS_DENIED, "symlink points outside the share")
+                    tparts = [p for p in t[len(share.path):].split("/") if p]
+                    for fd in fds[1:]:
+                        os.close(fd)
+                    del fds[1:]
+                    rel.clear()
+                else:
+                    tparts = [p for p in target.split("/") if p]
+                queue.extendleft(reversed(tparts))
+                if not queue:  # symlink to "." of its own directory: the directory itself
+                    break
+                continue
+            if last:
+                return Resolved(share, rel + [actual], fds[-1], actual, st, fds)
+            if not stat_mod.S_ISDIR(st.st_mode):
+                raise fail(STATUS_OBJECT_PATH_NOT_FOUND, f"{actual!r} is not a directory")
+            try:
+                fd = os.open(actual, _DIR_FLAGS, dir_fd=fds[-1])
+            except OSError as e:  # ELOOP/ENOTDIR: swapped for a symlink meanwhile
+                raise from_oserror(e) from None
+            fds.append(fd)
+            rel.append(actual)
+        # the path named a directory already open at the top of fds
+        st = os.fstat(fds[-1])
+        if not rel:
+            return Resolved(share, [], None, None, st, fds)
+        # parent fd: re-walk is unnecessary, fds[-2] is the parent directory
+        return Resolved(share, list(rel), fds[-2], rel[-1], st, fds)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+
+
+def resolve_existing(share: Share, parts: list[str]) -> Resolved:
+    r = resolve(share, parts)
+    if not r.exists:
+        r.close()
+        raise fail(STATUS_OBJECT_NAME_NOT_FOUND, "\\".join(parts))
+    return r
