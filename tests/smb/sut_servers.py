@@ -173,7 +173,6 @@ SMB_CONF = """\
   server min protocol = SMB2_02
   server max protocol = SMB3_11
   server signing = auto
-  smb encrypt = auto
   idmap config * : range = 100000-199999
   idmap config * : backend = tdb
 [{share}]
