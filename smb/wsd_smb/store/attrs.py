@@ -1,0 +1,120 @@
+"""File attributes and times from ``stat`` (MS-FSCC 2.6, MS-DTYP 2.3.3).
+
+* FILE_ATTRIBUTE_DIRECTORY for directories;
+* FILE_ATTRIBUTE_READONLY for files whose owner-write bit is clear (Samba's
+  ``map readonly``); setting/clearing READONLY clears/sets the write bits;
+* HIDDEN, SYSTEM, ARCHIVE, TEMPORARY, OFFLINE, NOT_CONTENT_INDEXED as last set by a client,
+  kept in the extended attribute ``user.wsd.dosinfo`` (4 bytes attributes, 8 bytes
+  CreationTime, little-endian); without it, files show ARCHIVE;
+* HIDDEN for names beginning with '.' when the share hides dot files;
+* FILE_ATTRIBUTE_NORMAL when nothing else applies.
+
+CreationTime is the one kept in the xattr (set at create and by SET_INFO), else the
+earlier of mtime and ctime (Linux stat has no birth time here).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat as stat_mod
+import struct
+from dataclasses import dataclass
+
+from .constants import (
+    FILE_ATTRIBUTE_ARCHIVE,
+    FILE_ATTRIBUTE_DIRECTORY,
+    FILE_ATTRIBUTE_HIDDEN,
+    FILE_ATTRIBUTE_NORMAL,
+    FILE_ATTRIBUTE_READONLY,
+    SETTABLE_ATTRIBUTES,
+)
+from .filetime import to_filetime
+
+XATTR_NAME = "user.wsd.dosinfo"
+_DOSINFO = struct.Struct("<IQ")
+_NOT_SUPPORTED = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA, errno.EPERM, errno.EACCES, errno.ENOENT}
+
+
+def read_dosinfo(path: str) -> tuple[int | None, int]:
+    """(stored attributes or None, stored CreationTime or 0) of *path* (not followed)."""
+    try:
+        raw = os.getxattr(path, XATTR_NAME, follow_symlinks=False)
+    except OSError as e:
+        if e.errno in _NOT_SUPPORTED:
+            return None, 0
+        raise
+    if len(raw) != _DOSINFO.size:
+        return None, 0
+    a, ct = _DOSINFO.unpack(raw)
+    return a, ct
+
+
+def write_dosinfo(path: str, attributes: int, creation_time: int) -> bool:
+    """Store attributes (without READONLY/DIRECTORY) and CreationTime; False if the
+    file system has no user xattrs."""
+    data = _DOSINFO.pack(attributes & SETTABLE_ATTRIBUTES & ~FILE_ATTRIBUTE_READONLY, creation_time)
+    try:
+        os.setxattr(path, XATTR_NAME, data, follow_symlinks=False)
+    except OSError as e:
+        if e.errno in _NOT_SUPPORTED:
+            return False
+        raise
+    return True
+
+
+@dataclass
+class FileStat:
+    """What the information classes report about one object."""
+
+    creation_time: int
+    last_access_time: int
+    last_write_time: int
+    change_time: int
+    end_of_file: int
+    allocation_size: int
+    attributes: int
+    number_of_links: int
+    is_directory: bool
+    index_number: int
+    uid: int
+    gid: int
+
+
+def dos_attributes(st: os.stat_result, name: str, stored: int | None, hide_dot_files: bool = True) -> int:
+    is_dir = stat_mod.S_ISDIR(st.st_mode)
+    a = FILE_ATTRIBUTE_DIRECTORY if is_dir else 0
+    if stored is not None:
+        a |= stored & SETTABLE_ATTRIBUTES & ~FILE_ATTRIBUTE_READONLY
+    elif not is_dir:
+        a |= FILE_ATTRIBUTE_ARCHIVE
+    if not is_dir and not st.st_mode & stat_mod.S_IWUSR:
+        a |= FILE_ATTRIBUTE_READONLY
+    if hide_dot_files and name.startswith(".") and name not in (".", ".."):
+        a |= FILE_ATTRIBUTE_HIDDEN
+    return a or FILE_ATTRIBUTE_NORMAL
+
+
+def file_stat(st: os.stat_result, name: str, xattr_path: str | None, hide_dot_files: bool = True) -> FileStat:
+    stored, ctime = read_dosinfo(xattr_path) if xattr_path else (None, 0)
+    is_dir = stat_mod.S_ISDIR(st.st_mode)
+    if not ctime:
+        ctime = to_filetime(min(st.st_mtime_ns, st.st_ctime_ns))
+    return FileStat(
+        creation_time=ctime,
+        last_access_time=to_filetime(st.st_atime_ns),
+        last_write_time=to_filetime(st.st_mtime_ns),
+        change_time=to_filetime(st.st_ctime_ns),
+        end_of_file=0 if is_dir else st.st_size,
+        allocation_size=0 if is_dir else st.st_blocks * 512,
+        attributes=dos_attributes(st, name, stored, hide_dot_files),
+        number_of_links=1 if is_dir else st.st_nlink,
+        is_directory=is_dir,
+        index_number=st.st_ino,
+        uid=st.st_uid,
+        gid=st.st_gid,
+    )
+
+
+def fd_path(fd: int) -> str:
+    """A path naming the object behind *fd* (works for O_PATH fds too)."""
+    return f"/proc/self/fd/{fd}"

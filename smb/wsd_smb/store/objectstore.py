@@ -1,0 +1,969 @@
+"""The object store: opens, share modes, delete-on-close, I/O, rename, byte-range
+locks and directory enumeration over real directories (MS-FSA 2.1.5 semantics,
+as far as an SMB2 server needs them).
+
+Blocking code (it does OS I/O): the SMB2 core runs it in a thread pool.  One store lock
+(``ObjectStore.lock``) guards the open table, the per-file state (opens, share modes,
+delete-pending, locks, waiting lock requests); each open has an ``io_lock`` held around
+its OS I/O and its close, so an fd is never closed under a running read.  Lock order:
+``open.io_lock`` before ``store.lock``.
+"""
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+import stat as stat_mod
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from . import locks as brl
+from .attrs import FileStat, fd_path, file_stat, read_dosinfo, write_dosinfo
+from .constants import (
+    ACCESS_SYSTEM_SECURITY,
+    DATA_ACCESS_BITS,
+    DELETE,
+    FILE_ALL_ACCESS,
+    FILE_APPEND_DATA,
+    FILE_ATTRIBUTE_ARCHIVE,
+    FILE_ATTRIBUTE_DIRECTORY,
+    FILE_ATTRIBUTE_HIDDEN,
+    FILE_ATTRIBUTE_NORMAL,
+    FILE_ATTRIBUTE_READONLY,
+    FILE_ATTRIBUTE_SYSTEM,
+    FILE_DELETE_ON_CLOSE,
+    FILE_DIRECTORY_FILE,
+    FILE_EXECUTE,
+    FILE_GENERIC_EXECUTE,
+    FILE_GENERIC_READ,
+    FILE_LIST_DIRECTORY,
+    FILE_NON_DIRECTORY_FILE,
+    FILE_READ_DATA,
+    FILE_SHARE_DELETE,
+    FILE_SHARE_READ,
+    FILE_SHARE_VALID,
+    FILE_SHARE_WRITE,
+    FILE_WRITE_ATTRIBUTES,
+    FILE_WRITE_DATA,
+    MAXIMUM_ALLOWED,
+    SETTABLE_ATTRIBUTES,
+    SMB2_LOCKFLAG_EXCLUSIVE_LOCK,
+    SMB2_LOCKFLAG_FAIL_IMMEDIATELY,
+    SMB2_LOCKFLAG_SHARED_LOCK,
+    SMB2_LOCKFLAG_UNLOCK,
+    SMB2_REOPEN,
+    SMB2_RESTART_SCANS,
+    SMB2_RETURN_SINGLE_ENTRY,
+    VALID_ACCESS_BITS,
+    WRITE_ACCESS_BITS,
+    CreateAction,
+    CreateDisposition,
+    map_generic,
+)
+from .errors import (
+    STATUS_ACCESS_DENIED,
+    STATUS_CANCELLED,
+    STATUS_CANNOT_DELETE,
+    STATUS_DELETE_PENDING,
+    STATUS_DIRECTORY_NOT_EMPTY,
+    STATUS_END_OF_FILE,
+    STATUS_FILE_CLOSED,
+    STATUS_FILE_IS_A_DIRECTORY,
+    STATUS_FILE_LOCK_CONFLICT,
+    STATUS_INFO_LENGTH_MISMATCH,
+    STATUS_INVALID_DEVICE_REQUEST,
+    STATUS_INVALID_LOCK_RANGE,
+    STATUS_INVALID_PARAMETER,
+    STATUS_LOCK_NOT_GRANTED,
+    STATUS_NO_MORE_FILES,
+    STATUS_NO_SUCH_FILE,
+    STATUS_NOT_A_DIRECTORY,
+    STATUS_OBJECT_NAME_COLLISION,
+    STATUS_OBJECT_NAME_INVALID,
+    STATUS_OBJECT_NAME_NOT_FOUND,
+    STATUS_RANGE_NOT_LOCKED,
+    STATUS_SHARING_VIOLATION,
+    STATUS_SUCCESS,
+    fail,
+    from_oserror,
+)
+from ..ntstatus import NtStatusError
+from .filetime import FILETIME_RESUME, FILETIME_SUSPEND, from_filetime, to_filetime
+from .paths import Resolved, Share, resolve, split_name
+from .wildcard import is_name_in_expression
+
+log = logging.getLogger("wsd_smb.store")
+
+STATUS_PRIVILEGE_NOT_HELD = 0xC0000061
+
+
+# ====================================================================== state records
+@dataclass(eq=False)
+class FileObject:
+    """Per-file state shared by all opens of one file (MS-FSA 2.1.1.4 File / 2.1.1.5 Stream,
+    merged: one data stream per file)."""
+
+    key: tuple[int, int]  # (st_dev, st_ino)
+    share: Share
+    rel: list[str]  # current share-relative path (updated by rename)
+    is_directory: bool
+    opens: list["Open"] = field(default_factory=list)
+    delete_pending: bool = False
+    locks: list[brl.ByteRangeLock] = field(default_factory=list)
+    waiters: list["PendingLock"] = field(default_factory=list)
+
+    @property
+    def path(self) -> str:
+        return "\\".join(self.rel)
+
+
+@dataclass(eq=False)
+class DirSearch:
+    """Enumeration state of a directory open (MS-FSA 2.1.5.6.3 QueryDirectory context)."""
+
+    pattern: str
+    names: list[str]
+    index: int = 0
+    returned_any: bool = False
+
+
+@dataclass(eq=False)
+class Open:
+    """An open of a file or directory (MS-FSA 2.1.1.6 Open, plus the MS-SMB2 3.3.1.10 Open
+    fields the file-command layer fills in: session, tree_connect, connection, ...)."""
+
+    file_id_persistent: int
+    file_id_volatile: int
+    share: Share
+    file: FileObject
+    fd: int
+    fd_writable: bool
+    granted_access: int
+    share_access: int
+    create_options: int
+    create_disposition: int
+    delete_on_close: bool = False
+    current_offset: int = 0  # FilePositionInformation
+    search: DirSearch | None = None
+    closed: bool = False
+    io_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # --- MS-SMB2 3.3.1.10 fields, filled in by the SMB2 layer ---
+    session: Any = None
+    tree_connect: Any = None
+    connection: Any = None
+    is_durable: bool = False
+    oplock_level: int = 0
+    file_global_id: int = 0
+    lock_count: int = 0
+    path_name: str = ""
+    pending_locks: list["PendingLock"] = field(default_factory=list)
+
+    @property
+    def file_id(self) -> tuple[int, int]:
+        return (self.file_id_persistent, self.file_id_volatile)
+
+    @property
+    def path(self) -> str:
+        return self.file.path
+
+    @property
+    def is_directory(self) -> bool:
+        return self.file.is_directory
+
+
+@dataclass(eq=False)
+class PendingLock:
+    """A LOCK request waiting for its ranges (MS-FSA 2.1.5.8 'wait until ...')."""
+
+    open: Open
+    elements: list[tuple[int, int, int]]  # (offset, length, flags)
+    on_complete: Callable[[int], None]
+    done: bool = False
+
+
+@dataclass
+class CreateResult:
+    open: Open
+    create_action: int
+
+
+# ====================================================================== the store
+class ObjectStore:
+    """The object store for all shares of a server.  ``opens`` is the global open table
+    (by FileId.Volatile); ``by_persistent`` indexes it by FileId.Persistent."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.opens: dict[int, Open] = {}
+        self.by_persistent: dict[int, Open] = {}
+        self.files: dict[tuple[int, int], FileObject] = {}
+        self._ids = itertools.count(1)
+        # persistent ids differ from volatile ones so that a client mixing them up fails
+        self._pids = itertools.count(0x1000_0001)
+
+    # ------------------------------------------------------------------ helpers
+    def get(self, volatile: int, persistent: int | None = None) -> Open:
+        o = self.opens.get(volatile)
+        if o is None or o.closed or (persistent is not None and o.file_id_persistent != persistent):
+            raise fail(STATUS_FILE_CLOSED)
+        return o
+
+    @staticmethod
+    def _max_allowed(share: Share, readonly_file: bool) -> int:
+        access = FILE_ALL_ACCESS
+        if share.read_only:
+            access = FILE_GENERIC_READ | FILE_GENERIC_EXECUTE
+        if readonly_file:
+            access &= ~(FILE_WRITE_DATA | FILE_APPEND_DATA)
+        return access
+
+    @staticmethod
+    def _share_conflict(opens: list[Open], access: int, share_access: int) -> bool:
+        """MS-FSA 2.1.5.1.2.1 check sharing access (opens without data access take no part)."""
+        if not access & DATA_ACCESS_BITS:
+            return False
+        for o in opens:
+            oa = o.granted_access
+            if not oa & DATA_ACCESS_BITS:
+                continue
+            if oa & (FILE_READ_DATA | FILE_EXECUTE) and not share_access & FILE_SHARE_READ:
+                return True
+            if oa & (FILE_WRITE_DATA | FILE_APPEND_DATA) and not share_access & FILE_SHARE_WRITE:
+                return True
+            if oa & DELETE and not share_access & FILE_SHARE_DELETE:
+                return True
+            if access & (FILE_READ_DATA | FILE_EXECUTE) and not o.share_access & FILE_SHARE_READ:
+                return True
+            if access & (FILE_WRITE_DATA | FILE_APPEND_DATA) and not o.share_access & FILE_SHARE_WRITE:
+                return True
+            if access & DELETE and not o.share_access & FILE_SHARE_DELETE:
+                return True
+        return False
+
+    def _stat_of(self, o: Open) -> FileStat:
+        st = os.fstat(o.fd)
+        return file_stat(st, o.file.rel[-1] if o.file.rel else "", fd_path(o.fd), o.share.hide_dot_files)
+
+    # ------------------------------------------------------------------ CREATE
+    def create(self, share: Share, name: str, *, desired_access: int, share_access: int,
+               create_disposition: int, create_options: int = 0, file_attributes: int = 0,
+               allocation_size: int = 0) -> CreateResult:
+        """Open or create *name* in *share* (MS-FSA 2.1.5.1, MS-SMB2 3.3.5.9).
+
+        Raises NtStatusError: INVALID_PARAMETER, ACCESS_DENIED, OBJECT_NAME_NOT_FOUND,
+        OBJECT_PATH_NOT_FOUND, OBJECT_NAME_COLLISION, SHARING_VIOLATION, DELETE_PENDING,
+        FILE_IS_A_DIRECTORY, NOT_A_DIRECTORY, CANNOT_DELETE, OBJECT_NAME_INVALID."""
+        if create_disposition not in CreateDisposition.__members__.values():
+            raise fail(STATUS_INVALID_PARAMETER, f"CreateDisposition {create_disposition}")
+        if share_access & ~FILE_SHARE_VALID:
+            raise fail(STATUS_INVALID_PARAMETER, f"ShareAccess 0x{share_access:x}")
+        if desired_access & ~VALID_ACCESS_BITS:
+            raise fail(STATUS_ACCESS_DENIED, f"DesiredAccess 0x{desired_access:x}")
+        if desired_access == 0:
+            raise fail(STATUS_ACCESS_DENIED, "DesiredAccess is 0")
+        if create_options & FILE_DIRECTORY_FILE and create_options & FILE_NON_DIRECTORY_FILE:
+            raise fail(STATUS_INVALID_PARAMETER, "DIRECTORY_FILE and NON_DIRECTORY_FILE")
+        if create_options & FILE_DIRECTORY_FILE and create_disposition not in (
+            CreateDisposition.FILE_CREATE, CreateDisposition.FILE_OPEN, CreateDisposition.FILE_OPEN_IF
+        ):
+            raise fail(STATUS_INVALID_PARAMETER, "DIRECTORY_FILE with an overwriting disposition")
+        if desired_access & ACCESS_SYSTEM_SECURITY:
+            raise fail(STATUS_PRIVILEGE_NOT_HELD, "ACCESS_SYSTEM_SECURITY")
+        access = map_generic(desired_access)
+        want_max = bool(access & MAXIMUM_ALLOWED)
+        access &= ~MAXIMUM_ALLOWED
+        doc = bool(create_options & FILE_DELETE_ON_CLOSE)
+        if doc and not (access & DELETE or want_max):
+            raise fail(STATUS_ACCESS_DENIED, "DELETE_ON_CLOSE without DELETE access")
+        if share.read_only and (access & WRITE_ACCESS_BITS or doc):
+            raise fail(STATUS_ACCESS_DENIED, "read-only share")
+        parts = split_name(name)
+        with self.lock:
+            r = resolve(share, parts)
+            try:
+                if r.exists:
+                    return self._open_existing(share, r, access, want_max, share_access,
+                                               create_disposition, create_options, file_attributes)
+                return self._create_new(share, r, access, want_max, share_access,
+                                        create_disposition, create_options, file_attributes)
+            finally:
+                r.close()
+
+    def _register(self, share: Share, r: Resolved, st: os.stat_result, fd: int, writable: bool,
+                  access: int, share_access: int, options: int, disposition: int) -> Open:
+        key = (st.st_dev, st.st_ino)
+        fobj = self.files.get(key)
+        if fobj is None:
+            fobj = FileObject(key, share, list(r.rel), stat_mod.S_ISDIR(st.st_mode))
+            self.files[key] = fobj
+        o = Open(next(self._pids), next(self._ids), share, fobj, fd, writable, access, share_access,
+                 options, disposition, delete_on_close=bool(options & FILE_DELETE_ON_CLOSE))
+        o.path_name = fobj.path
+        fobj.opens.append(o)
+        self.opens[o.file_id_volatile] = o
+        self.by_persistent[o.file_id_persistent] = o
+        return o
+
+    def _open_fd(self, r: Resolved, is_dir: bool, writable: bool, flags: int = 0) -> int:
+        base = os.O_CLOEXEC | os.O_NOFOLLOW
+        assert r.name is not None or r.parent_fd is None
+        try:
+            if r.name is None:  # share root
+                return r.share.open_root()
+            if is_dir:
+                return os.open(r.name, base | os.O_RDONLY | os.O_DIRECTORY, dir_fd=r.parent_fd)
+            if writable:
+                return os.open(r.name, base | os.O_RDWR | flags, dir_fd=r.parent_fd)
+            try:
+                return os.open(r.name, base | os.O_RDONLY, dir_fd=r.parent_fd)
+            except PermissionError:
+                return os.open(r.name, base | os.O_PATH, dir_fd=r.parent_fd)
+        except OSError as e:
+            raise from_oserror(e) from None
+
+    def _open_existing(self, share: Share, r: Resolved, access: int, want_max: bool, share_access: int,
+                       disposition: int, options: int, attributes: int) -> CreateResult:
+        D = CreateDisposition
+        st = r.st
+        assert st is not None
+        if disposition == D.FILE_CREATE:
+            raise fail(STATUS_OBJECT_NAME_COLLISION, "\\".join(r.rel))
+        is_dir = stat_mod.S_ISDIR(st.st_mode)
+        if not is_dir and not stat_mod.S_ISREG(st.st_mode):
+            raise fail(STATUS_ACCESS_DENIED, "not a regular file or directory")
+        if is_dir and options & FILE_NON_DIRECTORY_FILE:
+            raise fail(STATUS_FILE_IS_A_DIRECTORY, "\\".join(r.rel))
+        if not is_dir and options & FILE_DIRECTORY_FILE:
+            raise fail(STATUS_NOT_A_DIRECTORY, "\\".join(r.rel))
+        overwrite = disposition in (D.FILE_SUPERSEDE, D.FILE_OVERWRITE, D.FILE_OVERWRITE_IF)
+        if is_dir and overwrite:
+            raise fail(STATUS_INVALID_PARAMETER, "overwriting a directory")
+        if share.read_only and overwrite:
+            raise fail(STATUS_ACCESS_DENIED, "read-only share")
+        readonly = not is_dir and not st.st_mode & stat_mod.S_IWUSR
+        if want_max:
+            access |= self._max_allowed(share, readonly)
+        if readonly:
+            if access & (FILE_WRITE_DATA | FILE_APPEND_DATA) or overwrite:
+                raise fail(STATUS_ACCESS_DENIED, "FILE_ATTRIBUTE_READONLY")
+        if options & FILE_DELETE_ON_CLOSE and (readonly or (is_dir and self._dir_readonly(r))):
+            raise fail(STATUS_CANNOT_DELETE, "delete-on-close of a read-only file")
+        if overwrite:
+            # MS-FSA 2.1.5.1.2.1: hidden/system files are only overwritten by a caller
+            # that keeps those attributes
+            stored, _ = read_dosinfo(f"{fd_path(r.parent_fd)}/{r.name}") if r.parent_fd is not None else (None, 0)
+            old = stored or 0
+            for bit in (FILE_ATTRIBUTE_HIDDEN, FILE_ATTRIBUTE_SYSTEM):
+                if old & bit and not attributes & bit:
+                    raise fail(STATUS_ACCESS_DENIED, "overwrite would drop HIDDEN/SYSTEM")
+        fobj = self.files.get((st.st_dev, st.st_ino))
+        if fobj is not None:
+            if fobj.delete_pending:
+                raise fail(STATUS_DELETE_PENDING, fobj.path)
+            check = access | (FILE_WRITE_DATA if overwrite else 0)
+            if self._share_conflict(fobj.opens, check, share_access):
+                raise fail(STATUS_SHARING_VIOLATION, fobj.path)
+        writable = not is_dir and bool(access & (FILE_WRITE_DATA | FILE_APPEND_DATA) or overwrite)
+        fd = self._open_fd(r, is_dir, writable)
+        try:
+            st2 = os.fstat(fd)
+            if (st2.st_dev, st2.st_ino) != (st.st_dev, st.st_ino):
+                raise fail(STATUS_SHARING_VIOLATION, "file replaced during open")
+            action = CreateAction.FILE_OPENED
+            if overwrite:
+                os.ftruncate(fd, 0)
+                _, ctime = read_dosinfo(fd_path(fd))
+                new_attrs = (attributes & SETTABLE_ATTRIBUTES) | FILE_ATTRIBUTE_ARCHIVE
+                write_dosinfo(fd_path(fd), new_attrs, ctime)
+                if attributes & FILE_ATTRIBUTE_READONLY:
+                    os.fchmod(fd, st2.st_mode & 0o7555)
+                action = (CreateAction.FILE_SUPERSEDED if disposition == D.FILE_SUPERSEDE
+                          else CreateAction.FILE_OVERWRITTEN)
+        except OSError as e:
+            os.close(fd)
+            raise from_oserror(e) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        o = self._register(share, r, st, fd, writable, access, share_access, options, disposition)
+        return CreateResult(o, action)
+
+    @staticmethod
+    def _dir_readonly(r: Resolved) -> bool:
+        return False  # directories have no READONLY attribute here (see attrs.py)
+
+    def _create_new(self, share: Share, r: Resolved, access: int, want_max: bool, share_access: int,
+                    disposition: int, options: int, attributes: int) -> CreateResult:
+        D = CreateDisposition
+        if disposition in (D.FILE_OPEN, D.FILE_OVERWRITE):
+            raise fail(STATUS_OBJECT_NAME_NOT_FOUND, "\\".join(r.rel))
+        if share.read_only:
+            raise fail(STATUS_ACCESS_DENIED, "read-only share")
+        assert r.parent_fd is not None and r.name is not None
+        pst = os.fstat(r.parent_fd)
+        parent = self.files.get((pst.st_dev, pst.st_ino))
+        if parent is not None and parent.delete_pending:
+            raise fail(STATUS_DELETE_PENDING, "parent directory is being deleted")
+        if options & FILE_DELETE_ON_CLOSE and attributes & FILE_ATTRIBUTE_READONLY:
+            raise fail(STATUS_CANNOT_DELETE, "delete-on-close of a read-only file")
+        is_dir = bool(options & FILE_DIRECTORY_FILE)
+        if want_max:
+            access |= self._max_allowed(share, False)
+        try:
+            if is_dir:
+                os.mkdir(r.name, 0o777, dir_fd=r.parent_fd)
+                fd = os.open(r.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             dir_fd=r.parent_fd)
+            else:
+                fd = os.open(r.name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             0o666, dir_fd=r.parent_fd)
+        except FileExistsError:
+            raise fail(STATUS_OBJECT_NAME_COLLISION, "\\".join(r.rel)) from None
+        except OSError as e:
+            raise from_oserror(e) from None
+        try:
+            now_ft = to_filetime(time.time_ns())
+            a = attributes & SETTABLE_ATTRIBUTES
+            if not is_dir:
+                a |= FILE_ATTRIBUTE_ARCHIVE
+            write_dosinfo(fd_path(fd), a, now_ft)
+            if not is_dir and attributes & FILE_ATTRIBUTE_READONLY:
+                os.fchmod(fd, os.fstat(fd).st_mode & 0o7555)
+            st = os.fstat(fd)
+        except OSError as e:
+            os.close(fd)
+            raise from_oserror(e) from None
+        action = CreateAction.FILE_CREATED
+        o = self._register(share, r, st, fd, not is_dir, access, share_access, options, disposition)
+        return CreateResult(o, action)
+
+    # ------------------------------------------------------------------ CLOSE
+    def close(self, o: Open, postquery: bool = False) -> FileStat | None:
+        """Close an open (MS-FSA 2.1.5.4): drop its locks (waking waiters), fail its
+        waiting lock requests, and on the last close of a delete-pending file unlink it.
+        Returns the file's attributes before the close if *postquery*."""
+        wake: list[tuple[PendingLock, int]] = []
+        with o.io_lock:
+            with self.lock:
+                if o.closed:
+                    raise fail(STATUS_FILE_CLOSED)
+                info = None
+                if postquery:
+                    try:
+                        info = self._stat_of(o)
+                    except OSError:
+                        info = None
+                o.closed = True
+                fobj = o.file
+                for p in list(o.pending_locks):
+                    if not p.done:
+                        p.done = True
+                        wake.append((p, STATUS_RANGE_NOT_LOCKED))
+                    if p in fobj.waiters:
+                        fobj.waiters.remove(p)
+                o.pending_locks.clear()
+                had_locks = any(lk.owner is o for lk in fobj.locks)
+                fobj.locks = [lk for lk in fobj.locks if lk.owner is not o]
+                if o.delete_on_close:
+                    fobj.delete_pending = True
+                fobj.opens.remove(o)
+                self.opens.pop(o.file_id_volatile, None)
+                self.by_persistent.pop(o.file_id_persistent, None)
+                try:
+                    os.close(o.fd)
+                except OSError as e:
+                    log.warning("close(%d) of %s: %s", o.fd, fobj.path, e)
+                if not fobj.opens:
+                    if fobj.delete_pending:
+                        self._unlink(fobj)
+                    self.files.pop(fobj.key, None)
+                elif had_locks:
+                    wake += self._retry_waiters(fobj)
+        for p, status in wake:
+            p.on_complete(status)
+        return info
+
+    def _unlink(self, fobj: FileObject) -> None:
+        if not fobj.rel:
+            log.warning("share %s: refusing to delete the share root", fobj.share.name)
+            return
+        try:
+            with resolve(fobj.share, list(fobj.rel), follow_last=False) as r:
+                if not r.exists or (r.st.st_dev, r.st.st_ino) != fobj.key:
+                    log.warning("delete-on-close: %s changed on disk, not deleted", fobj.path)
+                    return
+                if fobj.is_directory:
+                    os.rmdir(r.name, dir_fd=r.parent_fd)
+                else:
+                    os.unlink(r.name, dir_fd=r.parent_fd)
+        except OSError as e:
+            log.warning("delete-on-close of %s failed: %s", fobj.path, e)
+        except NtStatusError as e:  # from resolve
+            log.warning("delete-on-close of %s: %s", fobj.path, e)
+
+    def close_all(self, opens: list[Open]) -> None:
+        """Close opens (tree disconnect, logoff); already closed ones are skipped."""
+        for o in opens:
+            try:
+                self.close(o)
+            except NtStatusError:
+                pass
+
+    # ------------------------------------------------------------------ READ / WRITE
+    def _check_io(self, o: Open, offset: int, length: int, write: bool) -> None:
+        with self.lock:
+            if brl.conflicts(o.file.locks, offset, length, write, False, o):
+                raise fail(STATUS_FILE_LOCK_CONFLICT)
+
+    def read(self, o: Open, offset: int, length: int, minimum_count: int = 0) -> bytes:
+        """MS-SMB2 3.3.5.12: read up to *length* bytes at *offset*."""
+        if o.is_directory:
+            raise fail(STATUS_INVALID_DEVICE_REQUEST, "read of a directory")
+        if not o.granted_access & (FILE_READ_DATA | FILE_EXECUTE):
+            raise fail(STATUS_ACCESS_DENIED, "no FILE_READ_DATA")
+        self._check_io(o, offset, length, False)
+        with o.io_lock:
+            if o.closed:
+                raise fail(STATUS_FILE_CLOSED)
+            try:
+                chunks = []
+                got = 0
+                while got < length:
+                    b = os.pread(o.fd, length - got, offset + got)
+                    if not b:
+                        break
+                    chunks.append(b)
+                    got += len(b)
+            except OSError as e:
+                raise from_oserror(e) from None
+        data = b"".join(chunks)
+        if length and not data:
+            raise fail(STATUS_END_OF_FILE)
+        if len(data) < minimum_count:
+            raise fail(STATUS_END_OF_FILE, "less than MinimumCount")
+        return data
+
+    def write(self, o: Open, offset: int, data: bytes | memoryview) -> int:
+        """MS-SMB2 3.3.5.13: write *data* at *offset* (0xFFFFFFFFFFFFFFFF: append)."""
+        if o.is_directory:
+            raise fail(STATUS_INVALID_DEVICE_REQUEST, "write to a directory")
+        if not o.granted_access & (FILE_WRITE_DATA | FILE_APPEND_DATA):
+            raise fail(STATUS_ACCESS_DENIED, "no FILE_WRITE_DATA")
+        with o.io_lock:
+            if o.closed:
+                raise fail(STATUS_FILE_CLOSED)
+            try:
+                if offset == 0xFFFFFFFFFFFFFFFF or not o.granted_access & FILE_WRITE_DATA:
+                    offset = os.fstat(o.fd).st_size
+                self._check_io(o, offset, len(data), True)
+                mv = memoryview(data)
+                done = 0
+                while done < len(mv):
+                    n = os.pwrite(o.fd, mv[done:], offset + done)
+                    if n <= 0:
+                        break
+                    done += n
+            except OSError as e:
+                raise from_oserror(e) from None
+        return done
+
+    def flush(self, o: Open) -> None:
+        """MS-SMB2 3.3.5.11."""
+        if not o.is_directory and not o.granted_access & (FILE_WRITE_DATA | FILE_APPEND_DATA):
+            raise fail(STATUS_ACCESS_DENIED, "flush without write access")
+        with o.io_lock:
+            if o.closed:
+                raise fail(STATUS_FILE_CLOSED)
+            if o.fd_writable:
+                try:
+                    os.fsync(o.fd)
+                except OSError as e:
+                    raise from_oserror(e) from None
+
+    # ------------------------------------------------------------------ info (query side)
+    def stat(self, o: Open) -> FileStat:
+        with o.io_lock:
+            if o.closed:
+                raise fail(STATUS_FILE_CLOSED)
+            try:
+                return self._stat_of(o)
+            except OSError as e:
+                raise from_oserror(e) from None
+
+    # ------------------------------------------------------------------ set info
+    def set_basic(self, o: Open, creation_time: int, last_access_time: int, last_write_time: int,
+                  change_time: int, file_attributes: int) -> None:
+        """FileBasicInformation (MS-FSA 2.1.5.14.2): times 0/-1/-2 leave the value alone;
+        attributes 0 leave them alone."""
+        if not o.granted_access & FILE_WRITE_ATTRIBUTES:
+            raise fail(STATUS_ACCESS_DENIED, "no FILE_WRITE_ATTRIBUTES")
+        if o.share.read_only:
+            raise fail(STATUS_ACCESS_DENIED, "read-only share")
+        if file_attributes & FILE_ATTRIBUTE_DIRECTORY and not o.is_directory:
+            raise fail(STATUS_INVALID_PARAMETER, "DIRECTORY attribute on a file")
+        if file_attributes & ~(SETTABLE_ATTRIBUTES | FILE_ATTRIBUTE_DIRECTORY | FILE_ATTRIBUTE_NORMAL | 0x7FFFF):
+            raise fail(STATUS_INVALID_PARAMETER, "bad attributes")
+        skip = (0, FILETIME_SUSPEND, FILETIME_RESUME)
+        with o.io_lock:
+            if o.closed:
+                raise fail(STATUS_FILE_CLOSED)
+            p = fd_path(o.fd)
+            try:
+                st = os.fstat(o.fd)
+                stored, ctime = read_dosinfo(p)
+                new_ctime = ctime if creation_time in skip else creation_time
+                if file_attributes:
+                    a = file_attributes & SETTABLE_ATTRIBUTES
+                    write_dosinfo(p, a, new_ctime or to_filetime(min(st.st_mtime_ns, st.st_ctime_ns)))
+                    if not o.is_directory:
+                        mode = stat_mod.S_IMODE(st.st_mode)
+                        if a & FILE_ATTRIBUTE_READONLY:
+                            mode &= ~0o222
+                        elif not mode & stat_mod.S_IWUSR:
+                            mode |= stat_mod.S_IWUSR
+                        if mode != stat_mod.S_IMODE(st.st_mode):
+                            os.chmod(p, mode)
+                elif creation_time not in skip:
+                    default = (stored if stored is not None else
+                               (0 if o.is_directory else FILE_ATTRIBUTE_ARCHIVE))
+                    write_dosinfo(p, default, creation_time)
+                at = None if last_access_time in skip else from_filetime(last_access_time)
+                wt = None if last_write_time in skip else from_filetime(last_write_time)
+                if at is not None or wt is not None:
+                    st = os.fstat(o.fd)
+                    os.utime(p, ns=(st.st_atime_ns if at is None else at, st.st_mtime_ns if wt is None else wt))
+            except OSError as e:
+                raise from_oserror(e) from None
+
+    def set_end_of_file(self, o: Open, size: int) -> None:
+        """FileEndOfFileInformation (MS-FSA 2.1.5.14.5)."""
+        if o.is_directory:
+            raise fail(STATUS_INVALID_PARAMETER, "end of file of a directory")
+        if not o.granted_access & FILE_WRITE_DATA:
+            raise fail(STATUS_ACCESS_DENIED, "no FILE_WRITE_DATA")
+        if size > 0x7FFFFFFFFFFFFFFF:
+            raise fail(STATUS_INVALID_PARAMETER, "EndOfFile too large")
+        with o.io_lock:
+            if o.closed:
+                raise fail(STATUS_FILE_CLOSED)
+            try:
+                os.ftruncate(o.fd, size)
+            except OSError as e:
+                raise from_oserror(e) from None
+
+    def set_allocation(self, o: Open, size: int) -> None:
+        """FileAllocationInformation (MS-FSA 2.1.5.14.1): shrinking below EndOfFile
+        truncates; growing only reserves (a no-op here)."""
+        if o.is_directory:
+            raise fail(STATUS_INVALID_PARAMETER, "allocation of a directory")
+        if not o.granted_access & FILE_WRITE_DATA:
+            raise fail(STATUS_ACCESS_DENIED, "no FILE_WRITE_DATA")
+        with o.io_lock:
+            if o.closed:
+                raise fail(STATUS_FILE_CLOSED)
+            try:
+                if size < os.fstat(o.fd).st_size:
+                    os.ftruncate(o.fd, size)
+            except OSError as e:
+                raise from_oserror(e) from None
+
+    def set_position(self, o: Open, offset: int) -> None:
+        """FilePositionInformation (MS-FSA 2.1.5.14.9)."""
+        if offset > 0x7FFFFFFFFFFFFFFF:
+            raise fail(STATUS_INVALID_PARAMETER, "position")
+        o.current_offset = offset
+
+    def set_disposition(self, o: Open, delete: bool) -> None:
+        """FileDispositionInformation (MS-FSA 2.1.5.14.3)."""
+        if not o.granted_access & DELETE:
+            raise fail(STATUS_ACCESS_DENIED, "no DELETE access")
+        if o.share.read_only:
+            raise fail(STATUS_ACCESS_DENIED, "read-only share")
+        with o.io_lock, self.lock:
+            if o.closed:
+                raise fail(STATUS_FILE_CLOSED)
+            fobj = o.file
+            if not delete:
+                fobj.delete_pending = False
+                o.delete_on_close = False
+                return
+            if not fobj.rel:
+                raise fail(STATUS_CANNOT_DELETE, "share root")
+            st = os.fstat(o.fd)
+            if not fobj.is_directory and not st.st_mode & stat_mod.S_IWUSR:
+                raise fail(STATUS_CANNOT_DELETE, "FILE_ATTRIBUTE_READONLY")
+            if fobj.is_directory:
+                try:
+                    with os.scandir(o.fd) as it:
+                        if next(it, None) is not None:
+                            raise fail(STATUS_DIRECTORY_NOT_EMPTY, fobj.path)
+                except OSError as e:
+                    raise from_oserror(e) from None
+            fobj.delete_pending = True
+
+    def set_disposition_ex(self, o: Open, flags: int) -> None:
+        """FileDispositionInformationEx (MS-FSCC 2.4.12): DELETE [| ON_CLOSE] [| IGNORE_READONLY]."""
+        from .constants import (
+            FILE_DISPOSITION_DELETE,
+            FILE_DISPOSITION_IGNORE_READONLY_ATTRIBUTE,
+            FILE_DISPOSITION_ON_CLOSE,
+        )
+
+        if flags & ~0x1F:
+            raise fail(STATUS_INVALID_PARAMETER, f"disposition flags 0x{flags:x}")
+        if flags & FILE_DISPOSITION_ON_CLOSE:
+            if not o.granted_access & DELETE:
+                raise fail(STATUS_ACCESS_DENIED, "no DELETE access")
+            o.delete_on_close = bool(flags & FILE_DISPOSITION_DELETE)
+            return
+        if flags & FILE_DISPOSITION_DELETE and flags & FILE_DISPOSITION_IGNORE_READONLY_ATTRIBUTE:
+            with o.io_lock:
+                st = os.fstat(o.fd)
+                if not o.is_directory and not st.st_mode & stat_mod.S_IWUSR:
+                    os.chmod(fd_path(o.fd), stat_mod.S_IMODE(st.st_mode) | stat_mod.S_IWUSR)
+        # FILE_DISPOSITION_POSIX_SEMANTICS: the name still goes at the last close here
+        self.set_disposition(o, bool(flags & FILE_DISPOSITION_DELETE))
+
+    def rename(self, o: Open, new_name: str, replace_if_exists: bool) -> None:
+        """FileRenameInformation (MS-FSA 2.1.5.14.11): *new_name* is share-relative."""
+        if not o.granted_access & DELETE:
+            raise fail(STATUS_ACCESS_DENIED, "no DELETE access")
+        if o.share.read_only:
+            raise fail(STATUS_ACCESS_DENIED, "read-only share")
+        parts = split_name(new_name, leading_separator_ok=True)
+        if not parts:
+            raise fail(STATUS_OBJECT_NAME_INVALID, "empty target name")
+        with o.io_lock, self.lock:
+            if o.closed:
+                raise fail(STATUS_FILE_CLOSED)
+            fobj = o.file
+            if not fobj.rel:
+                raise fail(STATUS_ACCESS_DENIED, "cannot rename the share root")
+            if fobj.delete_pending:
+                raise fail(STATUS_DELETE_PENDING, fobj.path)
+            if fobj.is_directory:
+                prefix = fobj.rel
+                for other in self.files.values():
+                    if other is not fobj and other.share is fobj.share and other.rel[:len(prefix)] == prefix:
+                        raise fail(STATUS_ACCESS_DENIED, "a file below the directory is open")
+            with resolve(o.share, parts, follow_last=False) as dst, \
+                    resolve(o.share, list(fobj.rel), follow_last=False) as src:
+                if not src.exists or (src.st.st_dev, src.st.st_ino) != fobj.key:
+                    raise fail(STATUS_OBJECT_NAME_NOT_FOUND, "source changed on disk")
+                same_file = dst.exists and (dst.st.st_dev, dst.st.st_ino) == fobj.key
+                if dst.exists and not same_file:
+                    if not replace_if_exists:
+                        raise fail(STATUS_OBJECT_NAME_COLLISION, "\\".join(dst.rel))
+                    if stat_mod.S_ISDIR(dst.st.st_mode):
+                        raise fail(STATUS_ACCESS_DENIED, "target is a directory")
+                    tobj = self.files.get((dst.st.st_dev, dst.st.st_ino))
+                    if tobj is not None and tobj.opens:
+                        raise fail(STATUS_ACCESS_DENIED, "target is open")
+                    if not stat_mod.S_ISLNK(dst.st.st_mode) and not dst.st.st_mode & stat_mod.S_IWUSR:
+                        raise fail(STATUS_ACCESS_DENIED, "target is read-only")
+                target_name = parts[-1] if not dst.exists or same_file else dst.name
+                try:
+                    os.rename(src.name, target_name, src_dir_fd=src.parent_fd, dst_dir_fd=dst.parent_fd)
+                except OSError as e:
+                    raise from_oserror(e) from None
+                fobj.rel = dst.rel[:-1] + [target_name]
+                for oo in fobj.opens:
+                    oo.path_name = fobj.path
+
+    # ------------------------------------------------------------------ LOCK
+    def lock(self, o: Open, elements: list[tuple[int, int, int]],
+             on_complete: Callable[[int], None] | None = None) -> PendingLock | None:
+        """MS-SMB2 3.3.5.14 / MS-FSA 2.1.5.8-9.  *elements*: (offset, length, flags).
+
+        Unlocks are applied in order (a missing one: STATUS_RANGE_NOT_LOCKED, earlier ones
+        stay done).  Locks are all-or-nothing: on a conflict the ones granted by this
+        request are released again; an element with FAIL_IMMEDIATELY then gives
+        STATUS_LOCK_NOT_GRANTED, otherwise the request waits (returns a PendingLock whose
+        *on_complete(status)* runs when it is granted, cancelled or its open closed)."""
+        if o.is_directory:
+            raise fail(STATUS_INVALID_PARAMETER, "lock on a directory")
+        if not elements:
+            raise fail(STATUS_INVALID_PARAMETER, "LockCount 0")
+        unlock = bool(elements[0][2] & SMB2_LOCKFLAG_UNLOCK)
+        valid = ((SMB2_LOCKFLAG_UNLOCK,) if unlock else
+                 (SMB2_LOCKFLAG_SHARED_LOCK, SMB2_LOCKFLAG_EXCLUSIVE_LOCK,
+                  SMB2_LOCKFLAG_SHARED_LOCK | SMB2_LOCKFLAG_FAIL_IMMEDIATELY,
+                  SMB2_LOCKFLAG_EXCLUSIVE_LOCK | SMB2_LOCKFLAG_FAIL_IMMEDIATELY))
+        for _, _, fl in elements:
+            if fl not in valid:
+                raise fail(STATUS_INVALID_PARAMETER, f"lock flags 0x{fl:x}")
+        wake: list[tuple[PendingLock, int]] = []
+        with self.lock:
+            if o.closed:
+                raise fail(STATUS_FILE_CLOSED)
+            fobj = o.file
+            if unlock:
+                try:
+                    for off, ln, _ in elements:
+                        if not brl.range_valid(off, ln):
+                            raise fail(STATUS_INVALID_LOCK_RANGE)
+                        lk = brl.find_unlock(fobj.locks, off, ln, o)
+                        if lk is None:
+                            raise fail(STATUS_RANGE_NOT_LOCKED)
+                        fobj.locks.remove(lk)
+                        o.lock_count -= 1
+                finally:
+                    wake = self._retry_waiters(fobj)
+            else:
+                for off, ln, _ in elements:
+                    if not brl.range_valid(off, ln):
+                        raise fail(STATUS_INVALID_LOCK_RANGE)
+                bad = self._try_lock(o, elements)
+                if bad is None:
+                    return None
+                if elements[bad][2] & SMB2_LOCKFLAG_FAIL_IMMEDIATELY or on_complete is None:
+                    raise fail(STATUS_LOCK_NOT_GRANTED)
+                p = PendingLock(o, list(elements), on_complete)
+                fobj.waiters.append(p)
+                o.pending_locks.append(p)
+                return p
+        for p, status in wake:
+            p.on_complete(status)
+        return None
+
+    def _try_lock(self, o: Open, elements: list[tuple[int, int, int]]) -> int | None:
+        """Grant all elements or none; the index of the first conflicting one, or None."""
+        fobj = o.file
+        granted: list[brl.ByteRangeLock] = []
+        for i, (off, ln, fl) in enumerate(elements):
+            excl = bool(fl & SMB2_LOCKFLAG_EXCLUSIVE_LOCK)
+            if brl.conflicts(fobj.locks, off, ln, excl, True, o):
+                for lk in granted:
+                    fobj.locks.remove(lk)
+                o.lock_count -= len(granted)
+                return i
+            lk = brl.ByteRangeLock(o, off, ln, excl)
+            fobj.locks.append(lk)
+            granted.append(lk)
+            o.lock_count += 1
+        return None
+
+    def _retry_waiters(self, fobj: FileObject) -> list[tuple[PendingLock, int]]:
+        """Grant what waiting requests can now get (FIFO); caller calls back outside the lock."""
+        out = []
+        for p in list(fobj.waiters):
+            if p.done:
+                fobj.waiters.remove(p)
+                continue
+            if self._try_lock(p.open, p.elements) is None:
+                p.done = True
+                fobj.waiters.remove(p)
+                if p in p.open.pending_locks:
+                    p.open.pending_locks.remove(p)
+                out.append((p, STATUS_SUCCESS))
+        return out
+
+    def cancel_lock(self, p: PendingLock) -> bool:
+        """Cancel a waiting lock request (SMB2 CANCEL): on_complete(STATUS_CANCELLED)."""
+        with self.lock:
+            if p.done:
+                return False
+            p.done = True
+            if p in p.open.file.waiters:
+                p.open.file.waiters.remove(p)
+            if p in p.open.pending_locks:
+                p.open.pending_locks.remove(p)
+        p.on_complete(STATUS_CANCELLED)
+        return True
+
+    # ------------------------------------------------------------------ QUERY_DIRECTORY
+    def query_directory(self, o: Open, flags: int, pattern: str, max_output: int,
+                        build: Callable[[str, FileStat], Any], min_entry: int) -> list[Any]:
+        """Enumerate (MS-FSA 2.1.5.6.3, MS-SMB2 3.3.5.18).  *build(name, stat)* makes an
+        entry structure; entries are packed by the caller, which tells us through
+        *max_output* how many bytes fit (entries are 8-byte aligned).  Returns the list of
+        entries for this call; raises STATUS_NO_SUCH_FILE (first call, no match),
+        STATUS_NO_MORE_FILES (end), STATUS_INFO_LENGTH_MISMATCH (buffer below one entry)."""
+        if not o.is_directory:
+            raise fail(STATUS_INVALID_PARAMETER, "QUERY_DIRECTORY on a file")
+        if not o.granted_access & FILE_LIST_DIRECTORY:
+            raise fail(STATUS_ACCESS_DENIED, "no FILE_LIST_DIRECTORY")
+        if max_output < min_entry:
+            raise fail(STATUS_INFO_LENGTH_MISMATCH, "output buffer smaller than an entry")
+        with o.io_lock:
+            if o.closed:
+                raise fail(STATUS_FILE_CLOSED)
+            s = o.search
+            if s is None or flags & (SMB2_RESTART_SCANS | SMB2_REOPEN):
+                if s is not None and not pattern:
+                    pattern = s.pattern
+                try:
+                    names = sorted(os.listdir(o.fd), key=lambda n: (n.casefold(), n))
+                except OSError as e:
+                    raise from_oserror(e) from None
+                s = o.search = DirSearch(pattern or "*", [".", ".."] + names)
+            out: list[Any] = []
+            used = 0
+            while s.index < len(s.names):
+                name = s.names[s.index]
+                if not is_name_in_expression(name, s.pattern):
+                    s.index += 1
+                    continue
+                st = self._entry_stat(o, name)
+                if st is None:
+                    s.index += 1
+                    continue
+                entry = build(name, st)
+                size = entry_size(entry)
+                start = used + ((-used) % 8) if out else 0
+                if start + size > max_output:
+                    if not out:
+                        raise fail(STATUS_INFO_LENGTH_MISMATCH, "entry larger than the output buffer")
+                    break
+                out.append(entry)
+                used = start + size
+                s.index += 1
+                if flags & SMB2_RETURN_SINGLE_ENTRY:
+                    break
+            if not out:
+                raise fail(STATUS_NO_MORE_FILES if s.returned_any else STATUS_NO_SUCH_FILE)
+            s.returned_any = True
+            return out
+
+    def _entry_stat(self, o: Open, name: str) -> FileStat | None:
+        """Stat of a directory entry as enumeration reports it (symlinks followed inside
+        the share; dangling or escaping ones, and non-UTF-16-able names, are skipped)."""
+        try:
+            name.encode("utf-16-le")
+        except UnicodeEncodeError:
+            return None
+        try:
+            if name == ".":
+                return file_stat(os.fstat(o.fd), ".", fd_path(o.fd), o.share.hide_dot_files)
+            if name == "..":
+                if not o.file.rel:
+                    return file_stat(os.fstat(o.fd), "..", fd_path(o.fd), o.share.hide_dot_files)
+                st = os.stat("..", dir_fd=o.fd)
+                return file_stat(st, "..", f"{fd_path(o.fd)}/..", o.share.hide_dot_files)
+            st = os.stat(name, dir_fd=o.fd, follow_symlinks=False)
+            if stat_mod.S_ISLNK(st.st_mode):
+                try:
+                    with resolve(o.share, o.file.rel + [name]) as r:
+                        if not r.exists or stat_mod.S_ISLNK(r.st.st_mode):
+                            return None
+                        st = r.st
+                        xp = f"{fd_path(r.parent_fd)}/{r.name}" if r.parent_fd is not None else None
+                        return file_stat(st, name, xp, o.share.hide_dot_files)
+                except NtStatusError:
+                    return None
+            if not (stat_mod.S_ISREG(st.st_mode) or stat_mod.S_ISDIR(st.st_mode)):
+                return None
+            return file_stat(st, name, f"{fd_path(o.fd)}/{name}", o.share.hide_dot_files)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                return None
+            raise from_oserror(e) from None
+
+
+def entry_size(entry: Any) -> int:
+    """Packed size of a directory entry (fixed part + name)."""
+    return entry.FIXED_SIZE + len(entry.file_name)
+
