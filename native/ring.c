@@ -525,6 +525,22 @@ int wsd_ring_pop_packed(wsd_ring *r, void *out, uint64_t outcap, uint32_t *lens,
     return (int)k;
 }
 
+int64_t wsd_ring_pop_one(wsd_ring *r, void *out, uint32_t outcap, uint64_t *off) {
+    NEED_CONSUMER(r);
+    uint64_t o;
+    uint32_t len;
+    int k = wsd_ring_peek(r, 1, &o, &len);
+    if (k <= 0)
+        return k < 0 ? k : -EAGAIN;
+    if (len > outcap) {
+        *off = o; /* too big for out: the caller copies from o and releases */
+        return len;
+    }
+    memcpy(out, (const uint8_t *)r->hdr + o, len);
+    int rc = wsd_ring_release(r, 1);
+    return rc < 0 ? rc : (int64_t)len;
+}
+
 /* ------------------------------------------------------------ readiness */
 
 int wsd_ring_readable(wsd_ring *r) {

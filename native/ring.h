@@ -133,6 +133,11 @@ int wsd_ring_release(wsd_ring *r, uint32_t n);
 int wsd_ring_pop_packed(wsd_ring *r, void *out, uint64_t outcap, uint32_t *lens,
                         uint32_t max_n);
 
+/* Copy the oldest message into out and release it; returns its length.
+ * If it is longer than outcap, nothing is copied or released: the length is
+ * returned and *off gets its payload offset. -EAGAIN when empty. */
+int64_t wsd_ring_pop_one(wsd_ring *r, void *out, uint32_t outcap, uint64_t *off);
+
 /* ---- readiness and wake-up (protocol: docs/ring.md) ---- */
 /* 1 if a message is waiting or the producer has closed. */
 int wsd_ring_readable(wsd_ring *r);

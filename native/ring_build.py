@@ -46,6 +46,7 @@ int wsd_ring_push_packed(wsd_ring *r, const char *data, const uint32_t *lens, ui
 int wsd_ring_peek(wsd_ring *r, uint32_t max_n, uint64_t *offs, uint32_t *lens);
 int wsd_ring_release(wsd_ring *r, uint32_t n);
 int wsd_ring_pop_packed(wsd_ring *r, char *out, uint64_t outcap, uint32_t *lens, uint32_t max_n);
+int64_t wsd_ring_pop_one(wsd_ring *r, char *out, uint32_t outcap, uint64_t *off);
 
 int wsd_ring_readable(wsd_ring *r);
 int wsd_ring_writable(wsd_ring *r, uint32_t n);

@@ -84,6 +84,7 @@ VERSION: int = lib.WSD_RING_VERSION
 
 SHM_DIR = "/dev/shm"
 _SCRATCH = 1024  # max messages per peek / pop_batch_into call
+_SMALL = 2048  # pop() copies messages up to this size through one C call
 _SLICE = 0.05  # longest single sleep: bounds dead-peer detection latency
 _EAGAIN = -errno.EAGAIN
 
@@ -220,6 +221,7 @@ class Ring:
         self._offs = ffi.new("uint64_t[]", _SCRATCH)
         self._lens = ffi.new("uint32_t[]", _SCRATCH)
         self._one_off = ffi.new("uint64_t[1]")
+        self._small = ffi.new("char[]", _SMALL)
         self._rfd = self._wfd = -1
         self._own_fds = False
         self._rpoll = self._wpoll = None
@@ -568,14 +570,15 @@ class Ring:
         return k
 
     def put(self, data: bytes | bytearray | memoryview, timeout: float | None = None) -> None:
-        """Blocking push: wait for room (TimeoutError after timeout seconds)."""
+        """Blocking push: wait for room (TimeoutError after timeout seconds,
+        RingClosed if the consumer closed or died)."""
+        if self.push(data):
+            return
         deadline = None if timeout is None else time.monotonic() + timeout
         n = len(data) if type(data) is bytes else memoryview(data).nbytes
         while not self.push(data):
             left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise TimeoutError("ring full")
-            if not self.wait_writable(left, n):
+            if (left is not None and left <= 0) or not self.wait_writable(left, n):
                 raise TimeoutError("ring full")
             if self._consumer_gone():
                 raise RingClosed(errno.EPIPE, "consumer closed or died")
@@ -614,14 +617,16 @@ class Ring:
         r = self._r
         if r is None:
             self._need_open()
-        offs, lens = self._offs, self._lens
-        k = lib.wsd_ring_peek(r, 1, offs, lens)
-        if k <= 0:
-            if k < 0:
-                _raise(k)
-            return None
-        off = offs[0]
-        data = self._mm[off : off + lens[0]]
+        n = lib.wsd_ring_pop_one(r, self._small, _SMALL, self._one_off)
+        if n <= _SMALL:
+            if n >= 0:
+                return ffi.unpack(self._small, n)
+            if n == _EAGAIN:
+                return None
+            _raise(n)
+        # Larger than the scratch buffer: copy straight from the ring.
+        off = self._one_off[0]
+        data = self._mm[off : off + n]
         lib.wsd_ring_release(r, 1)
         return data
 
@@ -659,16 +664,19 @@ class Ring:
     def get(self, timeout: float | None = None) -> bytes | None:
         """Blocking pop: a message, or None at EOF (producer closed or died);
         TimeoutError after timeout seconds."""
+        data = self.pop()
+        if data is not None:
+            return data
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            data = self.pop()
-            if data is not None:
-                return data
             if self.eof:
                 return None
             left = None if deadline is None else deadline - time.monotonic()
             if (left is not None and left <= 0) or not self.wait_readable(left):
                 raise TimeoutError("ring empty")
+            data = self.pop()
+            if data is not None:
+                return data
 
     # ------------------------------------------------------------ waiting
 

@@ -258,17 +258,19 @@ def test_sigkill_at_random_time_while_pushing(delay):
     size = 48 * 1024
     with Ring.create(1 << 18) as ring:
         p = run_child(blast, ring, size)
-        got = 0
-        end = time.monotonic() + delay
-        while time.monotonic() < end:
-            views = ring.peek(16)
-            for v in views:
-                check_msg(v, got)
-                got += 1
-            ring.release(len(views))
-        os.kill(p.pid, signal.SIGKILL)
-        p.join(10)
-        p.close()
+        try:
+            got = 0
+            end = time.monotonic() + delay
+            while time.monotonic() < end:
+                views = ring.peek(16)
+                for v in views:
+                    check_msg(v, got)
+                    got += 1
+                ring.release(len(views))
+        finally:
+            os.kill(p.pid, signal.SIGKILL)
+            p.join(10)
+            p.close()
         while True:
             views = ring.peek(16)
             if not views:
