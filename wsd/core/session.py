@@ -1,0 +1,795 @@
+"""Sans-IO core of the switch's session protocol over one SAN connection.
+
+It covers session negotiation (WSD-N1..N4) and data transfer (WSD-D1):
+control messages built in a per-socket pool of registered send buffers,
+receives into a pool of posted receive buffers, credit flow control, small
+sends inline, large sends by RDMA read (or RDMA write where the peer cannot
+read).  It does no I/O: the driver (``wsd.switch``) feeds it completions and
+``now`` and carries out the actions it returns:
+
+==================  =========================================================
+action              driver does
+==================  =========================================================
+``PostRecv(i)``     ``WSPRecv`` of ``recv_buffers[i]``; completion ->
+                    :meth:`on_recv_complete`
+``PostSend(i, n)``  ``WSPSend`` of ``send_buffers[i][:n]``; completion ->
+                    :meth:`on_send_complete`
+``RegisterRdma``    ``WSPRegisterRdmaMemory``; -> :meth:`on_rdma_registered`
+                    or :meth:`on_rdma_register_failed`
+``DeregisterRdma``  ``WSPDeregisterRdmaMemory``
+``RdmaRead/Write``  ``WSPRdmaRead``/``WSPRdmaWrite``; -> :meth:`on_rdma_complete`
+``Negotiated``      (event) the session is up
+``SendDone``        (event) an application send no longer needs its buffer
+``Closed``          (event) the connection ended: ``error`` 0 = orderly
+``Trace``           (event) a step for diagnostics (``wsd-accept``)
+==================  =========================================================
+
+Credits: ``send_credits`` is how many messages we may still send (receive
+buffers the peer has posted for us); every message carries ``credits`` = the
+receive buffers we reposted since our last grant.  Messages that carry data
+(DATA, RDMA_READ_ADVERT, RDMA_WRITE_REQUEST) keep one credit in reserve;
+control messages (the DONEs, WRITE_ADVERT, CREDIT, DISCONNECT) may use the
+last one, so the peer can always be told about finished transfers and new
+credits.  A peer that sends more than it was granted is aborted
+(``WSAECONNABORTED``).
+"""
+from __future__ import annotations
+
+import collections
+import enum
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import errors
+from ..spi import MEM_READ, MEM_WRITE
+from .structure import MalformedStructure
+from .wire import (
+    MSG_CREDIT, MSG_DATA, MSG_DISCONNECT, MSG_NAMES, MSG_RDMA_READ_ADVERT, MSG_RDMA_READ_DONE,
+    MSG_RDMA_WRITE_ADVERT, MSG_RDMA_WRITE_DONE, MSG_RDMA_WRITE_REQUEST, NEG_FLAG_RDMA_READ,
+    NEG_FLAG_RDMA_WRITE, NEG_FLAG_RESPONSE, NEGOTIATION_MAX, ControlHeader, NegotiateMessage, RdmaAdvert,
+    RdmaDone, RdmaWriteRequest,
+)
+
+log = logging.getLogger("wsd.session")
+
+__all__ = [
+    "SessionConfig", "SessionProtocol", "Role", "State", "SendOp",
+    "PostRecv", "PostSend", "RegisterRdma", "DeregisterRdma", "RdmaRead", "RdmaWrite",
+    "Negotiated", "SendDone", "Closed", "Trace",
+]
+
+HEADER = ControlHeader.SIZE
+_hdr_struct = ControlHeader._struct
+MIN_RECEIVE_SIZE = 64
+
+
+class Role(enum.Enum):
+    CONNECTOR = "connector"
+    ACCEPTOR = "acceptor"
+
+
+class State(enum.Enum):
+    IDLE = "idle"
+    NEGOTIATING = "negotiating"
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+@dataclass
+class SessionConfig:
+    recv_count: int = 16               # receive buffers posted per connection
+    recv_size: int = 16384             # size of each (every message fits: WSD-N4)
+    send_count: int = 16               # registered send buffers per connection
+    negotiation_timeout: float = 5.0   # seconds to complete WSD-N1..N4
+    rdma_threshold: int = 65536        # sends this large or larger go by RDMA
+    max_rdma_length: int = 1 << 30     # largest single RDMA transfer accepted from a peer
+    rdma_timeout: float = 30.0         # an RDMA transfer must finish within this
+    can_rdma_read: bool = True         # from the provider's capabilities
+    can_rdma_write: bool = True
+
+    def validate(self) -> None:
+        if self.recv_count < 2 or self.send_count < 2:
+            raise errors.WSAEINVAL("recv_count and send_count must be at least 2")
+        if self.recv_size < max(MIN_RECEIVE_SIZE, NEGOTIATION_MAX):
+            raise errors.WSAEINVAL(f"recv_size must be at least {NEGOTIATION_MAX}")
+
+
+# --- actions -------------------------------------------------------------------
+@dataclass(slots=True)
+class PostRecv:
+    index: int
+
+
+@dataclass(slots=True)
+class PostSend:
+    index: int
+    length: int
+    kind: int
+
+
+@dataclass(slots=True)
+class RegisterRdma:
+    cookie: int
+    view: memoryview
+    flags: int
+
+
+@dataclass(slots=True)
+class DeregisterRdma:
+    descriptor: bytes
+
+
+@dataclass(slots=True)
+class RdmaRead:
+    cookie: int
+    target: memoryview
+    descriptor: bytes
+
+
+@dataclass(slots=True)
+class RdmaWrite:
+    cookie: int
+    source: memoryview
+    descriptor: bytes
+
+
+@dataclass(slots=True)
+class Negotiated:
+    peer_posted: int
+    peer_receive_size: int
+    peer_flags: int
+
+
+@dataclass(slots=True)
+class SendDone:
+    op: "SendOp"
+
+
+@dataclass(slots=True)
+class Closed:
+    error: int
+    reason: str
+
+
+@dataclass(slots=True)
+class Trace:
+    step: str
+    fields: dict
+
+
+@dataclass(eq=False)
+class SendOp:
+    """One application send, in order with the others."""
+
+    data: memoryview
+    mode: str                      # "inline" | "rdma_read" | "rdma_write"
+    offset: int = 0
+    cookie: int = 0
+    state: str = "new"
+    descriptor: bytes | None = None
+    done: bool = False
+    error: int = 0
+    deadline: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+
+class _Incoming:
+    """One entry of the receive queue, in arrival order."""
+
+    __slots__ = ("view", "pos", "slot", "ready", "cookie", "staging", "descriptor", "deadline")
+
+    def __init__(self, view=None, slot=-1, ready=True):
+        self.view = view
+        self.pos = 0
+        self.slot = slot
+        self.ready = ready
+        self.cookie = 0
+        self.staging = None
+        self.descriptor = None
+        self.deadline = None
+
+
+class ProtocolViolation(Exception):
+    def __init__(self, wsa_code: int, reason: str):
+        super().__init__(reason)
+        self.wsa_code = wsa_code
+        self.reason = reason
+
+
+class SessionProtocol:
+    """The session protocol of one SAN connection; see the module docstring."""
+
+    def __init__(self, role: Role, config: SessionConfig | None = None, *, name: str = ""):
+        self.role = role
+        self.config = config or SessionConfig()
+        self.config.validate()
+        self.name = name
+        c = self.config
+        self._recv_mem = bytearray(c.recv_count * c.recv_size)
+        self._send_mem = bytearray(c.send_count * c.recv_size)
+        rm, sm = memoryview(self._recv_mem), memoryview(self._send_mem)
+        #: the pool of receive buffers the driver posts (``PostRecv(i)``)
+        self.recv_buffers = [rm[i * c.recv_size:(i + 1) * c.recv_size] for i in range(c.recv_count)]
+        #: the pool of registered send buffers (``PostSend(i, n)``); peer's receive_size bounds use
+        self.send_buffers = [sm[i * c.recv_size:(i + 1) * c.recv_size] for i in range(c.send_count)]
+        self.state = State.IDLE
+        self.error = 0
+        self.close_reason = ""
+        self.deadline: float | None = None
+        # negotiated
+        self.peer_posted = 0
+        self.peer_receive_size = 0
+        self.peer_flags = 0
+        self.max_inline = 0
+        # credits (one owner: this object)
+        self.send_credits = 0       # messages we may still send
+        self.owed_credits = 0       # reposted receive buffers not yet granted to the peer
+        self.peer_credits = 0       # messages the peer may still send us (for overrun checks)
+        # buffers
+        self._free_send = collections.deque(range(c.send_count))
+        self._posted = set()        # receive buffers currently posted
+        # queues
+        self._sends: collections.deque[SendOp] = collections.deque()   # not yet fully issued
+        self._inflight: dict[int, SendOp] = {}                          # RDMA sends awaiting the peer
+        self._control: collections.deque[tuple] = collections.deque()   # pending control messages
+        self._credit_queued = False
+        self._incoming: collections.deque[_Incoming] = collections.deque()
+        self._rdma_in: dict[int, _Incoming] = {}                       # by our cookie for reads
+        self._write_in: dict[int, _Incoming] = {}                      # by the peer's cookie
+        self._next_cookie = 1
+        self.peer_eof = False
+        self.local_closed = False
+        self.disconnect_sent = False
+        self.first_data_seen = False
+        self.stats = collections.Counter()
+        self._trace_out: list = []
+
+    # ------------------------------------------------------------------ helpers
+    def _cookie(self) -> int:
+        c = self._next_cookie
+        self._next_cookie = (c + 1) & 0xFFFFFFFF or 1
+        return c
+
+    @property
+    def readable(self) -> bool:
+        """True if :meth:`recv_into` would return without waiting (data, EOF or an error)."""
+        return bool(self._incoming and self._incoming[0].ready) or self.peer_eof or self.state is State.CLOSED
+
+    @property
+    def connected(self) -> bool:
+        return self.state is State.CONNECTED
+
+    def next_deadline(self) -> float | None:
+        ds = [d for d in (self.deadline,) if d is not None]
+        ds += [op.deadline for op in self._inflight.values() if op.deadline is not None]
+        ds += [e.deadline for e in self._rdma_in.values() if e.deadline is not None]
+        return min(ds) if ds else None
+
+    # ------------------------------------------------------------------ start
+    def start(self, now: float) -> list:
+        """Post the receive buffers; the connector also sends its negotiation message (WSD-N1)."""
+        if self.state is not State.IDLE:
+            raise errors.WSAEINVAL("session already started")
+        self.state = State.NEGOTIATING
+        self.deadline = now + self.config.negotiation_timeout
+        out: list = []
+        for i in range(self.config.recv_count):
+            self._posted.add(i)
+            out.append(PostRecv(i))
+        if self.role is Role.CONNECTOR:
+            out.append(self._negotiation_message(now, response=False))
+        return out
+
+    def _flags(self) -> int:
+        f = 0
+        if self.config.can_rdma_read:
+            f |= NEG_FLAG_RDMA_READ
+        if self.config.can_rdma_write:
+            f |= NEG_FLAG_RDMA_WRITE
+        return f
+
+    def _negotiation_message(self, now: float, response: bool):
+        msg = NegotiateMessage(flags=self._flags() | (NEG_FLAG_RESPONSE if response else 0),
+                               posted_receives=self.config.recv_count, receive_size=self.config.recv_size)
+        i = self._free_send.popleft()
+        n = msg.pack_into(self.send_buffers[i], 0)
+        self._trace_out.append(Trace("negotiation_out", {
+            "bytes": n, "posted_receives": msg.posted_receives, "receive_size": msg.receive_size,
+            "response": response}))
+        return PostSend(i, n, 0)
+
+    # ------------------------------------------------------------------ completions
+    def _finish(self, out: list) -> list:
+        if self._trace_out:
+            out[:0] = self._trace_out      # steps first, in the order they happened
+            self._trace_out.clear()
+        return out
+
+    def on_recv_complete(self, index: int, nbytes: int, now: float) -> list:
+        """A posted receive buffer got a message of ``nbytes``."""
+        out: list = []
+        if self.state is State.CLOSED:
+            return out
+        self._posted.discard(index)
+        buf = self.recv_buffers[index]
+        try:
+            if self.state is State.NEGOTIATING:
+                self._on_negotiation(index, buf, nbytes, now, out)
+            else:
+                self._on_message(index, buf, nbytes, now, out)
+            self._pump(now, out)
+        except ProtocolViolation as v:
+            self._abort(v.wsa_code, v.reason, out)
+        return self._finish(out)
+
+    def on_recv_failed(self, index: int, error: int, now: float) -> list:
+        self._posted.discard(index)
+        out: list = []
+        if self.state is not State.CLOSED:
+            reason = "peer vanished" if self.state is State.NEGOTIATING else "receive failed"
+            self._abort(error or errors.WSAECONNRESET.wsa_code, f"{reason} ({errors.code_name(error)})", out)
+        return self._finish(out)
+
+    def on_send_complete(self, index: int, now: float) -> list:
+        self._free_send.append(index)
+        out: list = []
+        if self.state is State.CONNECTED:
+            self._pump(now, out)
+        return self._finish(out)
+
+    def on_send_failed(self, index: int, error: int, now: float) -> list:
+        self._free_send.append(index)
+        out: list = []
+        if self.state is not State.CLOSED:
+            self._abort(error or errors.WSAECONNRESET.wsa_code, f"send failed ({errors.code_name(error)})", out)
+        return self._finish(out)
+
+    def on_peer_reset(self, error: int, now: float, reason: str = "peer reset the connection") -> list:
+        out: list = []
+        if self.state is not State.CLOSED:
+            if self.state is State.NEGOTIATING:
+                reason = "peer vanished during negotiation"
+            self._abort(error or errors.WSAECONNRESET.wsa_code, reason, out)
+        return self._finish(out)
+
+    def on_transport_closed(self, error: int, now: float) -> list:
+        """The provider says the connection is gone (``FD_CLOSE``).
+
+        After the peer's DISCONNECT this is the orderly end; otherwise an abort
+        (``WSAECONNRESET`` unless the provider gave another code).
+        """
+        out: list = []
+        if self.state is State.CLOSED:
+            return out
+        if self.peer_eof and not self._inflight and not self._rdma_in:
+            self.state = State.CLOSED
+            self.close_reason = "closed by peer"
+            out.append(Closed(0, self.close_reason))
+            return self._finish(out)
+        return self.on_peer_reset(error or errors.WSAECONNRESET.wsa_code, now)
+
+    def on_timer(self, now: float) -> list:
+        out: list = []
+        if self.state is State.NEGOTIATING and self.deadline is not None and now >= self.deadline:
+            self._abort(errors.WSAETIMEDOUT.wsa_code, "session negotiation did not complete in time", out)
+        elif self.state is State.CONNECTED:
+            late = [op for op in self._inflight.values() if op.deadline is not None and now >= op.deadline]
+            late += [e for e in self._rdma_in.values() if e.deadline is not None and now >= e.deadline]
+            if late:
+                self._abort(errors.WSAETIMEDOUT.wsa_code, "RDMA transfer did not complete in time", out)
+        return self._finish(out)
+
+    # ------------------------------------------------------------------ negotiation
+    def _on_negotiation(self, index: int, buf: memoryview, nbytes: int, now: float, out: list) -> None:
+        if nbytes > NEGOTIATION_MAX:
+            raise ProtocolViolation(errors.WSAEMSGSIZE.wsa_code,
+                                    f"negotiation message of {nbytes} bytes exceeds {NEGOTIATION_MAX}")
+        try:
+            msg = NegotiateMessage.unpack(buf[:nbytes])
+        except MalformedStructure as e:
+            raise ProtocolViolation(errors.WSAECONNABORTED.wsa_code, f"bad negotiation message: {e}") from None
+        is_response = bool(msg.flags & NEG_FLAG_RESPONSE)
+        if is_response != (self.role is Role.CONNECTOR):
+            raise ProtocolViolation(errors.WSAECONNABORTED.wsa_code, "negotiation message of the wrong direction")
+        if msg.posted_receives < 2 or msg.receive_size < max(MIN_RECEIVE_SIZE, NEGOTIATION_MAX):
+            raise ProtocolViolation(errors.WSAECONNABORTED.wsa_code,
+                                    f"peer posted {msg.posted_receives} x {msg.receive_size} B: too few/small")
+        self._trace_out.append(Trace("negotiation_in", {
+            "bytes": nbytes, "posted_receives": msg.posted_receives, "receive_size": msg.receive_size,
+            "response": is_response}))
+        self.peer_posted = msg.posted_receives
+        self.peer_receive_size = msg.receive_size
+        self.peer_flags = msg.flags
+        self.max_inline = min(msg.receive_size, self.config.recv_size) - HEADER
+        # the buffer the negotiation message used is reposted and counted in what we advertise
+        self._repost(index, out, grant=False)
+        self.peer_credits = self.config.recv_count
+        if self.role is Role.ACCEPTOR:
+            # WSD-N4: our receives are posted (start()) before we answer; the answer lands in one
+            # of the connector's buffers, which it will grant back.
+            out.append(self._negotiation_message(now, response=True))
+            self.send_credits = msg.posted_receives - 1
+        else:
+            self.send_credits = msg.posted_receives
+            self.owed_credits = 1   # the buffer the answer used
+        self.state = State.CONNECTED
+        self.deadline = None
+        out.append(Negotiated(msg.posted_receives, msg.receive_size, msg.flags))
+
+    # ------------------------------------------------------------------ messages
+    def _on_message(self, index: int, buf: memoryview, nbytes: int, now: float, out: list) -> None:
+        if nbytes < HEADER:
+            raise ProtocolViolation(errors.WSAECONNABORTED.wsa_code, f"truncated control message ({nbytes} bytes)")
+        mtype, flags, credits, length = _hdr_struct.unpack_from(buf, 0)
+        if flags:
+            raise ProtocolViolation(errors.WSAECONNABORTED.wsa_code, "reserved header flags set")
+        if length != nbytes - HEADER:
+            raise ProtocolViolation(errors.WSAECONNABORTED.wsa_code,
+                                    f"control message length {length} != {nbytes - HEADER} received")
+        self.peer_credits -= 1
+        if self.peer_credits - self.owed_credits < 0:
+            raise ProtocolViolation(errors.WSAECONNABORTED.wsa_code, "credit overrun: peer sent more than granted")
+        if credits:
+            self.send_credits += credits
+            if self.send_credits > self.peer_posted:
+                raise ProtocolViolation(errors.WSAECONNABORTED.wsa_code,
+                                        f"peer granted {self.send_credits} credits but posted {self.peer_posted}")
+        self.stats["msgs_in"] += 1
+        payload = buf[HEADER:nbytes]
+        if mtype == MSG_DATA:
+            if self.peer_eof:
+                raise ProtocolViolation(errors.WSAECONNABORTED.wsa_code, "data after DISCONNECT")
+            if length == 0:
+                self._repost(index, out)
+                return
+            self._incoming.append(_Incoming(payload, index, True))
+            self._note_first_data(length, "inline")
+        elif mtype == MSG_RDMA_READ_ADVERT:
+            adv, desc = self._parse_advert(payload)
+            self._repost(index, out)
+            if not self.config.can_rdma_read:
+                raise ProtocolViolation(errors.WSAECONNABORTED.wsa_code, "RDMA read advertised but we cannot read")
+            staging = memoryview(bytearray(adv.length))
+            e = _Incoming(None, -1, False)
+            e.cookie = self._cookie()
+            e.staging = staging
+            e.descriptor = adv.cookie  # the peer's cookie, echoed in READ_DONE
+            e.deadline = now + self.config.rdma_timeout
+            self._rdma_in[e.cookie] = e
+            self._incoming.append(e)
+            out.append(RdmaRead(e.cookie, staging, desc))
+        elif mtype == MSG_RDMA_WRITE_REQUEST:
+            try:
+                req = RdmaWriteRequest.unpack(payload)
+            except MalformedStructure as e:
+                raise ProtocolViolation(errors.WSAECONNABORTED.wsa_code, f"bad RDMA_WRITE_REQUEST: {e}") from None
+            self._check_length(req.length, len(payload), RdmaWriteRequest.SIZE)
+            self._repost(index, out)
+            staging = memoryview(bytearray(req.length))
+            e = _Incoming(None, -1, False)
+            e.cookie = self._cookie()
+            e.staging = staging
+            e.deadline = now + self.config.rdma_timeout
+            self._write_in[req.cookie] = e
+            self._rdma_in[e.cookie] = e
+            self._incoming.append(e)
+            e.descriptor = req.cookie
+            out.append(RegisterRdma(e.cookie, staging, MEM_WRITE))
+        elif mtype == MSG_RDMA_WRITE_ADVERT:
+            adv, desc = self._parse_advert(payload)
+            self._repost(index, out)
+            op = self._inflight.get(adv.cookie)
+            if op is None or op.mode != "rdma_write" or op.state != "requested" or adv.length != len(op):
+                raise ProtocolViolation(errors.WSAECONNABORTED.wsa_code, "RDMA_WRITE_ADVERT for no pending write")
+            op.state = "writing"
+            out.append(RdmaWrite(op.cookie, op.data, desc))
+        elif mtype in (MSG_RDMA_READ_DONE, MSG_RDMA_WRITE_DONE):
+            try:
+                done = RdmaDone.unpack(payload)
+            except MalformedStructure as e:
+                raise ProtocolViolation(errors.WSAECONNABORTED.wsa_code, f"bad {MSG_NAMES[mtype]}: {e}") from None
+            self._repost(index, out)
+            if mtype == MSG_RDMA_READ_DONE:
+                op = self._inflight.pop(done.cookie, None)
+                if op is None or op.mode != "rdma_read":
+                    raise ProtocolViolation(errors.WSAECONNABORTED.wsa_code, "RDMA_READ_DONE for no pending read")
+                if op.descriptor is not None:
+                    out.append(DeregisterRdma(op.descriptor))
+                self._complete_op(op, done.status, out)
+            else:
+                e = self._write_in.pop(done.cookie, None)
+                if e is None or done.length != len(e.staging):
+                    raise ProtocolViolation(errors.WSAECONNABORTED.wsa_code, "RDMA_WRITE_DONE for no pending write")
+                self._rdma_in.pop(e.cookie, None)
+                if e.descriptor is not None and isinstance(e.descriptor, bytes):
+                    out.append(DeregisterRdma(e.descriptor))
+                if done.status:
+                    raise ProtocolViolation(done.status, "peer's RDMA write failed")
+                e.view, e.ready, e.deadline = e.staging, True, None
+                self._note_first_data(done.length, "rdma_write")
+        elif mtype == MSG_CREDIT:
+            if length:
+                raise ProtocolViolation(errors.WSAECONNABORTED.wsa_code, "CREDIT with a payload")
+            self._repost(index, out)
+        elif mtype == MSG_DISCONNECT:
+            self._repost(index, out, grant=False)
+            self.peer_eof = True
+            self._trace_out.append(Trace("peer_disconnect", {}))
+        else:
+            raise ProtocolViolation(errors.WSAECONNABORTED.wsa_code, f"unknown control message type {mtype}")
+
+    def _check_length(self, length: int, got: int, need: int) -> None:
+        if got != need:
+            raise ProtocolViolation(errors.WSAECONNABORTED.wsa_code, "control payload of the wrong size")
+        if length == 0 or length > self.config.max_rdma_length:
+            raise ProtocolViolation(errors.WSAECONNABORTED.wsa_code, f"RDMA length {length} out of range")
+
+    def _parse_advert(self, payload: memoryview):
+        try:
+            adv = RdmaAdvert.unpack(payload)
+        except MalformedStructure as e:
+            raise ProtocolViolation(errors.WSAECONNABORTED.wsa_code, f"bad RDMA advert: {e}") from None
+        self._check_length(adv.length, len(payload), RdmaAdvert.SIZE + adv.descriptor_length)
+        return adv, bytes(payload[RdmaAdvert.SIZE:])
+
+    def _note_first_data(self, length: int, how: str) -> None:
+        self.stats["bytes_in"] += length
+        if not self.first_data_seen:
+            self.first_data_seen = True
+            self._trace_out.append(Trace("first_data", {"bytes": length, "via": how}))
+
+    def _repost(self, index: int, out: list, grant: bool = True) -> None:
+        self._posted.add(index)
+        out.append(PostRecv(index))
+        if grant:
+            self.owed_credits += 1
+            self.peer_credits += 1
+            # grant promptly if the peer is (nearly) out of credits or we owe many
+            if not self._credit_queued and (self.peer_credits - self.owed_credits <= 1
+                                            or self.owed_credits >= max(1, self.config.recv_count // 2)):
+                self._credit_queued = True
+                self._control.append((MSG_CREDIT, b""))
+
+    # ------------------------------------------------------------------ RDMA completions
+    def on_rdma_registered(self, cookie: int, descriptor: bytes, now: float) -> list:
+        out: list = []
+        op = self._inflight.get(cookie)
+        if op is not None and op.state == "registering":
+            op.descriptor = descriptor
+            op.state = "registered"
+        else:
+            e = self._rdma_in.get(cookie)
+            if e is None or e.ready:
+                out.append(DeregisterRdma(descriptor))
+                return self._finish(out)
+            # receiver side of an RDMA write: advertise our buffer
+            e.slot = -2
+            peer_cookie = e.descriptor
+            e.descriptor = descriptor
+            adv = RdmaAdvert(cookie=peer_cookie, descriptor_length=len(descriptor), length=len(e.staging))
+            self._control.append((MSG_RDMA_WRITE_ADVERT, adv.pack() + descriptor))
+        self._pump(now, out)
+        return self._finish(out)
+
+    def on_rdma_register_failed(self, cookie: int, error: int, now: float) -> list:
+        """``WSPRegisterRdmaMemory`` failed: the send fails with that error (``WSAENOBUFS``)."""
+        out: list = []
+        op = self._inflight.pop(cookie, None)
+        if op is not None:
+            if self._sends and self._sends[0] is op:
+                self._sends.popleft()
+            self._complete_op(op, error or errors.WSAENOBUFS.wsa_code, out)
+            self._pump(now, out)
+        elif cookie in self._rdma_in:
+            self._abort(error or errors.WSAENOBUFS.wsa_code, "cannot register memory for an RDMA write", out)
+        return self._finish(out)
+
+    def on_rdma_complete(self, cookie: int, error: int, now: float) -> list:
+        out: list = []
+        e = self._rdma_in.get(cookie)
+        if e is not None and not e.ready and e.slot == -1:      # our RDMA read of the peer's data
+            del self._rdma_in[cookie]
+            if error:
+                self._abort(error, f"RDMA read failed ({errors.code_name(error)})", out)
+                return self._finish(out)
+            e.view, e.ready, e.deadline = e.staging, True, None
+            self._note_first_data(len(e.staging), "rdma_read")
+            done = RdmaDone(cookie=e.descriptor, status=0, length=len(e.staging))
+            self._control.append((MSG_RDMA_READ_DONE, done.pack()))
+        else:
+            op = self._inflight.get(cookie)
+            if op is None or op.state != "writing":
+                return self._finish(out)
+            del self._inflight[cookie]
+            if error:
+                self._complete_op(op, error, out)
+                self._abort(error, f"RDMA write failed ({errors.code_name(error)})", out)
+                return self._finish(out)
+            done = RdmaDone(cookie=cookie, status=0, length=len(op))
+            self._control.append((MSG_RDMA_WRITE_DONE, done.pack()))
+            self._complete_op(op, 0, out)
+        self._pump(now, out)
+        return self._finish(out)
+
+    # ------------------------------------------------------------------ application side
+    def send(self, data, now: float) -> tuple[SendOp, list]:
+        """Queue an application send; the op is ``done`` when its buffer is no longer needed."""
+        if self.state is State.CLOSED:
+            raise errors.from_code(self.error or errors.WSAENOTCONN.wsa_code, self.close_reason or None)
+        if self.local_closed:
+            raise errors.WSAESHUTDOWN("send after close")
+        view = memoryview(data).cast("B") if not isinstance(data, memoryview) else data.cast("B")
+        mode = "inline"
+        if len(view) >= self.config.rdma_threshold and self.state is State.CONNECTED:
+            if self.peer_flags & NEG_FLAG_RDMA_READ:
+                mode = "rdma_read"
+            elif self.config.can_rdma_write:
+                mode = "rdma_write"
+        op = SendOp(view, mode)
+        if mode != "inline":
+            op.cookie = self._cookie()
+        out: list = []
+        if len(view) == 0:
+            op.done = True
+            return op, out
+        self._sends.append(op)
+        if self.state is State.CONNECTED:
+            self._pump(now, out)
+        return op, self._finish(out)
+
+    def recv_into(self, target, now: float) -> tuple[int, list]:
+        """Copy queued data into ``target``; returns (count, actions). 0 means end of stream.
+
+        Raises the connection's error if it was aborted and no data is left.
+        """
+        out: list = []
+        tv = memoryview(target).cast("B")
+        want = len(tv)
+        n = 0
+        q = self._incoming
+        while n < want and q and q[0].ready:
+            e = q[0]
+            avail = len(e.view) - e.pos
+            take = min(avail, want - n)
+            tv[n:n + take] = e.view[e.pos:e.pos + take]
+            n += take
+            e.pos += take
+            if e.pos == len(e.view):
+                q.popleft()
+                if e.slot >= 0:
+                    self._repost(e.slot, out)
+        if n == 0 and not (q and q[0].ready):
+            if self.state is State.CLOSED and self.error and not self.peer_eof:
+                raise errors.from_code(self.error, self.close_reason)
+            if not (self.peer_eof or self.state is State.CLOSED) and want:
+                raise errors.WSAEWOULDBLOCK()
+        self.stats["bytes_read"] += n
+        if out and self.state is State.CONNECTED:
+            self._pump(now, out)
+        return n, self._finish(out)
+
+    def close(self, now: float) -> list:
+        """Orderly close: a DISCONNECT goes after every queued send."""
+        out: list = []
+        if self.local_closed or self.state is State.CLOSED:
+            return out
+        self.local_closed = True
+        if self.state is State.CONNECTED:
+            self._pump(now, out)
+        else:
+            self.state = State.CLOSED
+            self.close_reason = "closed before negotiation completed"
+            out.append(Closed(errors.WSAECONNABORTED.wsa_code, self.close_reason))
+        return self._finish(out)
+
+    @property
+    def close_done(self) -> bool:
+        """True once nothing more needs to go out (DISCONNECT sent, or the connection is dead)."""
+        return self.state is State.CLOSED or (self.disconnect_sent and len(self._free_send) == self.config.send_count
+                                              and not self._inflight)
+
+    # ------------------------------------------------------------------ sending
+    def _can_send(self, control: bool) -> bool:
+        if not self._free_send:
+            return False
+        if control:
+            return self.send_credits >= 1
+        return self.send_credits >= 2
+
+    def _emit(self, mtype: int, payload, out: list) -> None:
+        i = self._free_send.popleft()
+        buf = self.send_buffers[i]
+        plen = len(payload)
+        grant = min(self.owed_credits, 0xFFFF)
+        self.owed_credits -= grant
+        _hdr_struct.pack_into(buf, 0, mtype, 0, grant, plen)
+        if plen:
+            buf[HEADER:HEADER + plen] = payload
+        self.send_credits -= 1
+        self.stats["msgs_out"] += 1
+        out.append(PostSend(i, HEADER + plen, mtype))
+
+    def _pump(self, now: float, out: list) -> None:
+        """Send whatever credits and send buffers allow: control messages first, then data in order."""
+        if self.state is not State.CONNECTED:
+            return
+        ctl = self._control
+        while ctl and self._can_send(control=True):
+            mtype, payload = ctl.popleft()
+            if mtype == MSG_CREDIT:
+                self._credit_queued = False
+                if self.owed_credits == 0:
+                    continue
+            self._emit(mtype, payload, out)
+        sends = self._sends
+        while sends:
+            op = sends[0]
+            if op.mode == "inline":
+                data, mi = op.data, self.max_inline
+                while op.offset < len(data) and self._can_send(control=False):
+                    chunk = data[op.offset:op.offset + mi]
+                    self._emit(MSG_DATA, chunk, out)
+                    op.offset += len(chunk)
+                if op.offset < len(data):
+                    break
+                sends.popleft()
+                self._complete_op(op, 0, out)
+            elif op.mode == "rdma_read":
+                if op.state == "new":
+                    op.state = "registering"
+                    self._inflight[op.cookie] = op
+                    out.append(RegisterRdma(op.cookie, op.data, MEM_READ))
+                    break
+                if op.state == "registering" or not self._can_send(control=False):
+                    break
+                adv = RdmaAdvert(cookie=op.cookie, descriptor_length=len(op.descriptor), length=len(op))
+                self._emit(MSG_RDMA_READ_ADVERT, adv.pack() + op.descriptor, out)
+                op.state = "advertised"
+                op.deadline = now + self.config.rdma_timeout
+                sends.popleft()
+            else:  # rdma_write
+                if not self._can_send(control=False):
+                    break
+                req = RdmaWriteRequest(cookie=op.cookie, length=len(op))
+                self._emit(MSG_RDMA_WRITE_REQUEST, req.pack(), out)
+                op.state = "requested"
+                op.deadline = now + self.config.rdma_timeout
+                self._inflight[op.cookie] = op
+                sends.popleft()
+        if (self.local_closed and not self.disconnect_sent and not sends and not ctl
+                and self._can_send(control=True)):
+            self._emit(MSG_DISCONNECT, b"", out)
+            self.disconnect_sent = True
+
+    def _complete_op(self, op: SendOp, error: int, out: list) -> None:
+        op.done = True
+        op.error = error
+        op.deadline = None
+        out.append(SendDone(op))
+
+    # ------------------------------------------------------------------ abort
+    def _abort(self, code: int, reason: str, out: list) -> None:
+        if self.state is State.CLOSED:
+            return
+        log.warning("session %s aborted: %s (%s)", self.name or self.role.value, reason, errors.code_name(code))
+        self.state = State.CLOSED
+        self.error = code
+        self.close_reason = reason
+        self.deadline = None
+        for op in list(self._sends) + list(self._inflight.values()):
+            if not op.done:
+                self._complete_op(op, code, out)
+                if op.descriptor is not None:
+                    out.append(DeregisterRdma(op.descriptor))
+        self._sends.clear()
+        self._inflight.clear()
+        for e in self._rdma_in.values():
+            if isinstance(e.descriptor, bytes):
+                out.append(DeregisterRdma(e.descriptor))
+        self._rdma_in.clear()
+        # keep the ready data already received (never lost); drop unfinished transfers
+        self._incoming = collections.deque(e for e in self._incoming if e.ready)
+        out.append(Closed(code, reason))
