@@ -56,3 +56,23 @@ def smbclient(client_conf):
         return SmbclientResult(argv, r.returncode, r.stdout, r.stderr)
 
     return run
+
+
+_TORTURE: list = []  # (target, SuiteResult, pinned cases) per smbtorture run this session
+
+
+@pytest.fixture
+def torture_report() -> list:
+    return _TORTURE
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _TORTURE:
+        return
+    tr = terminalreporter
+    tr.section("smbtorture results (pass/total per suite)")
+    for target, r, pins in _TORTURE:
+        new = sorted(r.passed() - pins)
+        tr.write_line(f"[{target}] {r.summary()}; pinned {len(pins)}")
+        if new:
+            tr.write_line(f"    newly passing, not pinned ({len(new)}): {', '.join(new)}")

@@ -1,0 +1,237 @@
+"""Run Samba's smbtorture suites against a server and parse the per-case results.
+
+Used by test_interop_smbtorture.py, and as a command line tool to measure and
+re-pin (see docs/interop.md)::
+
+    .venv/bin/python tests/smb/interop/smbtorture_runner.py --target wsd [--suite smb2.read]... \
+        [--update-pins] [--json results.json]
+
+smbtorture prints subunit v1 with ``--format=subunit``: ``test: NAME`` when a
+case starts, then ``success: NAME`` / ``failure: NAME [`` ... ``]`` /
+``error:`` / ``skip:`` / ``xfail:`` / ``uxsuccess:``.  The runner watches the
+output; when nothing new arrives for ``stall`` seconds (a hung request) or the
+suite's budget is spent it kills smbtorture, records the running case as
+``timeout`` and carries on with the cases not yet run, by name.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SMBTORTURE = shutil.which("smbtorture")
+HERE = Path(__file__).resolve().parent
+PINS = HERE / "smbtorture_pins.json"
+
+SUITES = [
+    "smb2.connect", "smb2.read", "smb2.rw", "smb2.session", "smb2.getinfo", "smb2.setinfo", "smb2.dir",
+    "smb2.rename", "smb2.delete-on-close-perms", "smb2.lock", "smb2.create",
+]
+
+PASS = {"success", "xfail"}
+_RESULT = re.compile(r"^(success|successful|failure|fail|error|skip|xfail|uxsuccess): (.+?)( \[)?$")
+_NORMALIZE = {"successful": "success", "fail": "failure"}
+
+
+@dataclass
+class SuiteResult:
+    suite: str
+    results: dict[str, str] = field(default_factory=dict)  # case -> success/failure/error/skip/timeout/...
+    details: dict[str, str] = field(default_factory=dict)  # case -> failure text
+    seconds: float = 0.0
+    runs: int = 0
+    log: str = ""
+
+    def passed(self) -> set[str]:
+        return {c for c, s in self.results.items() if s in PASS}
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.results.values():
+            out[s] = out.get(s, 0) + 1
+        return out
+
+    def summary(self) -> str:
+        c = self.counts()
+        return (f"{self.suite}: {len(self.passed())}/{len(self.results)} pass"
+                + "".join(f", {n} {k}" for k, n in sorted(c.items()) if k not in PASS) + f" ({self.seconds:.1f}s)")
+
+
+def list_cases(suite: str) -> list[str]:
+    """Case names as ``--fullname`` reports them (``smb2.read.eof``; ``smb2.connect`` for a lone test)."""
+    r = subprocess.run([SMBTORTURE, "--list", suite], capture_output=True, text=True, timeout=60)
+    out = []
+    for ln in r.stdout.splitlines()[1:]:
+        parts = ln.strip().split(".")
+        if len(parts) >= 2 and parts[-1] == parts[-2]:
+            parts = parts[:-1]
+        name = ".".join(parts)
+        if name and (name == suite or name.startswith(suite + ".")):
+            out.append(name)
+    return out
+
+
+def parse_subunit(text: str) -> tuple[dict[str, str], dict[str, str], str | None]:
+    """(results, details, the case that started but never finished)."""
+    results: dict[str, str] = {}
+    details: dict[str, str] = {}
+    running = None
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        ln = lines[i]
+        if ln.startswith("test: "):
+            running = ln[6:].strip()
+        else:
+            m = _RESULT.match(ln)
+            if m:
+                status, name = _NORMALIZE.get(m.group(1), m.group(1)), m.group(2).strip()
+                results[name] = status
+                if running == name:
+                    running = None
+                if m.group(3):  # multi-line detail up to a lone "]"
+                    buf = []
+                    i += 1
+                    while i < len(lines) and lines[i] != "]":
+                        buf.append(lines[i])
+                        i += 1
+                    details[name] = "\n".join(buf)
+        i += 1
+    return results, details, running
+
+
+def _run_once(argv: list[str], budget: float, stall: float) -> tuple[str, bool]:
+    """Run smbtorture with its output in a file; kill it when stalled or over budget."""
+    with tempfile.TemporaryFile("w+b") as out:
+        p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             start_new_session=True)
+        start = last_change = time.monotonic()
+        size = 0
+        killed = False
+        while p.poll() is None:
+            time.sleep(0.2)
+            now = time.monotonic()
+            cur = os.fstat(out.fileno()).st_size
+            if cur != size:
+                size, last_change = cur, now
+            if now - last_change > stall or now - start > budget:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+                killed = True
+        out.seek(0)
+        return out.read().decode("utf-8", "replace"), killed
+
+
+def run_suite(host: str, port: int, share: str, creds: str, suite: str, *, cases: list[str] | None = None,
+              budget: float = 300.0, stall: float = 60.0, client_conf: str | None = None,
+              extra: list[str] | None = None) -> SuiteResult:
+    """Run ``suite`` (or just ``cases`` of it) within ``budget`` seconds in all."""
+    if SMBTORTURE is None:
+        raise FileNotFoundError("smbtorture not installed (apt-get install samba-testsuite)")
+    res = SuiteResult(suite)
+    conf = client_conf
+    tmp = None
+    if conf is None:
+        tmp = tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False)
+        tmp.write("[global]\n")
+        tmp.close()
+        conf = tmp.name
+    base = [SMBTORTURE, f"//{host}/{share}", "-p", str(port), "-U", creds, "-s", conf, "--fullname",
+            "--format=subunit", *(extra or [])]
+    all_cases = cases or list_cases(suite)
+    todo: list[str] | None = list(cases) if cases else None  # None: the whole suite by its name
+    t0 = time.monotonic()
+    try:
+        while True:
+            left = budget - (time.monotonic() - t0)
+            if left <= 1:
+                break
+            text, killed = _run_once(base + (todo if todo else [suite]), left, stall)
+            res.runs += 1
+            res.log += text
+            results, details, running = parse_subunit(text)
+            res.results.update(results)
+            res.details.update(details)
+            if not killed:
+                break
+            if running:
+                res.results[running] = "timeout"
+                res.details[running] = f"no output for {stall:.0f}s or suite budget spent; killed"
+            todo = [c for c in all_cases if c not in res.results]
+            if not todo:
+                break
+    finally:
+        if tmp is not None:
+            os.unlink(tmp.name)
+    for c in all_cases:
+        res.results.setdefault(c, "not-run")
+    res.seconds = time.monotonic() - t0
+    return res
+
+
+def load_pins(path: Path = PINS) -> dict:
+    if path.exists():
+        return json.loads(path.read_text())
+    return {}
+
+
+def save_pins(pins: dict, path: Path = PINS) -> None:
+    path.write_text(json.dumps(pins, indent=1, sort_keys=True) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--target", choices=["wsd", "samba"], default="wsd")
+    ap.add_argument("--suite", action="append", help="suite(s) to run (default: all of SUITES)")
+    ap.add_argument("--budget", type=float, default=300.0, help="seconds per suite")
+    ap.add_argument("--stall", type=float, default=60.0, help="kill after this many seconds without output")
+    ap.add_argument("--update-pins", action="store_true", help="write the passing cases into the pin file")
+    ap.add_argument("--json", help="write all per-case results here")
+    ap.add_argument("--show-failures", action="store_true")
+    a = ap.parse_args(argv)
+
+    sys.path.insert(0, str(HERE.parent))
+    from sut_servers import KINDS  # noqa: E402
+
+    suites = a.suite or SUITES
+    root = Path(tempfile.mkdtemp(prefix=f"smbtorture-{a.target}-"))
+    srv = KINDS[a.target](root)
+    srv.start()
+    all_results = {}
+    try:
+        pins = load_pins()
+        for s in suites:
+            r = run_suite(srv.host, srv.port, srv.share, srv.creds, s, budget=a.budget, stall=a.stall)
+            all_results[s] = {"results": r.results, "details": r.details, "seconds": r.seconds}
+            print(r.summary(), flush=True)
+            if a.show_failures:
+                for c, st in sorted(r.results.items()):
+                    if st not in PASS and st != "skip":
+                        print(f"  {st}: {c}: {r.details.get(c, '').strip()[:300]}")
+            if a.update_pins:
+                pins.setdefault(a.target, {})[s] = sorted(r.passed())
+            if not srv.alive():
+                print(f"!! {a.target} server died during {s}; log tail:\n{srv.log_tail()[-3000:]}")
+                srv.stop()
+                srv = KINDS[a.target](root / f"restart-{s}")
+                srv.start()
+        if a.update_pins:
+            save_pins(pins)
+        if a.json:
+            Path(a.json).write_text(json.dumps(all_results, indent=1, sort_keys=True))
+    finally:
+        srv.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
