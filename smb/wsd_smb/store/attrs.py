@@ -35,10 +35,13 @@ _DOSINFO = struct.Struct("<IQ")
 _NOT_SUPPORTED = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA, errno.EPERM, errno.EACCES, errno.ENOENT}
 
 
-def read_dosinfo(path: str) -> tuple[int | None, int]:
-    """(stored attributes or None, stored CreationTime or 0) of *path* (not followed)."""
+def read_dosinfo(path: str, follow: bool = True) -> tuple[int | None, int]:
+    """(stored attributes or None, stored CreationTime or 0) of *path*.
+
+    *follow* must be True for ``/proc/self/fd/N`` paths (:func:`fd_path`), which are
+    magic links; directory-entry paths pass False so a symlink is never followed."""
     try:
-        raw = os.getxattr(path, XATTR_NAME, follow_symlinks=False)
+        raw = os.getxattr(path, XATTR_NAME, follow_symlinks=follow)
     except OSError as e:
         if e.errno in _NOT_SUPPORTED:
             return None, 0
@@ -50,11 +53,11 @@ def read_dosinfo(path: str) -> tuple[int | None, int]:
 
 
 def write_dosinfo(path: str, attributes: int, creation_time: int) -> bool:
-    """Store attributes (without READONLY/DIRECTORY) and CreationTime; False if the
-    file system has no user xattrs."""
+    """Store attributes (without READONLY/DIRECTORY) and CreationTime on *path* (an
+    :func:`fd_path`); False if the file system has no user xattrs."""
     data = _DOSINFO.pack(attributes & SETTABLE_ATTRIBUTES & ~FILE_ATTRIBUTE_READONLY, creation_time)
     try:
-        os.setxattr(path, XATTR_NAME, data, follow_symlinks=False)
+        os.setxattr(path, XATTR_NAME, data, follow_symlinks=True)
     except OSError as e:
         if e.errno in _NOT_SUPPORTED:
             return False
@@ -94,8 +97,9 @@ def dos_attributes(st: os.stat_result, name: str, stored: int | None, hide_dot_f
     return a or FILE_ATTRIBUTE_NORMAL
 
 
-def file_stat(st: os.stat_result, name: str, xattr_path: str | None, hide_dot_files: bool = True) -> FileStat:
-    stored, ctime = read_dosinfo(xattr_path) if xattr_path else (None, 0)
+def file_stat(st: os.stat_result, name: str, xattr_path: str | None, hide_dot_files: bool = True,
+              follow: bool = True) -> FileStat:
+    stored, ctime = read_dosinfo(xattr_path, follow) if xattr_path else (None, 0)
     is_dir = stat_mod.S_ISDIR(st.st_mode)
     if not ctime:
         ctime = to_filetime(min(st.st_mtime_ns, st.st_ctime_ns))

@@ -3,10 +3,10 @@ locks and directory enumeration over real directories (MS-FSA 2.1.5 semantics,
 as far as an SMB2 server needs them).
 
 Blocking code (it does OS I/O): the SMB2 core runs it in a thread pool.  One store lock
-(``ObjectStore.lock``) guards the open table, the per-file state (opens, share modes,
+(``ObjectStore.mutex``) guards the open table, the per-file state (opens, share modes,
 delete-pending, locks, waiting lock requests); each open has an ``io_lock`` held around
 its OS I/O and its close, so an fd is never closed under a running read.  Lock order:
-``open.io_lock`` before ``store.lock``.
+``open.io_lock`` before ``store.mutex``.
 """
 from __future__ import annotations
 
@@ -196,7 +196,7 @@ class ObjectStore:
     (by FileId.Volatile); ``by_persistent`` indexes it by FileId.Persistent."""
 
     def __init__(self) -> None:
-        self.lock = threading.RLock()
+        self.mutex = threading.RLock()
         self.opens: dict[int, Open] = {}
         self.by_persistent: dict[int, Open] = {}
         self.files: dict[tuple[int, int], FileObject] = {}
@@ -281,7 +281,7 @@ class ObjectStore:
         if share.read_only and (access & WRITE_ACCESS_BITS or doc):
             raise fail(STATUS_ACCESS_DENIED, "read-only share")
         parts = split_name(name)
-        with self.lock:
+        with self.mutex:
             r = resolve(share, parts)
             try:
                 if r.exists:
@@ -354,7 +354,7 @@ class ObjectStore:
         if overwrite:
             # MS-FSA 2.1.5.1.2.1: hidden/system files are only overwritten by a caller
             # that keeps those attributes
-            stored, _ = read_dosinfo(f"{fd_path(r.parent_fd)}/{r.name}") if r.parent_fd is not None else (None, 0)
+            stored, _ = read_dosinfo(f"{fd_path(r.parent_fd)}/{r.name}", False) if r.parent_fd is not None else (None, 0)
             old = stored or 0
             for bit in (FILE_ATTRIBUTE_HIDDEN, FILE_ATTRIBUTE_SYSTEM):
                 if old & bit and not attributes & bit:
@@ -447,7 +447,7 @@ class ObjectStore:
         Returns the file's attributes before the close if *postquery*."""
         wake: list[tuple[PendingLock, int]] = []
         with o.io_lock:
-            with self.lock:
+            with self.mutex:
                 if o.closed:
                     raise fail(STATUS_FILE_CLOSED)
                 info = None
@@ -514,7 +514,7 @@ class ObjectStore:
 
     # ------------------------------------------------------------------ READ / WRITE
     def _check_io(self, o: Open, offset: int, length: int, write: bool) -> None:
-        with self.lock:
+        with self.mutex:
             if brl.conflicts(o.file.locks, offset, length, write, False, o):
                 raise fail(STATUS_FILE_LOCK_CONFLICT)
 
@@ -682,7 +682,7 @@ class ObjectStore:
             raise fail(STATUS_ACCESS_DENIED, "no DELETE access")
         if o.share.read_only:
             raise fail(STATUS_ACCESS_DENIED, "read-only share")
-        with o.io_lock, self.lock:
+        with o.io_lock, self.mutex:
             if o.closed:
                 raise fail(STATUS_FILE_CLOSED)
             fobj = o.file
@@ -736,7 +736,7 @@ class ObjectStore:
         parts = split_name(new_name, leading_separator_ok=True)
         if not parts:
             raise fail(STATUS_OBJECT_NAME_INVALID, "empty target name")
-        with o.io_lock, self.lock:
+        with o.io_lock, self.mutex:
             if o.closed:
                 raise fail(STATUS_FILE_CLOSED)
             fobj = o.file
@@ -796,7 +796,7 @@ class ObjectStore:
             if fl not in valid:
                 raise fail(STATUS_INVALID_PARAMETER, f"lock flags 0x{fl:x}")
         wake: list[tuple[PendingLock, int]] = []
-        with self.lock:
+        with self.mutex:
             if o.closed:
                 raise fail(STATUS_FILE_CLOSED)
             fobj = o.file
@@ -863,7 +863,7 @@ class ObjectStore:
 
     def cancel_lock(self, p: PendingLock) -> bool:
         """Cancel a waiting lock request (SMB2 CANCEL): on_complete(STATUS_CANCELLED)."""
-        with self.lock:
+        with self.mutex:
             if p.done:
                 return False
             p.done = True
@@ -951,12 +951,12 @@ class ObjectStore:
                             return None
                         st = r.st
                         xp = f"{fd_path(r.parent_fd)}/{r.name}" if r.parent_fd is not None else None
-                        return file_stat(st, name, xp, o.share.hide_dot_files)
+                        return file_stat(st, name, xp, o.share.hide_dot_files, False)
                 except NtStatusError:
                     return None
             if not (stat_mod.S_ISREG(st.st_mode) or stat_mod.S_ISDIR(st.st_mode)):
                 return None
-            return file_stat(st, name, f"{fd_path(o.fd)}/{name}", o.share.hide_dot_files)
+            return file_stat(st, name, f"{fd_path(o.fd)}/{name}", o.share.hide_dot_files, False)
         except OSError as e:
             if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
                 return None

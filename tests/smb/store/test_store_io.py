@@ -1,0 +1,210 @@
+"""READ/WRITE/FLUSH, set-info (end of file, allocation, basic, position) and rename."""
+from __future__ import annotations
+
+import os
+import stat
+import threading
+
+from conftest import create, status_of
+
+from wsd_smb.store.constants import (
+    FILE_APPEND_DATA,
+    FILE_ATTRIBUTE_ARCHIVE,
+    FILE_ATTRIBUTE_HIDDEN,
+    FILE_ATTRIBUTE_READONLY,
+    FILE_DIRECTORY_FILE,
+    FILE_READ_ATTRIBUTES,
+    FILE_READ_DATA,
+    GENERIC_READ,
+    CreateDisposition as D,
+)
+from wsd_smb.store.errors import (
+    STATUS_ACCESS_DENIED,
+    STATUS_END_OF_FILE,
+    STATUS_INVALID_DEVICE_REQUEST,
+    STATUS_OBJECT_NAME_COLLISION,
+    STATUS_OBJECT_PATH_NOT_FOUND,
+)
+from wsd_smb.store.filetime import from_filetime, to_filetime
+
+
+def test_read_write_offsets_and_eof(store, share, root):
+    o = create(store, share, "f").open
+    assert store.write(o, 10, b"xyz") == 3
+    assert (root / "f").read_bytes() == b"\0" * 10 + b"xyz"
+    assert store.read(o, 9, 10) == b"\0xyz"
+    assert status_of(store.read, o, 13, 1) == STATUS_END_OF_FILE
+    assert status_of(store.read, o, 100, 5) == STATUS_END_OF_FILE
+    assert status_of(store.read, o, 11, 5, 3) == STATUS_END_OF_FILE  # MinimumCount not met
+    assert store.read(o, 11, 5, 2) == b"yz"
+    assert store.read(o, 13, 0) == b""
+
+
+def test_large_io_roundtrip(store, share):
+    o = create(store, share, "big").open
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    assert store.write(o, 0, data) == len(data)
+    assert store.read(o, 0, len(data)) == data
+
+
+def test_append_only_open_writes_at_end(store, share, root):
+    (root / "log").write_bytes(b"abc")
+    o = create(store, share, "log", access=FILE_APPEND_DATA, disposition=D.FILE_OPEN).open
+    store.write(o, 0, b"def")
+    assert (root / "log").read_bytes() == b"abcdef"
+    o2 = create(store, share, "log", disposition=D.FILE_OPEN).open
+    store.write(o2, 0xFFFFFFFFFFFFFFFF, b"!")
+    assert (root / "log").read_bytes() == b"abcdef!"
+
+
+def test_directory_io_refused(store, share):
+    d = create(store, share, "d", options=FILE_DIRECTORY_FILE, disposition=D.FILE_CREATE).open
+    assert status_of(store.read, d, 0, 1) == STATUS_INVALID_DEVICE_REQUEST
+    assert status_of(store.write, d, 0, b"x") == STATUS_INVALID_DEVICE_REQUEST
+
+
+def test_flush(store, share):
+    o = create(store, share, "f").open
+    store.write(o, 0, b"data")
+    store.flush(o)
+    ro = create(store, share, "f", access=GENERIC_READ, disposition=D.FILE_OPEN).open
+    assert status_of(store.flush, ro) == STATUS_ACCESS_DENIED
+
+
+def test_end_of_file_and_allocation(store, share, root):
+    o = create(store, share, "f").open
+    store.write(o, 0, b"0123456789")
+    store.set_end_of_file(o, 4)
+    assert (root / "f").read_bytes() == b"0123"
+    store.set_end_of_file(o, 6)
+    assert (root / "f").read_bytes() == b"0123\0\0"
+    store.set_allocation(o, 1 << 20)  # growing: size unchanged
+    assert os.path.getsize(root / "f") == 6
+    store.set_allocation(o, 2)
+    assert (root / "f").read_bytes() == b"01"
+    ro = create(store, share, "f", access=GENERIC_READ, disposition=D.FILE_OPEN).open
+    assert status_of(store.set_end_of_file, ro, 0) == STATUS_ACCESS_DENIED
+
+
+def test_set_basic_times_and_attributes(store, share, root):
+    o = create(store, share, "f").open
+    t_write = to_filetime(1_500_000_000 * 10**9)
+    t_access = to_filetime(1_400_000_000 * 10**9)
+    t_create = to_filetime(1_300_000_000 * 10**9)
+    store.set_basic(o, t_create, t_access, t_write, 0, 0)
+    st = os.stat(root / "f")
+    assert st.st_mtime_ns == from_filetime(t_write)
+    assert st.st_atime_ns == from_filetime(t_access)
+    s = store.stat(o)
+    assert (s.creation_time, s.last_access_time, s.last_write_time) == (t_create, t_access, t_write)
+    # 0 and -1 leave values alone
+    store.set_basic(o, 0, 0xFFFFFFFFFFFFFFFF, 0, 0, 0)
+    assert store.stat(o).last_write_time == t_write
+    store.set_basic(o, 0, 0, 0, 0, FILE_ATTRIBUTE_HIDDEN | FILE_ATTRIBUTE_READONLY)
+    s = store.stat(o)
+    assert s.attributes == FILE_ATTRIBUTE_HIDDEN | FILE_ATTRIBUTE_READONLY
+    assert not os.stat(root / "f").st_mode & stat.S_IWUSR
+    assert s.creation_time == t_create
+    store.set_basic(o, 0, 0, 0, 0, FILE_ATTRIBUTE_ARCHIVE)
+    assert store.stat(o).attributes == FILE_ATTRIBUTE_ARCHIVE
+    assert os.stat(root / "f").st_mode & stat.S_IWUSR
+    ra = create(store, share, "f", access=FILE_READ_ATTRIBUTES, disposition=D.FILE_OPEN).open
+    assert status_of(store.set_basic, ra, 0, 0, 0, 0, FILE_ATTRIBUTE_ARCHIVE) == STATUS_ACCESS_DENIED
+
+
+def test_position(store, share):
+    o = create(store, share, "f").open
+    store.set_position(o, 1234)
+    assert o.current_offset == 1234
+
+
+# ---------------------------------------------------------------- rename
+def test_rename_simple_and_into_directory(store, share, root):
+    (root / "sub").mkdir()
+    o = create(store, share, "a.txt").open
+    store.write(o, 0, b"payload")
+    store.rename(o, "b.txt", False)
+    assert sorted(os.listdir(root)) == ["b.txt", "sub"]
+    assert o.path == "b.txt"
+    store.rename(o, "\\sub\\c.txt", False)  # leading separator accepted for targets
+    assert (root / "sub" / "c.txt").read_bytes() == b"payload"
+    assert o.path == "sub\\c.txt"
+    assert store.read(o, 0, 100) == b"payload"
+
+
+def test_rename_collision_and_replace(store, share, root):
+    (root / "target").write_bytes(b"old")
+    o = create(store, share, "src").open
+    store.write(o, 0, b"new")
+    assert status_of(store.rename, o, "target", False) == STATUS_OBJECT_NAME_COLLISION
+    store.rename(o, "target", True)
+    assert (root / "target").read_bytes() == b"new"
+    assert not (root / "src").exists()
+
+
+def test_rename_over_open_file_refused(store, share, root):
+    create(store, share, "target")
+    o = create(store, share, "src").open
+    assert status_of(store.rename, o, "target", True) == STATUS_ACCESS_DENIED
+
+
+def test_rename_over_directory_refused(store, share, root):
+    (root / "dir").mkdir()
+    o = create(store, share, "src").open
+    assert status_of(store.rename, o, "dir", True) == STATUS_ACCESS_DENIED
+
+
+def test_rename_needs_delete_access(store, share, root):
+    (root / "f").write_text("x")
+    o = create(store, share, "f", access=GENERIC_READ, disposition=D.FILE_OPEN).open
+    assert status_of(store.rename, o, "g", False) == STATUS_ACCESS_DENIED
+
+
+def test_rename_case_only(store, share, root):
+    o = create(store, share, "name.txt").open
+    store.rename(o, "NAME.TXT", False)
+    assert os.listdir(root) == ["NAME.TXT"]
+
+
+def test_rename_directory_with_open_child_refused(store, share, root):
+    d = create(store, share, "d", options=FILE_DIRECTORY_FILE, disposition=D.FILE_CREATE).open
+    child = create(store, share, "d\\child").open
+    assert status_of(store.rename, d, "e", False) == STATUS_ACCESS_DENIED
+    store.close(child)
+    store.rename(d, "e", False)
+    assert (root / "e" / "child").exists()
+
+
+def test_rename_to_missing_directory(store, share):
+    o = create(store, share, "f").open
+    assert status_of(store.rename, o, "no\\f", False) == STATUS_OBJECT_PATH_NOT_FOUND
+
+
+def test_rename_then_delete_on_close_uses_new_name(store, share, root):
+    o = create(store, share, "f").open
+    store.rename(o, "g", False)
+    store.set_disposition(o, True)
+    store.close(o)
+    assert os.listdir(root) == []
+
+
+def test_concurrent_creates_and_closes(store, share, root):
+    """The open table stays consistent under threads (share-mode state is locked)."""
+    errors = []
+
+    def worker(i):
+        try:
+            for j in range(30):
+                r = create(store, share, f"f{i}", access=FILE_READ_DATA | 0x2, share_access=7)
+                store.write(r.open, j, b"x")
+                store.close(r.open)
+        except Exception as e:  # noqa: BLE001 - collected and asserted below
+            errors.append(e)
+
+    ts = [threading.Thread(target=worker, args=(i % 3,)) for i in range(6)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(30)
+    assert not errors
+    assert not store.opens and not store.files
