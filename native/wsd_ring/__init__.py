@@ -686,7 +686,9 @@ class Ring:
         return bool(_check(lib.wsd_ring_readable(self._r)))
 
     def writable(self, nbytes: int = 0) -> bool:
-        """A message of nbytes could be reserved now (or the consumer closed)."""
+        """A message of nbytes could be reserved now (or the consumer closed).
+        Like every producer wait, this drops a pending (uncommitted)
+        reservation: commit or cancel before waiting."""
         self._need_open()
         return bool(_check(lib.wsd_ring_writable(self._r, nbytes)))
 
@@ -729,7 +731,7 @@ class Ring:
 
     def wait_writable(self, timeout: float | None = None, nbytes: int = 0) -> bool:
         """Block until a message of nbytes fits, or the consumer closed or
-        died. Returns False on timeout."""
+        died. Returns False on timeout. Drops a pending reservation."""
         r = self._r
         if r is None:
             self._need_open()
