@@ -493,6 +493,16 @@ class Switch:
         for subnet, name in san_table:
             self.add_san_route(subnet, name, given.pop(name, None), **provider_options.get(name, {}))
 
+    @classmethod
+    def from_env(cls, **kw) -> "Switch":
+        """A switch whose SAN table comes from ``WSD_SAN_TABLE`` ("127.0.0.0/8=zmq,...")."""
+        import os
+        table = []
+        for item in filter(None, (x.strip() for x in os.environ.get("WSD_SAN_TABLE", "").split(","))):
+            subnet, _, name = item.partition("=")
+            table.append((subnet.strip(), name.strip()))
+        return cls(table, **kw)
+
     def add_san_route(self, subnet: str, provider_name: str, provider: ServiceProvider | None = None,
                       **options) -> None:
         net = ipaddress.ip_network(subnet, strict=False)
