@@ -1,0 +1,1 @@
+"""The asyncio driver, configuration and the `wsd-smbd` program."""

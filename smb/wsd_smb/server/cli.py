@@ -1,0 +1,107 @@
+"""`wsd-smbd`: the SMB2/3 server program."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+
+from ..core.state import Server
+from .config import ConfigError, load
+from .driver import SmbServer
+
+log = logging.getLogger("wsd_smb.server")
+
+
+class KeyValueFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        base = f"ts={self.formatTime(record, '%Y-%m-%dT%H:%M:%S')} level={record.levelname.lower()} " \
+               f"logger={record.name} {record.getMessage()}"
+        if record.exc_info:
+            base += "\n" + self.formatException(record.exc_info)
+        return base
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname.lower(),
+               "logger": record.name}
+        msg = record.getMessage()
+        for tok in msg.split(" "):
+            k, sep, v = tok.partition("=")
+            if sep:
+                doc[k] = v.strip("'\"")
+            else:
+                doc.setdefault("msg", "")
+                doc["msg"] = (doc["msg"] + " " + tok).strip()
+        return json.dumps(doc)
+
+
+def setup_logging(fmt: str, verbose: int) -> None:
+    h = logging.StreamHandler(sys.stderr)
+    h.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
+    root = logging.getLogger("wsd_smb")
+    root.handlers[:] = [h]
+    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose or True else logging.WARNING)
+    root.propagate = False
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="wsd-smbd", description="SMB2/3 file server (wsd)")
+    p.add_argument("--config", help="TOML configuration file")
+    p.add_argument("--host", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="listen port (default 4450; 445 needs root)")
+    p.add_argument("--share", action="append", default=[], metavar="NAME=PATH", help="export PATH as NAME")
+    p.add_argument("--user", action="append", default=[], metavar="NAME:PASSWORD[:admin]", help="add an account")
+    p.add_argument("--log-format", choices=["kv", "json"])
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    return p.parse_args(argv)
+
+
+async def _serve(settings) -> int:
+    smb = SmbServer(Server(settings.server), workers=settings.workers)
+    await smb.start(settings.host, settings.port)
+    port = smb.port
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    shares = ", ".join(f"{s.name}={s.local_path}" for s in settings.server.shares.values() if s.type == "disk")
+    log.info("event=listening host=%s port=%d shares=%s", settings.host, port, shares)
+    user = next(iter(settings.server.users.values()))
+    pw = settings.generated_password or "<password>"
+    share = next(s.name for s in settings.server.shares.values() if s.type == "disk")
+    print(f"wsd-smbd listening on {settings.host}:{port}", flush=True)
+    if settings.generated_password:
+        print(f"generated user: {user.name}  password: {pw}", flush=True)
+    print(f"reach it with: smbclient //{settings.host}/{share} -p {port} -U {user.name}%{pw}", flush=True)
+    await stop.wait()
+    log.info("event=stopping reason=signal")
+    await smb.close()
+    log.info("event=stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = load(args.config, host=args.host, port=args.port, shares=args.share, users=args.user,
+                        log_format=args.log_format)
+    except ConfigError as e:
+        print(f"wsd-smbd: {e}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_format, args.verbose)
+    try:
+        return asyncio.run(_serve(settings))
+    except OSError as e:
+        print(f"wsd-smbd: cannot listen on {settings.host}:{settings.port}: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

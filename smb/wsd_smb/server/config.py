@@ -1,0 +1,134 @@
+"""Configuration: TOML file (tomllib), command-line overrides, the embedded default.
+
+    [server]
+    host = "127.0.0.1"          # listen address
+    port = 4450                 # 445 needs root
+    server_name = "WSD"
+    domain = "WORKGROUP"
+    signing_required = true
+    encrypt_data = false        # require encryption on every session (SMB 3.x)
+    session_lifetime = 0        # seconds; 0 = sessions never expire (else re-auth needed)
+    allow_guest = false
+    allow_anonymous = false
+    dialects = ["2.0.2", "2.1", "3.0", "3.0.2", "3.1.1"]
+    workers = 8                 # thread pool for blocking file I/O
+    log_format = "kv"           # or "json"
+    state_dir = "./state"
+
+    [[share]]
+    name = "share"
+    path = "/srv/share"
+    encrypt_data = false
+    read_only = false
+
+    [[user]]
+    name = "alice"
+    password = "secret"         # or nt_hash = "<32 hex digits>"
+    admin = true
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..core.state import ServerConfig, Share, User, nt_hash_of
+
+DIALECT_NAMES = {"2.0.2": 0x0202, "2.1": 0x0210, "3.0": 0x0300, "3.0.2": 0x0302, "3.1.1": 0x0311}
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass
+class Settings:
+    server: ServerConfig
+    host: str = "127.0.0.1"
+    port: int = 4450
+    workers: int = 8
+    log_format: str = "kv"
+    state_dir: Path = field(default_factory=lambda: default_state_dir())
+    generated_password: str | None = None  # set when the embedded default user was created
+
+
+def default_state_dir() -> Path:
+    xdg = os.environ.get("XDG_STATE_HOME")
+    return Path(xdg) / "wsd" if xdg else Path("state")
+
+
+def _user(name: str, password: str | None = None, nt_hash: str | None = None, admin: bool = False) -> User:
+    if not name or ":" in name:
+        raise ConfigError(f"bad user name {name!r}")
+    if nt_hash:
+        try:
+            h = bytes.fromhex(nt_hash)
+        except ValueError:
+            raise ConfigError(f"user {name}: nt_hash is not hex") from None
+        if len(h) != 16:
+            raise ConfigError(f"user {name}: nt_hash must be 16 bytes")
+        return User(name, h, admin)
+    if password is None:
+        raise ConfigError(f"user {name}: needs password or nt_hash")
+    return User(name, nt_hash_of(password), admin)
+
+
+def load(path: str | None = None, *, host: str | None = None, port: int | None = None,
+         shares: list[str] = (), users: list[str] = (), log_format: str | None = None) -> Settings:
+    data: dict = {}
+    if path:
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ConfigError(f"{path}: {e}") from None
+    srv = data.get("server", {})
+    cfg = ServerConfig()
+    for key, attr in (("server_name", "server_name"), ("domain", "domain_name"),
+                      ("signing_required", "signing_required"), ("encrypt_data", "encrypt_data"),
+                      ("session_lifetime", "session_lifetime"), ("allow_guest", "allow_guest"),
+                      ("allow_anonymous", "allow_anonymous"), ("reject_unencrypted_access", "reject_unencrypted_access"),
+                      ("max_read_size", "max_read_size"), ("max_write_size", "max_write_size"),
+                      ("max_transact_size", "max_transact_size")):
+        if key in srv:
+            setattr(cfg, attr, type(getattr(cfg, attr))(srv[key]))
+    if "dialects" in srv:
+        try:
+            cfg.dialects = tuple(sorted(DIALECT_NAMES[d] for d in srv["dialects"]))
+        except KeyError as e:
+            raise ConfigError(f"unknown dialect {e}") from None
+    st = Settings(cfg, host=host or srv.get("host", "127.0.0.1"), port=int(port or srv.get("port", 4450)),
+                  workers=int(srv.get("workers", 8)), log_format=log_format or srv.get("log_format", "kv"))
+    if "state_dir" in srv:
+        st.state_dir = Path(srv["state_dir"])
+    for sh in data.get("share", []):
+        if "name" not in sh or "path" not in sh:
+            raise ConfigError("[[share]] needs name and path")
+        cfg.add_share(Share(sh["name"], str(sh["path"]), encrypt_data=bool(sh.get("encrypt_data", False)),
+                            read_only=bool(sh.get("read_only", False)), remark=sh.get("remark", "")))
+    for u in data.get("user", []):
+        user = _user(u.get("name", ""), u.get("password"), u.get("nt_hash"), bool(u.get("admin", False)))
+        cfg.users[user.name.lower()] = user
+    for spec in shares:
+        name, sep, p = spec.partition("=")
+        if not sep or not name or not p:
+            raise ConfigError(f"--share wants NAME=PATH, got {spec!r}")
+        cfg.add_share(Share(name, p))
+    for spec in users:
+        parts = spec.split(":")
+        if len(parts) < 2 or len(parts) > 3 or (len(parts) == 3 and parts[2] != "admin"):
+            raise ConfigError(f"--user wants NAME:PASSWORD[:admin], got {spec!r}")
+        user = _user(parts[0], parts[1], admin=len(parts) == 3)
+        cfg.users[user.name.lower()] = user
+    # the embedded default: a share in the state folder and a generated user
+    if not [s for s in cfg.shares.values() if s.type == "disk"]:
+        share_dir = st.state_dir / "share"
+        share_dir.mkdir(parents=True, exist_ok=True)
+        cfg.add_share(Share("share", str(share_dir.resolve()), remark="wsd default share"))
+    if not cfg.users:
+        pw = secrets.token_urlsafe(12)
+        cfg.users["wsd"] = User("wsd", nt_hash_of(pw), True)
+        st.generated_password = pw
+    return st

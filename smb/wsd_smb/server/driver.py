@@ -1,0 +1,167 @@
+"""The asyncio driver: sockets in, the sans-IO Connection in the middle, a bounded
+thread pool for blocking handlers.  One task per connection, no thread per connection."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ..core.connection import Close, Connection, Send, Work
+from ..core.state import Server
+from .transport import DirectTcpFramer, start_server
+
+log = logging.getLogger("wsd_smb.server")
+
+_MAX_QUEUED = 64  # messages buffered per connection before we stop reading
+
+
+def load_file_handlers() -> None:
+    """Register the core's minimal tree handlers, then the file-command handlers (files.py)."""
+    from ..core import tree  # noqa: F401
+
+    try:
+        from ..core import files  # noqa: F401
+    except ImportError as e:
+        log.warning("event=files_handlers_missing error=%r", str(e))
+
+
+class SmbServer:
+    """Runs a :class:`Server` on host:port."""
+
+    def __init__(self, server: Server, *, workers: int = 8):
+        load_file_handlers()
+        self.server = server
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="smb-io")
+        self._listener = None
+        self._tasks: set[asyncio.Task] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self, host: str = "127.0.0.1", port: int = 4450):
+        self._listener = await start_server(self._client, host, port)
+        return self._listener
+
+    @property
+    def sockets(self):
+        return self._listener.sockets if self._listener else []
+
+    @property
+    def port(self) -> int:
+        return self.sockets[0].getsockname()[1]
+
+    async def close(self, drain_timeout: float = 5.0) -> None:
+        """Stop listening, let connections finish what they are doing, then close them."""
+        if self._listener is not None:
+            self._listener.close()
+        deadline = time.monotonic() + drain_timeout
+        for wr in list(self._writers):
+            try:
+                wr.write_eof()
+            except (OSError, RuntimeError, AttributeError, NotImplementedError):
+                pass
+        while self._tasks and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for wr in list(self._writers):
+            wr.close()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2)
+        if self._listener is not None:
+            await self._listener.wait_closed()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        self._tasks.add(task)
+        self._writers.add(writer)
+        peer = writer.get_extra_info("peername")
+        addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        conn = Connection(self.server, client_address=addr)
+        loop = asyncio.get_running_loop()
+        state = _ConnState(conn, writer, loop, self.pool)
+        conn.wakeup = lambda: loop.call_soon_threadsafe(state.on_wakeup)
+        framer = DirectTcpFramer(self.server.config.max_message_size)
+        log.info("event=connect client=%s", addr)
+        reason = "eof"
+        try:
+            while not state.closed:
+                while len(conn._queue) > _MAX_QUEUED and not state.closed:
+                    state.drained.clear()
+                    await state.drained.wait()
+                data = await reader.read(256 * 1024)
+                if not data:
+                    break
+                try:
+                    msgs = framer.feed(data)
+                except ValueError as e:
+                    reason = str(e)
+                    log.warning("event=disconnect client=%s reason=%r", addr, reason)
+                    break
+                for m in msgs:
+                    state.handle(conn.receive_message(m, time.time()))
+                    if state.closed:
+                        break
+                await state.drain()
+        except (ConnectionError, OSError) as e:
+            reason = f"{type(e).__name__}: {e}"
+        finally:
+            state.closed = True
+            works = conn.connection_lost(time.time())
+            for wk in works:
+                await loop.run_in_executor(self.pool, wk.run)
+            await state.wait_idle()
+            try:
+                writer.close()
+            except (OSError, RuntimeError):
+                pass
+            self._writers.discard(writer)
+            self._tasks.discard(task)
+            log.info("event=disconnect client=%s reason=%r", addr, reason)
+
+
+class _ConnState:
+    """Runs the events of one connection on the loop."""
+
+    def __init__(self, conn: Connection, writer: asyncio.StreamWriter, loop, pool):
+        self.conn = conn
+        self.writer = writer
+        self.loop = loop
+        self.pool = pool
+        self.closed = False
+        self.drained = asyncio.Event()
+        self._work_tasks: set[asyncio.Task] = set()
+
+    def handle(self, events: list) -> None:
+        for ev in events:
+            if isinstance(ev, Send):
+                if not self.writer.is_closing():
+                    self.writer.write(DirectTcpFramer.frame(ev.data))
+            elif isinstance(ev, Work):
+                t = self.loop.create_task(self._run_work(ev))
+                self._work_tasks.add(t)
+                t.add_done_callback(self._work_tasks.discard)
+            elif isinstance(ev, Close):
+                self.closed = True
+                self.writer.close()
+                self.drained.set()
+                return
+
+    async def _run_work(self, work: Work) -> None:
+        await self.loop.run_in_executor(self.pool, work.run)
+        if self.closed and self.conn.closed:
+            return
+        self.handle(self.conn.work_done(work, time.time()))
+        self.drained.set()
+
+    def on_wakeup(self) -> None:
+        self.handle(self.conn.poll(time.time()))
+
+    async def drain(self) -> None:
+        if not self.writer.is_closing():
+            try:
+                await self.writer.drain()
+            except (ConnectionError, OSError):
+                self.closed = True
+
+    async def wait_idle(self) -> None:
+        if self._work_tasks:
+            await asyncio.wait(list(self._work_tasks), timeout=10)
