@@ -1,0 +1,247 @@
+"""SMB server throughput: wsd-smbd next to a real Samba smbd, both on loopback, in one run.
+
+    python bench/bench_smb.py [--quick] [--only samba|wsd]
+
+``run(quick)`` returns rows {"group": "smb", "name", "value", "unit", "note"}.
+The bench starts Samba itself (private smb.conf, tdbsam and state in a temp
+dir, ephemeral port on 127.0.0.1 -- tests/smb/sut_servers.py; installs the
+samba packages with apt-get when missing and root) and wsd-smbd
+(``python -m wsd_smb.server.cli``), then measures for each:
+
+* smbclient ``put`` / ``get`` of a 1 GiB file of random bytes (--quick: 64 MiB),
+  median of 3 (--quick: 1), rate as smbclient reports it (transfer only,
+  KiB/s -> MB/s); default dialect (SMB 3.1.1), no encryption;
+* open+close pairs/s of one existing file: smbtorture
+  ``smb2.bench.path-contention-shared`` (4 connections, queue depth 1; median
+  of its per-second figures), and the same loop with smbprotocol's low-level
+  API on one persistent connection (one Python client; bounded by the client);
+* ratio rows wsd/Samba.
+
+Files live in a temp dir, never in the repo.  The machine is shared (2 cores):
+expect run-to-run noise of tens of percent.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests" / "smb"))
+from sut_servers import SambaServer, ServerUnavailable, WsdServer  # noqa: E402
+
+try:
+    from smbprotocol.exceptions import SMBException
+except ImportError:  # smbprotocol missing: the smbprotocol row reports the ImportError
+    SMBException = ImportError
+
+GROUP = "smb"
+APT = ["samba", "smbclient", "samba-testsuite"]
+
+
+def _row(name: str, value: float, unit: str, note: str) -> dict:
+    return {"group": GROUP, "name": name, "value": float(value), "unit": unit, "note": note}
+
+
+def ensure_samba() -> str | None:
+    """Install the Samba packages if they are missing (root only); return why Samba cannot run, or None."""
+    if SambaServer.unavailable_reason() and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=False, timeout=600)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *APT], env=env, check=False,
+                       timeout=1200, stdout=subprocess.DEVNULL)
+    import sut_servers
+    sut_servers.SAMBA_SMBD = shutil.which("smbd") or sut_servers.SAMBA_SMBD
+    sut_servers.SMBPASSWD = shutil.which("smbpasswd") or sut_servers.SMBPASSWD
+    return SambaServer.unavailable_reason()
+
+
+def _make_payload(path: Path, size: int) -> None:
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            n = min(left, 4 << 20)
+            f.write(os.urandom(n))
+            left -= n
+
+
+_RATE = re.compile(r"\((\d+(?:\.\d+)?) (?:kb/s|KiloBytes/sec)\)")
+
+
+def _smbclient(srv, conf: Path, command: str, timeout: float = 900) -> float:
+    """Run one smbclient command; return the transfer rate it reports, in MB/s."""
+    argv = ["smbclient", "-s", str(conf), "-p", str(srv.port), "-U", srv.creds, srv.unc, "-c", command]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    out = r.stdout + r.stderr
+    m = _RATE.search(out)
+    if r.returncode != 0 or "NT_STATUS_" in out or not m:
+        raise RuntimeError(f"smbclient {command!r} failed (rc={r.returncode}): {out.strip()[-400:]}")
+    return float(m.group(1)) * 1024 / 1e6  # smbclient's "kb/s" are KiB per second
+
+
+def put_get(srv, conf: Path, payload: Path, outdir: Path, runs: int) -> tuple[float, float]:
+    puts, gets = [], []
+    size = payload.stat().st_size
+    for i in range(runs):
+        puts.append(_smbclient(srv, conf, f"put {payload} bench_{i}.bin"))
+        dst = outdir / f"got_{i}.bin"
+        gets.append(_smbclient(srv, conf, f"get bench_{i}.bin {dst}"))
+        if dst.stat().st_size != size:
+            raise RuntimeError(f"get returned {dst.stat().st_size} bytes, want {size}")
+        dst.unlink()
+        (srv.share_path / f"bench_{i}.bin").unlink(missing_ok=True)
+    return statistics.median(puts), statistics.median(gets)
+
+
+_OPS = re.compile(r"open\[num/s=(\d+),")
+
+
+def torture_open_close(srv, conf: Path, seconds: int) -> float:
+    argv = ["smbtorture", f"//{srv.host}/{srv.share}", "-p", str(srv.port), "-U", srv.creds, "-s", str(conf),
+            "smb2.bench.path-contention-shared", f"--option=torture:timelimit={seconds}"]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120, stdin=subprocess.DEVNULL)
+    out = r.stdout + r.stderr
+    per_sec = [int(x) for x in _OPS.findall(out)]
+    if "success: path-contention-shared" not in out or not per_sec:
+        raise RuntimeError(f"smbtorture bench failed (rc={r.returncode}): {out.strip()[-600:]}")
+    return float(statistics.median(per_sec))
+
+
+def smbprotocol_open_close(srv, seconds: float) -> float:
+    from smbprotocol.connection import Connection
+    from smbprotocol.open import (CreateDisposition, CreateOptions, FileAttributes, FilePipePrinterAccessMask,
+                                  ImpersonationLevel, Open, ShareAccess)
+    from smbprotocol.session import Session
+    from smbprotocol.tree import TreeConnect
+
+    (srv.share_path / "oc.bin").write_bytes(b"x" * 4096)
+    conn = Connection(uuid.uuid4(), srv.host, srv.port, require_signing=True)
+    conn.connect(timeout=30)
+    try:
+        session = Session(conn, srv.user, srv.password, require_encryption=False)
+        session.connect()
+        tree = TreeConnect(session, rf"\\{srv.host}\{srv.share}")
+        tree.connect()
+        n = 0
+        t0 = time.perf_counter()
+        end = t0 + seconds
+        while time.perf_counter() < end:
+            f = Open(tree, "oc.bin")
+            f.create(ImpersonationLevel.Impersonation, FilePipePrinterAccessMask.FILE_READ_ATTRIBUTES,
+                     FileAttributes.FILE_ATTRIBUTE_NORMAL, ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE,
+                     CreateDisposition.FILE_OPEN, CreateOptions.FILE_NON_DIRECTORY_FILE)
+            f.close()
+            n += 1
+        rate = n / (time.perf_counter() - t0)
+        tree.disconnect()
+        session.disconnect()
+    finally:
+        conn.disconnect()
+    return rate
+
+
+def _measure(srv, conf: Path, payload: Path, outdir: Path, quick: bool, label: str) -> dict[str, float | str]:
+    runs = 1 if quick else 3
+    mib = payload.stat().st_size >> 20
+    res: dict[str, float | str] = {}
+    try:
+        res["put"], res["get"] = put_get(srv, conf, payload, outdir, runs)
+    except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
+        res["put"] = res["get"] = f"failed: {e}"
+    try:
+        res["oc_torture"] = torture_open_close(srv, conf, 3 if quick else 10)
+    except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
+        res["oc_torture"] = f"failed: {e}"
+    try:
+        res["oc_smbprotocol"] = smbprotocol_open_close(srv, 2 if quick else 5)
+    except (SMBException, OSError, ValueError) as e:
+        res["oc_smbprotocol"] = f"failed: {type(e).__name__}: {e}"
+    res["_mib"] = mib
+    res["_runs"] = runs
+    return res
+
+
+def run(quick: bool = False, only: str | None = None) -> list[dict]:
+    size = (64 if quick else 1024) << 20
+    rows: list[dict] = []
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-smb-") as tmp:
+        tmp = Path(tmp)
+        conf = tmp / "client.conf"
+        conf.write_text("[global]\n")
+        payload = tmp / "payload.bin"
+        _make_payload(payload, size)
+        outdir = tmp / "out"
+        outdir.mkdir()
+        targets = []
+        if only in (None, "samba"):
+            why = ensure_samba()
+            if why:
+                print(f"bench_smb: Samba skipped: {why}", file=sys.stderr)
+            else:
+                targets.append(("samba", SambaServer))
+        if only in (None, "wsd"):
+            why = WsdServer.unavailable_reason()
+            if why:
+                print(f"bench_smb: wsd-smbd skipped: {why}", file=sys.stderr)
+            else:
+                targets.append(("wsd", WsdServer))
+        for label, cls in targets:
+            srv = cls(tmp / label)
+            try:
+                srv.start()
+            except (ServerUnavailable, RuntimeError, TimeoutError) as e:
+                print(f"bench_smb: {label} did not start: {e}", file=sys.stderr)
+                continue
+            try:
+                results[label] = _measure(srv, conf, payload, outdir, quick, label)
+            finally:
+                srv.stop()
+
+    names = {"samba": "Samba 4.17 smbd", "wsd": "wsd-smbd"}
+    for label, res in results.items():
+        mib, runs = res["_mib"], res["_runs"]
+        spec = [
+            ("put", f"smbclient put {mib} MiB", "MB/s", f"median of {runs}; SMB 3.1.1, unsigned data, no encryption"),
+            ("get", f"smbclient get {mib} MiB", "MB/s", f"median of {runs}; SMB 3.1.1, unsigned data, no encryption"),
+            ("oc_torture", "open+close, smbtorture path-contention-shared", "pairs/s",
+             "4 connections, qdepth 1, median of per-second figures"),
+            ("oc_smbprotocol", "open+close, smbprotocol 1 connection", "pairs/s",
+             "one Python client on a persistent signed connection (client-bound)"),
+        ]
+        for key, name, unit, note in spec:
+            v = res[key]
+            if isinstance(v, str):
+                rows.append(_row(f"{names[label]}: {name}", 0.0, unit, v[:300]))
+            else:
+                rows.append(_row(f"{names[label]}: {name}", v, unit, note))
+    if "samba" in results and "wsd" in results:
+        for key, name in [("put", "put"), ("get", "get"), ("oc_torture", "open+close (smbtorture)"),
+                          ("oc_smbprotocol", "open+close (smbprotocol)")]:
+            a, b = results["wsd"][key], results["samba"][key]
+            if isinstance(a, float) and isinstance(b, float) and b > 0:
+                rows.append(_row(f"ratio wsd/Samba: {name}", a / b, "x", "above 1: wsd-smbd faster"))
+    return rows
+
+
+def _table(rows: list[dict]) -> str:
+    w = max(len(r["name"]) for r in rows) if rows else 10
+    lines = [f"{'name':<{w}}  {'value':>12}  {'unit':<8}  note"]
+    for r in rows:
+        lines.append(f"{r['name']:<{w}}  {r['value']:>12.2f}  {r['unit']:<8}  {r['note']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    quick = "--quick" in args
+    only = args[args.index("--only") + 1] if "--only" in args else None
+    print(f"bench_smb: {os.cpu_count()} CPUs, quick={quick}")
+    print(_table(run(quick, only)))
