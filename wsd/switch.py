@@ -387,6 +387,10 @@ class Listener:
                 if r is not None:
                     return r
             # 3. the TCP/IP provider (non-SAN requests; WSD-A1)
+            ne = self.tcp.WSPEnumNetworkEvents(self.tcp_ps)
+            if not ne.network_events & FD_ACCEPT:
+                return None
+            sw.trace("tcp_FD_ACCEPT", provider="tcp")
             try:
                 aps = self.tcp.WSPAccept(self.tcp_ps, self._condition(condition, threading.get_ident())
                                          if condition else None, callback_data)
@@ -394,7 +398,7 @@ class Listener:
                 return None
             handle = self.tcp.WSPSwitchSocket(aps)
             peer = self.tcp.WSPGetPeerName(aps)
-            sw.trace("tcp_accept", peer=f"{peer[0]}:{peer[1]}", switch_socket=handle)
+            sw.trace("tcp_accepted", peer=f"{peer[0]}:{peer[1]}", switch_socket=handle)
             conn = TcpConnection(sw, self.tcp, aps, handle, peer)
             if not initial_size:
                 return AcceptResult(conn, peer, None)

@@ -183,7 +183,7 @@ class ZmqProvider(ServiceProvider):
         self._thread.join(5)
         with self._tx_lock:
             for s in self._tx.values():
-                s.close(0)
+                s.close(linger=1000)   # let queued replies (a CONNREP, a DISC) reach the peer
             self._tx.clear()
         for m in self._monitors:
             m.close(0)

@@ -1,1 +1,1 @@
-"""(placeholder)"""
+"""Command-line tools of the wsd project (wsd-accept, the SAN-provider test bench, the softRoCE VM harness)."""

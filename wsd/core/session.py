@@ -327,6 +327,8 @@ class SessionProtocol:
 
     def on_recv_failed(self, index: int, error: int, now: float) -> list:
         self._posted.discard(index)
+        if self.peer_eof:       # receives flushed after the peer's DISCONNECT: the orderly end
+            return self.on_transport_closed(error, now)
         out: list = []
         if self.state is not State.CLOSED:
             reason = "peer vanished" if self.state is State.NEGOTIATING else "receive failed"
