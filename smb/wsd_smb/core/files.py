@@ -1,0 +1,582 @@
+"""SMB2 file-command handlers over the object store (``wsd_smb.store``).
+
+TREE_CONNECT/TREE_DISCONNECT (MS-SMB2 3.3.5.7/3.3.5.8), CREATE (3.3.5.9), CLOSE
+(3.3.5.10), FLUSH (3.3.5.11), READ (3.3.5.12), WRITE (3.3.5.13), LOCK (3.3.5.14),
+IOCTL (3.3.5.15), QUERY_DIRECTORY (3.3.5.18), CHANGE_NOTIFY (3.3.5.19), QUERY_INFO
+(3.3.5.20), SET_INFO (3.3.5.21).  The interface is described in docs/smb-handlers.md,
+the store in docs/smb-store.md.
+
+State: one :class:`~wsd_smb.store.ObjectStore` per server (the GlobalOpenTable of
+opens, share modes, locks).  Every open is also recorded per MS-SMB2 3.3.1.10:
+``Session.OpenTable[FileId.Volatile]``, ``Server.GlobalOpenTable[FileId.Persistent]``,
+``Open.Session/TreeConnect/Connection``, ``TreeConnect.OpenCount``; ``Open.IsDurable``
+is always False (no durable handles yet) and no oplock or lease is ever granted.
+"""
+from __future__ import annotations
+
+import logging
+import struct
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .. import ntstatus
+from ..ntstatus import NtStatusError
+from ..store import ObjectStore, Open, Share
+from ..store import info as sinfo
+from ..store.constants import (
+    FILE_ALL_ACCESS,
+    FILE_GENERIC_EXECUTE,
+    FILE_GENERIC_READ,
+    FILE_OPEN_BY_FILE_ID,
+    FILE_RESERVE_OPFILTER,
+    MAXIMUM_ALLOWED,
+    SMB2_0_INFO_FILE,
+    SMB2_0_INFO_FILESYSTEM,
+    SMB2_0_INFO_QUOTA,
+    SMB2_0_INFO_SECURITY,
+    map_generic,
+)
+from ..store.errors import (
+    STATUS_ACCESS_DENIED,
+    STATUS_INVALID_PARAMETER,
+    STATUS_NOT_A_REPARSE_POINT,
+    STATUS_NOT_SUPPORTED,
+    STATUS_OBJECT_NAME_NOT_FOUND,
+    STATUS_SUCCESS,
+    fail,
+)
+from ..wire import (
+    SMB2_0_IOCTL_IS_FSCTL,
+    SMB2_CLOSE_FLAG_POSTQUERY_ATTRIB,
+    SMB2_SHARE_TYPE_DISK,
+    SMB2_SHARE_TYPE_PIPE,
+    SMB2_SHAREFLAG_ENCRYPT_DATA,
+    SMB2_SHAREFLAG_NO_CACHING,
+    SMB2_WRITEFLAG_WRITE_THROUGH,
+    CloseRequest,
+    CloseResponse,
+    Command,
+    CreateContext,
+    CreateRequest,
+    CreateResponse,
+    ErrorResponse,
+    FileId,
+    FlushRequest,
+    FlushResponse,
+    IoctlRequest,
+    IoctlResponse,
+    LockRequest,
+    LockResponse,
+    QueryDirectoryRequest,
+    QueryDirectoryResponse,
+    QueryInfoRequest,
+    QueryInfoResponse,
+    ReadRequest,
+    ReadResponse,
+    SetInfoRequest,
+    SetInfoResponse,
+    TreeConnectRequest,
+    TreeConnectResponse,
+    TreeDisconnectRequest,
+    TreeDisconnectResponse,
+    WriteRequest,
+    WriteResponse,
+    pack_create_contexts,
+)
+from .dispatch import AsyncOp, RequestContext, Response, register
+from .tree import share_name_of
+
+log = logging.getLogger("wsd_smb.files")
+
+STATUS_BAD_IMPERSONATION_LEVEL = 0xC00000A5
+STATUS_FS_DRIVER_REQUIRED = 0xC000019C
+STATUS_INVALID_DEVICE_REQUEST = 0xC0000010
+STATUS_BUFFER_OVERFLOW = 0x80000005
+
+# FSCTL codes (MS-FSCC 2.3, MS-SMB2 2.2.31)
+FSCTL_DFS_GET_REFERRALS = 0x00060194
+FSCTL_DFS_GET_REFERRALS_EX = 0x000601B0
+FSCTL_PIPE_TRANSCEIVE = 0x0011C017
+FSCTL_VALIDATE_NEGOTIATE_INFO = 0x00140204
+FSCTL_GET_REPARSE_POINT = 0x000900A8
+FSCTL_SET_REPARSE_POINT = 0x000900A4
+FSCTL_DELETE_REPARSE_POINT = 0x000900AC
+FSCTL_GET_COMPRESSION = 0x0009003C
+FSCTL_SET_COMPRESSION = 0x0009C040
+FSCTL_SET_SPARSE = 0x000900C4
+
+#: CreateOptions bits a client may send (MS-SMB2 2.2.13; others -> INVALID_PARAMETER)
+VALID_CREATE_OPTIONS = 0x00FFFFFF
+#: FileAttributes a client may pass to CREATE (MS-FSCC 2.6 without VOLUME/DEVICE)
+VALID_CREATE_ATTRIBUTES = 0x00007FB7
+
+
+# ====================================================================== per-server state
+@dataclass(eq=False)
+class PipeEndpoint:
+    """A named pipe opened on IPC$ (``PIPES`` registry).  Subclass and implement
+    ``transceive`` (FSCTL_PIPE_TRANSCEIVE), ``write``/``read`` and ``close``."""
+
+    name: str
+
+    def write(self, data: bytes) -> int:
+        raise fail(STATUS_NOT_SUPPORTED)
+
+    def read(self, length: int) -> bytes:
+        raise fail(STATUS_NOT_SUPPORTED)
+
+    def transceive(self, data: bytes, max_output: int) -> bytes:
+        raise fail(STATUS_NOT_SUPPORTED)
+
+    def close(self) -> None:
+        pass
+
+
+#: IPC$ pipe name (lower case, e.g. "srvsvc") -> factory(ctx) returning a PipeEndpoint.
+#: Empty by default: opening a pipe answers STATUS_OBJECT_NAME_NOT_FOUND.
+PIPES: dict[str, Callable[[RequestContext], PipeEndpoint]] = {}
+
+
+class _PipeOpen:
+    """A CREATE on IPC$: the MS-SMB2 Open fields plus the endpoint."""
+
+    def __init__(self, endpoint: PipeEndpoint, persistent: int, volatile: int) -> None:
+        self.endpoint = endpoint
+        self.file_id_persistent = persistent
+        self.file_id_volatile = volatile
+        self.session = self.tree_connect = self.connection = None
+        self.is_durable = False
+        self.granted_access = FILE_ALL_ACCESS
+        self.path_name = endpoint.name
+
+
+class _State:
+    def __init__(self, server: Any) -> None:
+        self.store = ObjectStore()
+        self.shares: dict[str, Share] = {}
+        self.lock = threading.Lock()
+        self._pipe_ids = iter(range(0x7000_0001, 0x7FFF_FFFF))
+        server.on_tree_disconnected.append(self.tree_disconnected)
+        server.on_session_closed.append(self.session_closed)
+
+    def share_for(self, share: Any) -> Share:
+        with self.lock:
+            s = self.shares.get(share.name.upper())
+            if s is None:
+                s = Share(share.name, share.local_path, read_only=bool(share.read_only))
+                self.shares[share.name.upper()] = s
+            return s
+
+    def new_pipe_id(self) -> int:
+        with self.lock:
+            return next(self._pipe_ids)
+
+    # cleanup hooks (called by the core in its thread pool)
+    def tree_disconnected(self, tc: Any) -> None:
+        session = tc.session
+        for fid, o in list(session.open_table.items()):
+            if o.tree_connect is tc:
+                _close_open(self, session, o)
+
+    def session_closed(self, session: Any) -> None:
+        for fid, o in list(session.open_table.items()):
+            _close_open(self, session, o)
+
+
+_states: "weakref.WeakKeyDictionary[Any, _State]" = weakref.WeakKeyDictionary()
+_states_lock = threading.Lock()
+
+
+def state_of(server: Any) -> _State:
+    with _states_lock:
+        st = _states.get(server)
+        if st is None:
+            st = _states[server] = _State(server)
+        return st
+
+
+def _close_open(st: _State, session: Any, o: Any, postquery: bool = False):
+    session.open_table.pop(o.file_id_volatile, None)
+    server = session.connection.server if session.connection is not None else None
+    if server is not None:
+        server.global_open_table.pop(o.file_id_persistent, None)
+    tc = o.tree_connect
+    if tc is not None:
+        tc.open_count = max(0, tc.open_count - 1)
+    if isinstance(o, _PipeOpen):
+        o.endpoint.close()
+        return None
+    try:
+        return st.store.close(o, postquery)
+    except NtStatusError:  # already closed by a concurrent close
+        return None
+
+
+def _lookup(ctx: RequestContext, file_id: Any) -> Any:
+    """The Open of *file_id* in Session.OpenTable, on this tree (else STATUS_FILE_CLOSED)."""
+    fid = FileId(*file_id)
+    o = ctx.session.open_table.get(fid.volatile)
+    if o is None or o.file_id_persistent != fid.persistent or o.tree_connect is not ctx.tree_connect:
+        raise ntstatus.StatusFileClosed()
+    return o
+
+
+def _disk_open(ctx: RequestContext, file_id: Any) -> Open:
+    o = _lookup(ctx, file_id)
+    if isinstance(o, _PipeOpen):
+        raise fail(STATUS_INVALID_DEVICE_REQUEST, "not supported on a pipe")
+    return o
+
+
+def _name(raw: bytes) -> str:
+    if len(raw) % 2:
+        raise fail(STATUS_INVALID_PARAMETER, "odd name length")
+    try:
+        return bytes(raw).decode("utf-16-le")
+    except UnicodeDecodeError:
+        raise fail(STATUS_INVALID_PARAMETER, "name is not UTF-16") from None
+
+
+# ====================================================================== TREE_CONNECT
+@register(Command.SMB2_TREE_CONNECT, blocking=True, needs_tree=False)
+def tree_connect(ctx: RequestContext, req: TreeConnectRequest) -> Response:
+    """MS-SMB2 3.3.5.7."""
+    share = ctx.config.share(share_name_of(req.path))
+    if share is None:
+        raise ntstatus.StatusBadNetworkName()
+    if share.current_uses >= share.max_uses:
+        raise NtStatusError(ntstatus.STATUS_REQUEST_NOT_ACCEPTED)
+    st = state_of(ctx.server)
+    store_share = None
+    if share.type != "pipe":
+        try:
+            store_share = st.share_for(share)
+        except (ValueError, OSError) as e:
+            log.warning("event=tree_connect share=%s error=%r", share.name, str(e))
+            raise ntstatus.StatusBadNetworkName() from None
+    if share.type == "pipe":
+        maximal = FILE_ALL_ACCESS
+    elif share.read_only:
+        maximal = FILE_GENERIC_READ | FILE_GENERIC_EXECUTE
+    else:
+        maximal = FILE_ALL_ACCESS
+    tc = ctx.session.add_tree_connect(share, ctx.now, maximal_access=maximal)
+    tc.store = store_share
+    ctx.header.tree_id = tc.tree_id
+    flags = SMB2_SHAREFLAG_NO_CACHING
+    if share.encrypt_data and ctx.connection.dialect >= 0x0300:
+        flags |= SMB2_SHAREFLAG_ENCRYPT_DATA
+    return Response(TreeConnectResponse(
+        share_type=SMB2_SHARE_TYPE_PIPE if share.type == "pipe" else SMB2_SHARE_TYPE_DISK,
+        share_flags=flags, capabilities=0, maximal_access=maximal))
+
+
+@register(Command.SMB2_TREE_DISCONNECT, blocking=True)
+def tree_disconnect(ctx: RequestContext, req: TreeDisconnectRequest) -> Response:
+    """MS-SMB2 3.3.5.8: close the tree's opens, remove it from the session."""
+    state_of(ctx.server)  # make sure our hook is installed
+    tc = ctx.session.remove_tree_connect(ctx.tree_connect.tree_id)
+    if tc is not None:
+        for hook in list(ctx.server.on_tree_disconnected):
+            hook(tc)
+    return Response(TreeDisconnectResponse())
+
+
+# ====================================================================== CREATE
+def _create_contexts(req: CreateRequest) -> dict[bytes, CreateContext]:
+    out = {}
+    for c in req.contexts:
+        out[bytes(c.name)] = c
+    return out
+
+
+@register(Command.SMB2_CREATE)
+def create(ctx: RequestContext, req: CreateRequest) -> Response:
+    """MS-SMB2 3.3.5.9."""
+    st = state_of(ctx.server)
+    tc = ctx.tree_connect
+    name = _name(req.name)
+    if req.impersonation_level > 3:
+        raise NtStatusError(STATUS_BAD_IMPERSONATION_LEVEL)
+    if req.create_options & ~VALID_CREATE_OPTIONS:
+        raise fail(STATUS_INVALID_PARAMETER, f"CreateOptions 0x{req.create_options:x}")
+    if req.create_options & (FILE_OPEN_BY_FILE_ID | FILE_RESERVE_OPFILTER):
+        raise fail(STATUS_NOT_SUPPORTED, "open by file id / reserve opfilter")
+    if req.file_attributes & ~VALID_CREATE_ATTRIBUTES:
+        raise fail(STATUS_INVALID_PARAMETER, f"FileAttributes 0x{req.file_attributes:x}")
+    contexts = _create_contexts(req)
+    if tc.share.type == "pipe":
+        return _create_pipe(ctx, st, name)
+    if b"TWrp" in contexts:
+        raise fail(STATUS_OBJECT_NAME_NOT_FOUND, "no previous versions")
+    if b"ExtA" in contexts:
+        raise NtStatusError(0xC000004F)  # STATUS_EAS_NOT_SUPPORTED
+    access = req.desired_access
+    mapped = map_generic(access) & ~MAXIMUM_ALLOWED
+    if mapped & ~tc.maximal_access & 0x001F01FF:
+        raise fail(STATUS_ACCESS_DENIED, "beyond the tree connect's maximal access")
+    result = st.store.create(tc.store, name, desired_access=access, share_access=req.share_access,
+                             create_disposition=req.create_disposition, create_options=req.create_options,
+                             file_attributes=req.file_attributes)
+    o = result.open
+    o.session = ctx.session
+    o.tree_connect = tc
+    o.connection = ctx.connection
+    o.is_durable = False
+    o.file_global_id = ctx.server.allocate_global_id()
+    ctx.session.open_table[o.file_id_volatile] = o
+    ctx.server.global_open_table[o.file_id_persistent] = o
+    tc.open_count += 1
+    s = st.store.stat(o)
+    out_ctx = []
+    if b"MxAc" in contexts:
+        # SMB2_CREATE_QUERY_MAXIMAL_ACCESS_RESPONSE (MS-SMB2 2.2.14.2.5): QueryStatus, MaximalAccess
+        out_ctx.append(CreateContext(name=b"MxAc", data=struct.pack("<II", STATUS_SUCCESS, tc.maximal_access)))
+    if b"QFid" in contexts:
+        out_ctx.append(CreateContext(name=b"QFid", data=struct.pack("<QQ", s.index_number,
+                                                                      sinfo.volume_serial(o.share.name))
+                                     + b"\0" * 16))
+    return Response(CreateResponse(
+        oplock_level=0, flags=0, create_action=int(result.create_action),
+        creation_time=s.creation_time, last_access_time=s.last_access_time,
+        last_write_time=s.last_write_time, change_time=s.change_time,
+        allocation_size=s.allocation_size, end_of_file=s.end_of_file, file_attributes=s.attributes,
+        file_id=FileId(o.file_id_persistent, o.file_id_volatile),
+        create_contexts=pack_create_contexts(out_ctx) if out_ctx else b""))
+
+
+def _create_pipe(ctx: RequestContext, st: _State, name: str) -> Response:
+    pname = name.lower()
+    if pname.startswith("pipe\\"):
+        pname = pname[5:]
+    factory = PIPES.get(pname)
+    if factory is None:
+        raise fail(STATUS_OBJECT_NAME_NOT_FOUND, f"pipe {name!r}")
+    ep = factory(ctx)
+    pid = st.new_pipe_id()
+    o = _PipeOpen(ep, pid, pid)
+    o.session, o.tree_connect, o.connection = ctx.session, ctx.tree_connect, ctx.connection
+    ctx.session.open_table[o.file_id_volatile] = o
+    ctx.server.global_open_table[o.file_id_persistent] = o
+    ctx.tree_connect.open_count += 1
+    return Response(CreateResponse(
+        oplock_level=0, flags=0, create_action=1, creation_time=0, last_access_time=0, last_write_time=0,
+        change_time=0, allocation_size=4096, end_of_file=0, file_attributes=0x80,
+        file_id=FileId(o.file_id_persistent, o.file_id_volatile)))
+
+
+# ====================================================================== CLOSE / FLUSH
+@register(Command.SMB2_CLOSE)
+def close(ctx: RequestContext, req: CloseRequest) -> Response:
+    """MS-SMB2 3.3.5.10 (SMB2_CLOSE_FLAG_POSTQUERY_ATTRIB: attributes after the close)."""
+    st = state_of(ctx.server)
+    o = _lookup(ctx, req.file_id)
+    postquery = bool(req.flags & SMB2_CLOSE_FLAG_POSTQUERY_ATTRIB)
+    s = _close_open(st, ctx.session, o, postquery)
+    if postquery and s is not None:
+        return Response(CloseResponse(
+            flags=SMB2_CLOSE_FLAG_POSTQUERY_ATTRIB, creation_time=s.creation_time,
+            last_access_time=s.last_access_time, last_write_time=s.last_write_time,
+            change_time=s.change_time, allocation_size=s.allocation_size, end_of_file=s.end_of_file,
+            file_attributes=s.attributes))
+    return Response(CloseResponse(flags=0, creation_time=0, last_access_time=0, last_write_time=0,
+                                  change_time=0, allocation_size=0, end_of_file=0, file_attributes=0))
+
+
+@register(Command.SMB2_FLUSH)
+def flush(ctx: RequestContext, req: FlushRequest) -> Response:
+    """MS-SMB2 3.3.5.11."""
+    o = _lookup(ctx, req.file_id)
+    if not isinstance(o, _PipeOpen):
+        state_of(ctx.server).store.flush(o)
+    return Response(FlushResponse())
+
+
+# ====================================================================== READ / WRITE
+@register(Command.SMB2_READ)
+def read(ctx: RequestContext, req: ReadRequest) -> Response:
+    """MS-SMB2 3.3.5.12."""
+    if req.length > ctx.connection.max_read_size:
+        raise fail(STATUS_INVALID_PARAMETER, "Length > MaxReadSize")
+    o = _lookup(ctx, req.file_id)
+    if isinstance(o, _PipeOpen):
+        data = o.endpoint.read(req.length)
+    else:
+        data = state_of(ctx.server).store.read(o, req.offset, req.length, req.minimum_count)
+    return Response(ReadResponse(data=data, data_remaining=0))
+
+
+@register(Command.SMB2_WRITE)
+def write(ctx: RequestContext, req: WriteRequest) -> Response:
+    """MS-SMB2 3.3.5.13."""
+    if len(req.data) > ctx.connection.max_write_size:
+        raise fail(STATUS_INVALID_PARAMETER, "Length > MaxWriteSize")
+    o = _lookup(ctx, req.file_id)
+    if isinstance(o, _PipeOpen):
+        n = o.endpoint.write(bytes(req.data))
+    else:
+        store = state_of(ctx.server).store
+        n = store.write(o, req.offset, req.data)
+        if req.flags & SMB2_WRITEFLAG_WRITE_THROUGH:
+            store.flush(o)
+    return Response(WriteResponse(count=n, remaining=0, write_channel_info_offset=0,
+                                  write_channel_info_length=0))
+
+
+# ====================================================================== LOCK
+@register(Command.SMB2_LOCK)
+def lock(ctx: RequestContext, req: LockRequest) -> Response | AsyncOp:
+    """MS-SMB2 3.3.5.14: a request that must wait goes async (STATUS_PENDING) and is
+    completed when granted; SMB2 CANCEL completes it with STATUS_CANCELLED, closing the
+    open with STATUS_RANGE_NOT_LOCKED."""
+    store = state_of(ctx.server).store
+    o = _disk_open(ctx, req.file_id)
+    elements = [(e.offset, e.length, e.flags) for e in req.locks]
+    guard = threading.Lock()
+    holder: dict[str, Any] = {"op": None, "status": None}
+
+    def result(status: int) -> Response | NtStatusError:
+        return Response(LockResponse()) if status == STATUS_SUCCESS else NtStatusError(status)
+
+    def on_complete(status: int) -> None:
+        with guard:
+            op = holder["op"]
+            if op is None:
+                holder["status"] = status
+                return
+        op.complete(result(status))
+
+    pending = store.lock(o, elements, on_complete=on_complete)
+    if pending is None:
+        return Response(LockResponse())
+    op = ctx.go_async(on_cancel=lambda _op: store.cancel_lock(pending))
+    with guard:
+        holder["op"] = op
+        early = holder["status"]
+    if early is not None:
+        op.complete(result(early))
+    return op
+
+
+# ====================================================================== IOCTL
+def _validate_negotiate(ctx: RequestContext, req: IoctlRequest) -> Response:
+    """FSCTL_VALIDATE_NEGOTIATE_INFO, MS-SMB2 3.3.5.15.12 (request 2.2.31.4, response 2.2.32.6)."""
+    c = ctx.connection
+    data = bytes(req.input)
+    if c.dialect >= 0x0311:
+        # 3.1.1 protects the negotiation with preauth integrity; Windows fails this FSCTL
+        raise ntstatus.StatusAccessDenied("VALIDATE_NEGOTIATE_INFO on 3.1.1")
+    if len(data) < 24:
+        raise ntstatus.StatusInvalidParameter("VALIDATE_NEGOTIATE_INFO too short")
+    caps, guid, secmode, count = struct.unpack_from("<I16sHH", data)
+    if len(data) < 24 + 2 * count or count == 0:
+        raise ntstatus.StatusInvalidParameter("bad DialectCount")
+    dialects = struct.unpack_from(f"<{count}H", data, 24)
+    common = [d for d in dialects if d in ctx.config.dialects]
+    ok = (caps == c.client_capabilities and guid == bytes(c.client_guid)
+          and secmode == c.client_security_mode and bool(common) and max(common) == c.dialect)
+    if not ok:
+        log.warning("event=validate_negotiate_failed client=%s", c.client_address)
+        raise ntstatus.StatusAccessDenied("VALIDATE_NEGOTIATE_INFO mismatch")
+    out = struct.pack("<I16sHH", c.server_capabilities, bytes(ctx.config.server_guid),
+                      c.server_security_mode, c.dialect)
+    return Response(IoctlResponse(ctl_code=req.ctl_code, file_id=req.file_id, input=b"", output=out, flags=0))
+
+
+@register(Command.SMB2_IOCTL)
+def ioctl(ctx: RequestContext, req: IoctlRequest) -> Response:
+    """MS-SMB2 3.3.5.15."""
+    if req.flags != SMB2_0_IOCTL_IS_FSCTL:
+        raise fail(STATUS_NOT_SUPPORTED, "IOCTL without SMB2_0_IOCTL_IS_FSCTL")
+    code = req.ctl_code
+    if code == FSCTL_VALIDATE_NEGOTIATE_INFO:
+        return _validate_negotiate(ctx, req)
+    if code in (FSCTL_DFS_GET_REFERRALS, FSCTL_DFS_GET_REFERRALS_EX):
+        raise NtStatusError(STATUS_FS_DRIVER_REQUIRED)  # no DFS on this server
+    if req.max_output_response > ctx.connection.max_transact_size or \
+            len(req.input) > ctx.connection.max_transact_size:
+        raise fail(STATUS_INVALID_PARAMETER, "IOCTL larger than MaxTransactSize")
+    o = _lookup(ctx, req.file_id)
+    if isinstance(o, _PipeOpen):
+        if code != FSCTL_PIPE_TRANSCEIVE:
+            raise fail(STATUS_NOT_SUPPORTED, f"FSCTL 0x{code:08x} on a pipe")
+        out = o.endpoint.transceive(bytes(req.input), req.max_output_response)
+        status = STATUS_SUCCESS
+        if len(out) > req.max_output_response:
+            out, status = out[:req.max_output_response], STATUS_BUFFER_OVERFLOW
+        return Response(IoctlResponse(ctl_code=code, file_id=req.file_id, input=b"", output=out, flags=0),
+                        status=status)
+    if code == FSCTL_PIPE_TRANSCEIVE:
+        raise fail(STATUS_INVALID_DEVICE_REQUEST, "not a pipe")
+    if code == FSCTL_GET_REPARSE_POINT:
+        raise NtStatusError(STATUS_NOT_A_REPARSE_POINT)
+    if code == FSCTL_DELETE_REPARSE_POINT:
+        raise NtStatusError(STATUS_NOT_A_REPARSE_POINT)
+    if code == FSCTL_GET_COMPRESSION:
+        if req.max_output_response < 2:
+            raise NtStatusError(0xC0000023)  # STATUS_BUFFER_TOO_SMALL
+        return Response(IoctlResponse(ctl_code=code, file_id=req.file_id, input=b"",
+                                      output=struct.pack("<H", 0), flags=0))
+    if code in (FSCTL_SET_REPARSE_POINT, FSCTL_SET_SPARSE, FSCTL_SET_COMPRESSION):
+        raise NtStatusError(STATUS_INVALID_DEVICE_REQUEST)  # the store has none of these features
+    raise fail(STATUS_NOT_SUPPORTED, f"FSCTL 0x{code:08x}")
+
+
+# ====================================================================== QUERY_DIRECTORY
+@register(Command.SMB2_QUERY_DIRECTORY)
+def query_directory(ctx: RequestContext, req: QueryDirectoryRequest) -> Response:
+    """MS-SMB2 3.3.5.18."""
+    if req.output_buffer_length > ctx.connection.max_transact_size:
+        raise fail(STATUS_INVALID_PARAMETER, "OutputBufferLength > MaxTransactSize")
+    o = _disk_open(ctx, req.file_id)
+    pattern = _name(req.file_name)
+    data = sinfo.query_directory(state_of(ctx.server).store, o, req.file_information_class, req.flags,
+                                 pattern, req.output_buffer_length)
+    return Response(QueryDirectoryResponse(output_buffer=data))
+
+
+@register(Command.SMB2_CHANGE_NOTIFY)
+def change_notify(ctx: RequestContext, req: Any) -> Response:
+    """MS-SMB2 3.3.5.19: not implemented by this server."""
+    _lookup(ctx, req.file_id)
+    raise fail(STATUS_NOT_SUPPORTED, "CHANGE_NOTIFY")
+
+
+# ====================================================================== QUERY_INFO / SET_INFO
+@register(Command.SMB2_QUERY_INFO)
+def query_info(ctx: RequestContext, req: QueryInfoRequest) -> Response:
+    """MS-SMB2 3.3.5.20."""
+    if req.output_buffer_length > ctx.connection.max_transact_size:
+        raise fail(STATUS_INVALID_PARAMETER, "OutputBufferLength > MaxTransactSize")
+    o = _lookup(ctx, req.file_id)
+    if isinstance(o, _PipeOpen):
+        raise fail(STATUS_NOT_SUPPORTED, "QUERY_INFO on a pipe")
+    try:
+        data, status = sinfo.query_info(state_of(ctx.server).store, o, req.info_type, req.file_info_class,
+                                        req.additional_information, req.output_buffer_length)
+    except sinfo.NeedBuffer as nb:
+        # MS-SMB2 3.3.5.20.3: ErrorData carries the size needed
+        return Response(ErrorResponse(error_data=struct.pack("<I", nb.needed)), status=nb.status)
+    return Response(QueryInfoResponse(output_buffer=data), status=status)
+
+
+@register(Command.SMB2_SET_INFO)
+def set_info(ctx: RequestContext, req: SetInfoRequest) -> Response:
+    """MS-SMB2 3.3.5.21."""
+    if len(req.buffer) > ctx.connection.max_transact_size:
+        raise fail(STATUS_INVALID_PARAMETER, "BufferLength > MaxTransactSize")
+    o = _lookup(ctx, req.file_id)
+    if isinstance(o, _PipeOpen):
+        raise fail(STATUS_NOT_SUPPORTED, "SET_INFO on a pipe")
+    if req.info_type == SMB2_0_INFO_FILE:
+        sinfo.set_file_info(state_of(ctx.server).store, o, req.file_info_class, bytes(req.buffer))
+    elif req.info_type in (SMB2_0_INFO_SECURITY, SMB2_0_INFO_FILESYSTEM, SMB2_0_INFO_QUOTA):
+        raise fail(STATUS_NOT_SUPPORTED, f"SET_INFO InfoType {req.info_type}")
+    else:
+        raise fail(STATUS_INVALID_PARAMETER, f"InfoType {req.info_type}")
+    return Response(SetInfoResponse())
+
+
+__all__ = ["PIPES", "PipeEndpoint", "state_of"]
