@@ -276,9 +276,10 @@ void wsd_ring_cancel(wsd_ring *r) {
 
 /* Place up to count messages after the published head. With offs, their
  * payload offsets are stored; with src, the payloads are copied from src
- * (packed back to back). Returns how many were placed; p_pend is the end. */
+ * (packed back to back); with srcs, from srcs[i]. Returns how many were
+ * placed; p_pend is the end. */
 static int place_batch(wsd_ring *r, const uint32_t *sizes, uint32_t count, uint64_t *offs,
-                       const uint8_t *src) {
+                       const uint8_t *src, const void *const *srcs) {
     uint32_t maxmsg = wsd_ring_max_msg(r);
     uint64_t pos = r->p_head;
     uint32_t k = 0;
@@ -317,6 +318,8 @@ static int place_batch(wsd_ring *r, const uint32_t *sizes, uint32_t count, uint6
         if (src) {
             memcpy(r->data + (pos & r->mask) + WSD_RING_REC_HDR, src, n);
             src += n;
+        } else if (srcs) {
+            memcpy(r->data + (pos & r->mask) + WSD_RING_REC_HDR, srcs[k], n);
         }
         pos += rec;
         k++;
@@ -331,7 +334,7 @@ int wsd_ring_reserve_batch(wsd_ring *r, const uint32_t *sizes, uint32_t count, u
     NEED_PRODUCER(r);
     if (unlikely(atomic_load_explicit(&r->hdr->consumer_closed, memory_order_relaxed)))
         return -EPIPE;
-    return place_batch(r, sizes, count, offs, NULL);
+    return place_batch(r, sizes, count, offs, NULL, NULL);
 }
 
 int wsd_ring_commit_batch(wsd_ring *r, uint32_t k) {
@@ -375,7 +378,17 @@ int wsd_ring_push_packed(wsd_ring *r, const void *data, const uint32_t *lens, ui
     NEED_PRODUCER(r);
     if (unlikely(atomic_load_explicit(&r->hdr->consumer_closed, memory_order_relaxed)))
         return -EPIPE;
-    int k = place_batch(r, lens, count, NULL, (const uint8_t *)data);
+    int k = place_batch(r, lens, count, NULL, (const uint8_t *)data, NULL);
+    if (k > 0)
+        publish(r, r->p_pend);
+    return k;
+}
+
+int wsd_ring_push_iov(wsd_ring *r, const void *const *bufs, const uint32_t *lens, uint32_t count) {
+    NEED_PRODUCER(r);
+    if (unlikely(atomic_load_explicit(&r->hdr->consumer_closed, memory_order_relaxed)))
+        return -EPIPE;
+    int k = place_batch(r, lens, count, NULL, NULL, bufs);
     if (k > 0)
         publish(r, r->p_pend);
     return k;

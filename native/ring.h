@@ -120,6 +120,8 @@ int wsd_ring_push(wsd_ring *r, const void *data, uint32_t n);
  * publish them with one head store. Returns how many went in (a prefix). */
 int wsd_ring_push_packed(wsd_ring *r, const void *data, const uint32_t *lens,
                          uint32_t count);
+/* The same from count separate buffers. */
+int wsd_ring_push_iov(wsd_ring *r, const void *const *bufs, const uint32_t *lens, uint32_t count);
 
 /* ---- consumer ---- */
 /* Fill up to max_n (offset, length) pairs of the oldest messages; returns

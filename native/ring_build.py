@@ -42,6 +42,7 @@ int wsd_ring_reserve_batch(wsd_ring *r, const uint32_t *sizes, uint32_t count, u
 int wsd_ring_commit_batch(wsd_ring *r, uint32_t k);
 int wsd_ring_push(wsd_ring *r, const char *data, uint32_t n);
 int wsd_ring_push_packed(wsd_ring *r, const char *data, const uint32_t *lens, uint32_t count);
+int wsd_ring_push_iov(wsd_ring *r, char **bufs, const uint32_t *lens, uint32_t count);
 
 int wsd_ring_peek(wsd_ring *r, uint32_t max_n, uint64_t *offs, uint32_t *lens);
 int wsd_ring_release(wsd_ring *r, uint32_t n);

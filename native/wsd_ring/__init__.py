@@ -85,6 +85,7 @@ VERSION: int = lib.WSD_RING_VERSION
 SHM_DIR = "/dev/shm"
 _SCRATCH = 1024  # max messages per peek / pop_batch_into call
 _SMALL = 2048  # pop() copies messages up to this size through one C call
+_IOV_MIN = 4096  # push_batch: average size from which buffers go by pointer
 _SLICE = 0.05  # longest single sleep: bounds dead-peer detection latency
 _EAGAIN = -errno.EAGAIN
 
@@ -554,17 +555,27 @@ class Ring:
     def push_batch(self, buffers: Iterable[bytes | bytearray | memoryview]) -> int:
         """Copy many messages in with one C call and one head publish.
         Returns how many went in (a prefix; 0 when full). Buffers are taken as
-        bytes (their len() must be their size)."""
+        bytes (their len() must be their size). Small messages are joined and
+        passed with a sizes array; large ones (>= 4 KiB on average) as an
+        array of pointers, so they are copied only once, into the ring."""
         r = self._r
         if r is None:
             self._need_open()
         if not isinstance(buffers, (list, tuple)):
             buffers = list(buffers)
+        count = len(buffers)
         lens = array("I", map(len, buffers))
-        data = b"".join(buffers)
-        if len(data) != sum(lens):
-            raise ValueError("push_batch buffers must be byte-sized (len() == nbytes)")
-        k = lib.wsd_ring_push_packed(r, data, ffi.from_buffer("uint32_t[]", lens), len(lens))
+        total = sum(lens)
+        if total >= _IOV_MIN * count:
+            keep = [ffi.from_buffer(b) for b in buffers]
+            if any(len(c) != n for c, n in zip(keep, lens)):
+                raise ValueError("push_batch buffers must be byte-sized (len() == nbytes)")
+            k = lib.wsd_ring_push_iov(r, ffi.new("char *[]", keep), ffi.from_buffer("uint32_t[]", lens), count)
+        else:
+            data = b"".join(buffers)
+            if len(data) != total:
+                raise ValueError("push_batch buffers must be byte-sized (len() == nbytes)")
+            k = lib.wsd_ring_push_packed(r, data, ffi.from_buffer("uint32_t[]", lens), count)
         if k < 0:
             _raise(k)
         return k

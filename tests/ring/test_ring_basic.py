@@ -254,6 +254,19 @@ def test_push_batch_accepts_bytearray_and_memoryview_and_rejects_wide_items():
         assert ring.push(bytearray(b"xyz")) and ring.pop() == b"xyz"
 
 
+def test_push_batch_large_buffers_go_by_pointer_and_stop_when_full():
+    with Ring.create(1 << 16) as ring:
+        bufs = [bytes([i]) * 9000 for i in range(10)]  # 9008-byte records: 7 fit
+        assert ring.push_batch(bufs) == 7
+        assert ring.push_batch(bufs[7:]) == 0
+        assert ring.pop_batch() == bufs[:7]
+        mixed = [bytearray(b"a" * 5000), memoryview(b"b" * 6000), b"c" * 4000]
+        assert ring.push_batch(mixed) == 3  # wraps with a PAD inside the batch
+        assert ring.pop_batch() == [bytes(b) for b in mixed]
+        with pytest.raises(ValueError):
+            ring.push_batch([memoryview(b"abcd" * 2000).cast("I")])
+
+
 def test_reserve_batch_commit_prefix():
     with Ring.create(512) as ring:
         views = ring.reserve_batch([10, 20, 30, 40])

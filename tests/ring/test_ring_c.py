@@ -18,8 +18,8 @@ pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc (
 
 VARIANTS = {
     "O2": (["-O2"], 1_000_000),
-    "tsan": (["-O1", "-g", "-fsanitize=thread", "-Wno-tsan"], 200_000),
-    "asan-ubsan": (["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"], 200_000),
+    "tsan": (["-O1", "-g", "-fsanitize=thread", "-Wno-tsan"], 150_000),
+    "asan-ubsan": (["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"], 150_000),
 }
 
 

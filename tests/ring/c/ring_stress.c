@@ -1,6 +1,6 @@
 /*
  * Two-thread stress test of the C ring API (no GIL in the way): a producer
- * mixing reserve/commit, push, push_packed and reserve_batch/commit_batch,
+ * mixing reserve/commit, push, push_packed/push_iov and reserve_batch/commit_batch,
  * a consumer mixing peek/release and pop_packed and sometimes sleeping on the
  * eventfd through arm_readable (a lost wake-up would hang until the 20 s poll
  * timeout and fail). Every message carries its sequence number and a payload
@@ -116,7 +116,11 @@ static void *producer(void *arg) {
                 used += lens[k];
                 k++;
             }
-            int got = wsd_ring_push_packed(&prod, scratch, lens, k);
+            const void *ptrs[8];
+            for (uint32_t i = 0, o = 0; i < k; o += lens[i], i++)
+                ptrs[i] = scratch + o;
+            int got = (seq / 64) % 8 == 2 ? wsd_ring_push_packed(&prod, scratch, lens, k)
+                                          : wsd_ring_push_iov(&prod, ptrs, lens, k);
             if (got < 0)
                 exit(6);
             if (got == 0)
