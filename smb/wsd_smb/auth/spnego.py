@@ -193,7 +193,9 @@ class SpnegoAcceptor:
         self.ntlm.authenticate(tok.mech_token)
         mic_out = b""
         sec = self.ntlm.security
-        if tok.mech_list_mic:
+        if tok.mech_list_mic and sec is None and (self.ntlm.is_guest or self.ntlm.is_anonymous):
+            pass  # guest/anonymous: there is no key to check the MIC with (the client's MIC is ignored)
+        elif tok.mech_list_mic:
             if sec is None:
                 raise SpnegoError("mechListMIC without a session key")
             if not sec.verify(self.mech_types_der, tok.mech_list_mic):

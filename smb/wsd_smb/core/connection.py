@@ -392,6 +392,9 @@ class Connection:
             enc_session = chain.encrypt_session
         else:
             for o in chain.out:
+                # a SESSION_SETUP response is never encrypted unless its request was (3.3.4.1.4)
+                if o.header.command == Command.SMB2_SESSION_SETUP:
+                    continue
                 if o.session is not None and self._must_encrypt(o.session, None, o.header):
                     enc_session = o.session
                     break
@@ -449,7 +452,9 @@ class Connection:
             session.idle_time = now
             # --- signing (3.3.5.2.4)
             if not chain.encrypted:
-                if h.is_signed:
+                if h.is_signed and (session.is_guest or session.is_anonymous):
+                    pass  # no key to verify with: guest/anonymous sessions are not signed
+                elif h.is_signed:
                     if not self._verify(session, el.raw):
                         log.warning("event=bad_signature session_id=0x%x command=%s", session.session_id,
                                     Command(h.command).name)

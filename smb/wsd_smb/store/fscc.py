@@ -312,6 +312,20 @@ class FileFsSizeInformation(Plain):
     )
 
 
+class FileFsControlInformation(Plain):
+    """MS-FSCC 2.5.2 FILE_FS_CONTROL_INFORMATION (48 bytes; quota settings)."""
+
+    FIELDS = (
+        F("FreeSpaceStartFiltering", I64),
+        F("FreeSpaceThreshold", I64),
+        F("FreeSpaceStopFiltering", I64),
+        F("DefaultQuotaThreshold", U64),
+        F("DefaultQuotaLimit", U64),
+        F("FileSystemControlFlags", U32),
+        F("Padding", U32, reserved=True, ignore=True),
+    )
+
+
 class FileFsFullSizeInformation(Plain):
     """MS-FSCC 2.5.4 FILE_FS_FULL_SIZE_INFORMATION (32 bytes)."""
 

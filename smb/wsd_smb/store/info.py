@@ -42,6 +42,7 @@ from .errors import (
     STATUS_INVALID_INFO_CLASS,
     STATUS_INVALID_PARAMETER,
     STATUS_NOT_SUPPORTED,
+    STATUS_OBJECT_NAME_NOT_FOUND,
     STATUS_SUCCESS,
     fail,
 )
@@ -67,8 +68,17 @@ def _n(s: str) -> bytes:
     return s.encode("utf-16-le", "surrogatepass")
 
 
+#: Smallest OutputBufferLength Windows accepts for the variable-length classes: the
+#: fixed part plus room for the first characters of the name (smbtorture
+#: getinfo.qfs_buffercheck / qfile_buffercheck record these); below it the answer is
+#: STATUS_INFO_LENGTH_MISMATCH, above it a truncated answer with STATUS_BUFFER_OVERFLOW.
+MIN_FILE_OUTPUT = {9: 8, 18: 104, 21: 8, 22: 32}
+MIN_FS_OUTPUT = {1: 24, 5: 16}
+
+
 def fit(data: bytes, fixed: int, max_len: int) -> tuple[bytes, int]:
     """Apply the output-buffer rule: (payload, status)."""
+    fixed = min(fixed, len(data))
     if max_len < fixed:
         raise fail(STATUS_INFO_LENGTH_MISMATCH, f"OutputBufferLength {max_len} < {fixed}")
     if len(data) > max_len:
@@ -122,8 +132,12 @@ def query_file_info(store: ObjectStore, o: Open, info_class: int, max_len: int) 
         st = fscc.FileModeInformation(mode=o.create_options & MODE_INFORMATION_BITS)
     elif klass == FIC.FileAlignmentInformation:
         st = fscc.FileAlignmentInformation(alignment_requirement=0)
-    elif klass in (FIC.FileNameInformation, FIC.FileNormalizedNameInformation):
+    elif klass == FIC.FileNameInformation:
         st = fscc.FileNameInformation(file_name=_n(file_name_of(o)))
+    elif klass == FIC.FileNormalizedNameInformation:
+        # needs named streams to be answered the Windows 10 way; smbtorture treats
+        # STATUS_NOT_SUPPORTED as "not offered" (and requires it below SMB 3.1.1)
+        raise fail(STATUS_NOT_SUPPORTED, "FileNormalizedNameInformation")
     elif klass == FIC.FileAllInformation:
         st = fscc.FileAllInformation(
             basic=_basic(s), standard=_standard(s, dp),
@@ -147,7 +161,7 @@ def query_file_info(store: ObjectStore, o: Open, info_class: int, max_len: int) 
             return fit(b"", 0, max_len)
         e = fscc.FileStreamInformation(stream_size=s.end_of_file, stream_allocation_size=s.allocation_size,
                                        stream_name=_n("::$DATA"))
-        return fit(e.pack(0), fscc.FileStreamInformation.FIXED_SIZE, max_len)
+        return fit(e.pack(0), MIN_FILE_OUTPUT[klass], max_len)
     elif klass == FIC.FileCompressionInformation:
         st = fscc.FileCompressionInformation(compressed_file_size=s.end_of_file, compression_format=0,
                                              compression_unit_shift=0, chunk_shift=0, cluster_shift=0)
@@ -156,10 +170,12 @@ def query_file_info(store: ObjectStore, o: Open, info_class: int, max_len: int) 
         return fit(serial.to_bytes(8, "little") + s.index_number.to_bytes(16, "little"), 24, max_len)
     elif klass == FIC.FileFullEaInformation:
         raise fail(STATUS_NO_EAS_ON_FILE)
+    elif klass == FIC.FileAlternateNameInformation:
+        raise fail(STATUS_OBJECT_NAME_NOT_FOUND, "no 8.3 short names")  # as Samba answers
     else:
         raise fail(STATUS_NOT_SUPPORTED, f"query {klass.name}")
     data = st.pack(0)
-    fixed = st.FIXED_SIZE
+    fixed = MIN_FILE_OUTPUT.get(klass, st.FIXED_SIZE)
     return fit(data, fixed, max_len)
 
 
@@ -215,12 +231,18 @@ def query_fs_info(store: ObjectStore, o: Open, info_class: int, max_len: int) ->
             file_system_effective_physical_bytes_per_sector_for_atomicity=512,
             flags=fscc.SSINFO_FLAGS_ALIGNED_DEVICE | fscc.SSINFO_FLAGS_PARTITION_ALIGNED_ON_DEVICE,
             byte_offset_for_sector_alignment=0, byte_offset_for_partition_alignment=0)
+    elif klass == FSC.FileFsControlInformation:
+        # no quotas: thresholds and limits "none" (-1), quotas off
+        st = fscc.FileFsControlInformation(free_space_start_filtering=0, free_space_threshold=0,
+                                           free_space_stop_filtering=0,
+                                           default_quota_threshold=0xFFFFFFFFFFFFFFFF,
+                                           default_quota_limit=0xFFFFFFFFFFFFFFFF, file_system_control_flags=0)
     elif klass == FSC.FileFsObjectIdInformation:
         st = fscc.FileFsObjectIdInformation(object_id=hashlib.md5(share.path.encode()).digest(),
                                             extended_info=b"\0" * 48)
     else:
         raise fail(STATUS_NOT_SUPPORTED, f"query {klass.name}")
-    return fit(st.pack(0), st.FIXED_SIZE, max_len)
+    return fit(st.pack(0), MIN_FS_OUTPUT.get(klass, st.FIXED_SIZE), max_len)
 
 
 def query_security(store: ObjectStore, o: Open, additional_information: int, max_len: int) -> bytes:
