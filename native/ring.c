@@ -444,8 +444,8 @@ static inline int64_t decode(const wsd_ring *r, uint64_t pos, uint64_t *next) {
     return len;
 }
 
-int wsd_ring_peek(wsd_ring *r, uint32_t max_n, uint64_t *offs, uint32_t *lens) {
-    NEED_CONSUMER(r);
+static int peek_impl(wsd_ring *r, uint32_t max_n, uint64_t *offs, const void **ptrs,
+                     uint32_t *lens) {
     uint64_t pos = r->c_tail;
     uint32_t k = 0;
     while (k < max_n) {
@@ -465,12 +465,25 @@ int wsd_ring_peek(wsd_ring *r, uint32_t max_n, uint64_t *offs, uint32_t *lens) {
                 store_tail(r, pos); /* a leading PAD is consumed at once */
             continue;
         }
-        offs[k] = WSD_RING_HDR_SIZE + (pos & r->mask) + WSD_RING_REC_HDR;
+        if (offs)
+            offs[k] = WSD_RING_HDR_SIZE + (pos & r->mask) + WSD_RING_REC_HDR;
+        else
+            ptrs[k] = r->data + (pos & r->mask) + WSD_RING_REC_HDR;
         lens[k] = (uint32_t)len;
         k++;
         pos = next;
     }
     return (int)k;
+}
+
+int wsd_ring_peek(wsd_ring *r, uint32_t max_n, uint64_t *offs, uint32_t *lens) {
+    NEED_CONSUMER(r);
+    return peek_impl(r, max_n, offs, NULL, lens);
+}
+
+int wsd_ring_peek_ptrs(wsd_ring *r, uint32_t max_n, const void **ptrs, uint32_t *lens) {
+    NEED_CONSUMER(r);
+    return peek_impl(r, max_n, NULL, ptrs, lens);
 }
 
 int wsd_ring_release(wsd_ring *r, uint32_t n) {

@@ -127,6 +127,8 @@ int wsd_ring_push_iov(wsd_ring *r, const void *const *bufs, const uint32_t *lens
 /* Fill up to max_n (offset, length) pairs of the oldest messages; returns
  * how many (0 when empty) or -EPROTO if the shared data is inconsistent. */
 int wsd_ring_peek(wsd_ring *r, uint32_t max_n, uint64_t *offs, uint32_t *lens);
+/* The same with pointers into this process's mapping. */
+int wsd_ring_peek_ptrs(wsd_ring *r, uint32_t max_n, const void **ptrs, uint32_t *lens);
 /* Give back the oldest n messages (they must have been seen by peek). */
 int wsd_ring_release(wsd_ring *r, uint32_t n);
 /* Copy up to max_n messages back to back into out (at most outcap bytes),

@@ -260,6 +260,7 @@ def test_sigkill_at_random_time_while_pushing(delay):
         p = run_child(blast, ring, size)
         try:
             got = 0
+            assert ring.wait_readable(10)  # the child is pushing: start the clock
             end = time.monotonic() + delay
             while time.monotonic() < end:
                 views = ring.peek(16)

@@ -208,7 +208,10 @@ int main(int argc, char **argv) {
             }
             continue;
         }
-        int k = wsd_ring_peek(&cons, 1 + (uint32_t)(want % 16), offs, lens);
+        const void *ptrs[16];
+        int use_ptrs = want % 3 == 0;
+        int k = use_ptrs ? wsd_ring_peek_ptrs(&cons, 1 + (uint32_t)(want % 16), ptrs, lens)
+                         : wsd_ring_peek(&cons, 1 + (uint32_t)(want % 16), offs, lens);
         if (k < 0) {
             fprintf(stderr, "peek: %d\n", k);
             return 12;
@@ -222,7 +225,7 @@ int main(int argc, char **argv) {
             continue;
         }
         for (int i = 0; i < k; i++)
-            if (check(wsd_ring_off_ptr(&cons, offs[i]), lens[i], want++))
+            if (check(use_ptrs ? ptrs[i] : wsd_ring_off_ptr(&cons, offs[i]), lens[i], want++))
                 return 13;
         if (wsd_ring_release(&cons, (uint32_t)k) != 0)
             return 14;
