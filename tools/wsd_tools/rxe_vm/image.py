@@ -284,6 +284,10 @@ def build(spec: Spec | None = None, force: bool = False, echo=sys.stderr) -> Ima
         if img.complete() and not force:
             return img
         t0 = time.monotonic()
+        # Builds only happen under the lock, so any leftover work dir is from a
+        # build that was killed: remove it.
+        for stale in root.glob(".build-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         work = root / f".build-{spec.key}-{os.getpid()}"
         if work.exists():
             shutil.rmtree(work)

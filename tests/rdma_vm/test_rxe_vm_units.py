@@ -1,0 +1,160 @@
+"""Pure host-side pieces of wsd-rxe-vm: apt source parsing, the cache key,
+guest paths, perftest result parsing, serial-console marker handling."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import pytest
+
+from wsd_tools.rxe_vm import cli, guest, hostenv, image, vm
+
+DEB822 = """\
+Types: deb
+# http://snapshot.debian.org/archive/debian/20250520T000000Z
+URIs: http://mirror.example.invalid/debian/
+Suites: bookworm bookworm-updates
+Components: main contrib
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb deb-src
+URIs: http://security.example.invalid/debian-security
+Suites: bookworm-security
+Components: main
+
+Types: deb
+Enabled: no
+URIs: http://disabled.example.invalid/debian
+Suites: trixie
+Components: main
+"""
+
+ONE_LINE = """\
+# comment
+deb [arch=amd64 signed-by=/usr/share/keyrings/k.gpg] http://one.example.invalid/debian bookworm main non-free
+deb-src http://one.example.invalid/debian bookworm main
+deb http://one.example.invalid/debian bookworm-updates main # trailing
+"""
+
+
+def test_deb822_sources():
+    srcs = hostenv._sources_from_deb822(DEB822)
+    assert [s.uri for s in srcs] == ["http://mirror.example.invalid/debian",
+                                     "http://security.example.invalid/debian-security"]
+    assert srcs[0].suites == ("bookworm", "bookworm-updates")
+    assert srcs[0].components == ("main", "contrib")
+    assert srcs[0].signed_by == "/usr/share/keyrings/debian-archive-keyring.gpg"
+
+
+def test_one_line_sources():
+    srcs = hostenv._sources_from_one_line(ONE_LINE)
+    assert len(srcs) == 2
+    assert srcs[0].uri == "http://one.example.invalid/debian"
+    assert srcs[0].suites == ("bookworm",) and srcs[0].components == ("main", "non-free")
+    assert srcs[0].signed_by == "/usr/share/keyrings/k.gpg"
+    assert srcs[1].suites == ("bookworm-updates",) and srcs[1].components == ("main",)
+
+
+def test_mirror_choice_skips_security_and_takes_updates(monkeypatch):
+    monkeypatch.setattr(hostenv, "os_release", lambda: {"ID": "debian", "VERSION_CODENAME": "bookworm"})
+    monkeypatch.setattr(hostenv, "apt_sources", lambda: list(reversed(hostenv._sources_from_deb822(DEB822))))
+    m = hostenv.debian_mirror()
+    assert m.uri == "http://mirror.example.invalid/debian"
+    assert m.suite == "bookworm" and m.extra_suites == ("bookworm-updates",)
+
+
+def test_mirror_requires_debian(monkeypatch):
+    monkeypatch.setattr(hostenv, "os_release", lambda: {"ID": "ubuntu"})
+    with pytest.raises(hostenv.HostError, match="not Debian"):
+        hostenv.debian_mirror()
+
+
+def _spec(**over) -> image.Spec:
+    base = dict(mirror=hostenv.Mirror("http://m.example.invalid/debian", "bookworm", (), None),
+                kernel_package="linux-image-6.1.0-9-amd64", kernel_package_version="6.1.1-1",
+                package_versions=(("python3", "3.11.2-1"), ("rdma-core", "44.0-2")))
+    base.update(over)
+    return image.Spec(**base)
+
+
+def test_cache_key_tracks_kernel_and_packages_not_mirror_host():
+    a = _spec()
+    assert a.key.startswith("6.1.0-9-amd64-") and a.key == _spec().key
+    assert _spec(package_versions=(("python3", "3.11.2-2"), ("rdma-core", "44.0-2"))).key != a.key
+    assert _spec(kernel_package_version="6.1.1-2").key != a.key
+    # Another mirror of the same archive serves the same packages: same image.
+    other = hostenv.Mirror("http://n.example.invalid/debian", "bookworm", (), None)
+    assert _spec(mirror=other).key == a.key
+
+
+def test_guest_project_path_and_env():
+    assert vm.guest_project_path(Path("/work/main")) == "/work/main"
+    assert vm.guest_project_path(Path("/usr/src/wsd")) == "/work"
+    assert vm.guest_project_path(Path("/root/wsd")) == "/work"
+    env = vm.guest_env("/work/main")
+    assert env["PYTHONPATH"].split(":") == ["/work/main", "/work/main/providers", "/work/main/native",
+                                            "/work/main/tools", "/work/main/smb"]
+    assert env["WSD_RDMA_ADDR"] == "192.0.2.1" and env["WSD_RDMA_GID_INDEX"] == "1"
+
+
+def test_qemu_has_no_network_card(tmp_path):
+    img = image.Image(tmp_path)
+    cmd = vm.qemu_command(img, tmp_path, tmp_path, smp=1, mem_mib=256)
+    assert cmd[cmd.index("-nic") + 1] == "none"
+    assert "-nodefaults" in cmd
+    assert not any(a.startswith(("-netdev", "user,", "tap,")) for a in cmd)
+    assert sum(1 for a in cmd if a.startswith("virtio-9p-pci")) == 3
+    assert any("readonly=on" in a and str(img.rootfs) in a for a in cmd)
+
+
+PERF_SAMPLE = """\
+== ib_send_bw size=64 iters=1000 ==
+ #bytes     #iterations    BW peak[Gb/sec]    BW average[Gb/sec]   MsgRate[Mpps]
+ 64         1000             0.025726            0.011251            0.021974
+== ib_send_lat size=64 iters=1000 ==
+ #bytes #iterations    t_min[usec]    t_max[usec]  t_typical[usec]    t_avg[usec]    t_stdev[usec]   99% percentile[usec]   99.9% percentile[usec]
+ 64      1000          10.19          2163.74      10.68    \t       19.63       \t84.41  \t\t506.11  \t\t2163.74
+"""
+
+
+def test_parse_perftest():
+    rows = cli.parse_perftest(PERF_SAMPLE)
+    assert rows[0] == {"tool": "ib_send_bw", "bytes": 64, "iterations": 1000, "bw_peak_gbps": 0.025726,
+                       "bw_avg_gbps": 0.011251, "msg_rate_mpps": 0.021974}
+    assert rows[1]["tool"] == "ib_send_lat" and rows[1]["t_typical_us"] == 10.68
+    assert rows[1]["p999_us"] == 2163.74 and len(rows) == 2
+
+
+def _fake_qemu(tmp_path: Path, console: str, exit_status: int = 0) -> list[str]:
+    """A stand-in for QEMU's serial output (the console protocol is what is under test)."""
+    script = tmp_path / "fake_qemu.py"
+    script.write_text(f"import sys\nsys.stdout.write({console!r})\nsys.exit({exit_status})\n")
+    return [sys.executable, str(script)]
+
+
+def test_console_markers_give_output_and_status(tmp_path):
+    console = ("SeaBIOS noise\r\n" + guest.MARK_BEGIN + "\r\nhello\r\nworld\r\n\r\n"
+               + guest.MARK_EXIT + "7@@\r\n")
+    out = io.BytesIO()
+    res = vm._drive(_fake_qemu(tmp_path, console), tmp_path, 30, False, out, io.StringIO())
+    assert res.status == 7 and res.harness_error is None
+    assert out.getvalue() == b"hello\nworld\n\n"
+
+
+def test_console_setup_failure_and_missing_marker(tmp_path):
+    err = io.StringIO()
+    res = vm._drive(_fake_qemu(tmp_path, guest.MARK_SETUP_FAILED + " rxe set-up\r\n"), tmp_path, 30,
+                    False, io.BytesIO(), err)
+    assert res.status == 125 and "rxe set-up" in res.harness_error
+    res = vm._drive(_fake_qemu(tmp_path, guest.MARK_BEGIN + "\r\npartial", 1), tmp_path, 30, False,
+                    io.BytesIO(), io.StringIO())
+    assert res.status == 125 and "without an exit marker" in res.harness_error
+
+
+def test_console_timeout(tmp_path):
+    script = tmp_path / "hang.py"
+    script.write_text("import time\nprint('" + guest.MARK_BEGIN + "', flush=True)\ntime.sleep(60)\n")
+    res = vm._drive([sys.executable, str(script)], tmp_path, 2, False, io.BytesIO(), io.StringIO())
+    assert res.status == 124 and res.total_seconds < 20
