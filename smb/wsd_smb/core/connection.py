@@ -508,12 +508,9 @@ class Connection:
         if handler.blocking:
             chain.pending = (el, handler, ctx, req)
             return Work(lambda: handler.fn(ctx, req))
-        try:
-            result = handler.fn(ctx, req)
-        except NtStatusError as e:
-            self._finish_element(chain, el, ctx, None, e, now)
-            return None
-        self._finish_element(chain, el, ctx, result, None, now)
+        inline = Work(lambda: handler.fn(ctx, req))
+        inline.run()
+        self._finish_element(chain, el, ctx, inline.result, inline.error, now)
         return None
 
     def _check_credit_charge(self, h: Smb2Header, req: Structure) -> None:
@@ -949,9 +946,16 @@ class Connection:
         dialects = list(struct.unpack_from(f"<{count}H", data, 24))
         if self.dialect >= 0x0311:
             raise ProtocolViolation("VALIDATE_NEGOTIATE_INFO on SMB 3.1.1")
+        if self.dialect < 0x0300:
+            # SMB 2.x: answered like a server without secure negotiate; the (signed) error is
+            # what clients expect from such servers
+            return self._error(chain, el, STATUS_NOT_SUPPORTED, ctx.session)
         if (caps != self.client_capabilities or guid != self.client_guid or mode != self.client_security_mode
                 or dialects != self.client_dialects):
-            raise ProtocolViolation("VALIDATE_NEGOTIATE_INFO mismatch")
+            raise ProtocolViolation(
+                f"VALIDATE_NEGOTIATE_INFO mismatch: caps 0x{caps:x}/0x{self.client_capabilities:x} "
+                f"mode {mode}/{self.client_security_mode} dialects {dialects}/{self.client_dialects} "
+                f"guid_equal={guid == self.client_guid}")
         cfg = self.server.config
         out = struct.pack("<I16sHH", self.server_capabilities, cfg.server_guid, self.server_security_mode, self.dialect)
         body = w.IoctlResponse(ctl_code=FSCTL_VALIDATE_NEGOTIATE_INFO, file_id=req.file_id, output=out).pack()

@@ -113,6 +113,23 @@ VALID_CREATE_OPTIONS = 0x00FFFFFF
 VALID_CREATE_ATTRIBUTES = 0x00007FB7
 
 
+def _traced(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Log the detail of an NTSTATUS error at debug level (the core logs only the code)."""
+
+    def wrapper(ctx: RequestContext, req: Any) -> Any:
+        try:
+            return fn(ctx, req)
+        except NtStatusError as e:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("event=file_error handler=%s status=%s detail=%r", fn.__name__,
+                          ntstatus.status_name(e.status), e.message)
+            raise
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
 # ====================================================================== per-server state
 @dataclass(eq=False)
 class PipeEndpoint:
@@ -241,6 +258,7 @@ def _name(raw: bytes) -> str:
 
 # ====================================================================== TREE_CONNECT
 @register(Command.SMB2_TREE_CONNECT, blocking=True, needs_tree=False)
+@_traced
 def tree_connect(ctx: RequestContext, req: TreeConnectRequest) -> Response:
     """MS-SMB2 3.3.5.7."""
     share = ctx.config.share(share_name_of(req.path))
@@ -274,6 +292,7 @@ def tree_connect(ctx: RequestContext, req: TreeConnectRequest) -> Response:
 
 
 @register(Command.SMB2_TREE_DISCONNECT, blocking=True)
+@_traced
 def tree_disconnect(ctx: RequestContext, req: TreeDisconnectRequest) -> Response:
     """MS-SMB2 3.3.5.8: close the tree's opens, remove it from the session."""
     state_of(ctx.server)  # make sure our hook is installed
@@ -293,6 +312,7 @@ def _create_contexts(req: CreateRequest) -> dict[bytes, CreateContext]:
 
 
 @register(Command.SMB2_CREATE)
+@_traced
 def create(ctx: RequestContext, req: CreateRequest) -> Response:
     """MS-SMB2 3.3.5.9."""
     st = state_of(ctx.server)
@@ -369,6 +389,7 @@ def _create_pipe(ctx: RequestContext, st: _State, name: str) -> Response:
 
 # ====================================================================== CLOSE / FLUSH
 @register(Command.SMB2_CLOSE)
+@_traced
 def close(ctx: RequestContext, req: CloseRequest) -> Response:
     """MS-SMB2 3.3.5.10 (SMB2_CLOSE_FLAG_POSTQUERY_ATTRIB: attributes after the close)."""
     st = state_of(ctx.server)
@@ -386,6 +407,7 @@ def close(ctx: RequestContext, req: CloseRequest) -> Response:
 
 
 @register(Command.SMB2_FLUSH)
+@_traced
 def flush(ctx: RequestContext, req: FlushRequest) -> Response:
     """MS-SMB2 3.3.5.11."""
     o = _lookup(ctx, req.file_id)
@@ -396,6 +418,7 @@ def flush(ctx: RequestContext, req: FlushRequest) -> Response:
 
 # ====================================================================== READ / WRITE
 @register(Command.SMB2_READ)
+@_traced
 def read(ctx: RequestContext, req: ReadRequest) -> Response:
     """MS-SMB2 3.3.5.12."""
     if req.length > ctx.connection.max_read_size:
@@ -409,6 +432,7 @@ def read(ctx: RequestContext, req: ReadRequest) -> Response:
 
 
 @register(Command.SMB2_WRITE)
+@_traced
 def write(ctx: RequestContext, req: WriteRequest) -> Response:
     """MS-SMB2 3.3.5.13."""
     if len(req.data) > ctx.connection.max_write_size:
@@ -427,6 +451,7 @@ def write(ctx: RequestContext, req: WriteRequest) -> Response:
 
 # ====================================================================== LOCK
 @register(Command.SMB2_LOCK)
+@_traced
 def lock(ctx: RequestContext, req: LockRequest) -> Response | AsyncOp:
     """MS-SMB2 3.3.5.14: a request that must wait goes async (STATUS_PENDING) and is
     completed when granted; SMB2 CANCEL completes it with STATUS_CANCELLED, closing the
@@ -486,6 +511,7 @@ def _validate_negotiate(ctx: RequestContext, req: IoctlRequest) -> Response:
 
 
 @register(Command.SMB2_IOCTL)
+@_traced
 def ioctl(ctx: RequestContext, req: IoctlRequest) -> Response:
     """MS-SMB2 3.3.5.15."""
     if req.flags != SMB2_0_IOCTL_IS_FSCTL:
@@ -526,6 +552,7 @@ def ioctl(ctx: RequestContext, req: IoctlRequest) -> Response:
 
 # ====================================================================== QUERY_DIRECTORY
 @register(Command.SMB2_QUERY_DIRECTORY)
+@_traced
 def query_directory(ctx: RequestContext, req: QueryDirectoryRequest) -> Response:
     """MS-SMB2 3.3.5.18."""
     if req.output_buffer_length > ctx.connection.max_transact_size:
@@ -538,6 +565,7 @@ def query_directory(ctx: RequestContext, req: QueryDirectoryRequest) -> Response
 
 
 @register(Command.SMB2_CHANGE_NOTIFY)
+@_traced
 def change_notify(ctx: RequestContext, req: Any) -> Response:
     """MS-SMB2 3.3.5.19: not implemented by this server."""
     _lookup(ctx, req.file_id)
@@ -546,6 +574,7 @@ def change_notify(ctx: RequestContext, req: Any) -> Response:
 
 # ====================================================================== QUERY_INFO / SET_INFO
 @register(Command.SMB2_QUERY_INFO)
+@_traced
 def query_info(ctx: RequestContext, req: QueryInfoRequest) -> Response:
     """MS-SMB2 3.3.5.20."""
     if req.output_buffer_length > ctx.connection.max_transact_size:
@@ -563,6 +592,7 @@ def query_info(ctx: RequestContext, req: QueryInfoRequest) -> Response:
 
 
 @register(Command.SMB2_SET_INFO)
+@_traced
 def set_info(ctx: RequestContext, req: SetInfoRequest) -> Response:
     """MS-SMB2 3.3.5.21."""
     if len(req.buffer) > ctx.connection.max_transact_size:
