@@ -109,6 +109,11 @@ FSCTL_SET_SPARSE = 0x000900C4
 
 #: CreateOptions bits a client may send (MS-SMB2 2.2.13; others -> INVALID_PARAMETER)
 VALID_CREATE_OPTIONS = 0x00FFFFFF
+#: FILE_CREATE_TREE_CONNECTION (0x80), FILE_OPEN_BY_FILE_ID, FILE_RESERVE_OPFILTER
+UNSUPPORTED_CREATE_OPTIONS = 0x00000080 | FILE_OPEN_BY_FILE_ID | FILE_RESERVE_OPFILTER
+#: DesiredAccess bits with no meaning (MS-DTYP 2.4.3): Windows answers ACCESS_DENIED
+RESERVED_ACCESS_BITS = 0x0CE0FE00
+SYNCHRONIZE = 0x00100000
 #: FileAttributes a client may pass to CREATE (MS-FSCC 2.6 without VOLUME/DEVICE)
 VALID_CREATE_ATTRIBUTES = 0x00007FB7
 
@@ -307,6 +312,8 @@ def tree_disconnect(ctx: RequestContext, req: TreeDisconnectRequest) -> Response
 def _create_contexts(req: CreateRequest) -> dict[bytes, CreateContext]:
     out = {}
     for c in req.contexts:
+        if len(c.name) < 4:  # MS-SMB2 2.2.13.2 names are at least 4 bytes
+            raise fail(STATUS_INVALID_PARAMETER, f"create context name {bytes(c.name)!r}")
         out[bytes(c.name)] = c
     return out
 
@@ -320,10 +327,13 @@ def create(ctx: RequestContext, req: CreateRequest) -> Response:
     name = _name(req.name)
     if req.impersonation_level > 3:
         raise NtStatusError(STATUS_BAD_IMPERSONATION_LEVEL)
+    # order as Windows checks (smbtorture smb2.create.gentest): access mask, options, attributes
+    if req.desired_access & RESERVED_ACCESS_BITS or req.desired_access == SYNCHRONIZE:
+        raise fail(STATUS_ACCESS_DENIED, f"DesiredAccess 0x{req.desired_access:x}")
     if req.create_options & ~VALID_CREATE_OPTIONS:
         raise fail(STATUS_INVALID_PARAMETER, f"CreateOptions 0x{req.create_options:x}")
-    if req.create_options & (FILE_OPEN_BY_FILE_ID | FILE_RESERVE_OPFILTER):
-        raise fail(STATUS_NOT_SUPPORTED, "open by file id / reserve opfilter")
+    if req.create_options & UNSUPPORTED_CREATE_OPTIONS:
+        raise fail(STATUS_NOT_SUPPORTED, f"CreateOptions 0x{req.create_options:x}")
     if req.file_attributes & ~VALID_CREATE_ATTRIBUTES:
         raise fail(STATUS_INVALID_PARAMETER, f"FileAttributes 0x{req.file_attributes:x}")
     contexts = _create_contexts(req)
@@ -337,9 +347,15 @@ def create(ctx: RequestContext, req: CreateRequest) -> Response:
     mapped = map_generic(access) & ~MAXIMUM_ALLOWED
     if mapped & ~tc.maximal_access & 0x001F01FF:
         raise fail(STATUS_ACCESS_DENIED, "beyond the tree connect's maximal access")
+    alloc = 0
+    if b"AlSi" in contexts:  # SMB2_CREATE_ALLOCATION_SIZE (MS-SMB2 2.2.13.2.6)
+        data = bytes(contexts[b"AlSi"].data)
+        if len(data) != 8:
+            raise fail(STATUS_INVALID_PARAMETER, "AlSi context size")
+        alloc = struct.unpack("<Q", data)[0]
     result = st.store.create(tc.store, name, desired_access=access, share_access=req.share_access,
                              create_disposition=req.create_disposition, create_options=req.create_options,
-                             file_attributes=req.file_attributes)
+                             file_attributes=req.file_attributes, allocation_size=alloc)
     o = result.open
     o.session = ctx.session
     o.tree_connect = tc

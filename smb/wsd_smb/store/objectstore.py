@@ -34,6 +34,7 @@ from .constants import (
     FILE_ATTRIBUTE_NORMAL,
     FILE_ATTRIBUTE_READONLY,
     FILE_ATTRIBUTE_SYSTEM,
+    FILE_ATTRIBUTE_TEMPORARY,
     FILE_DELETE_ON_CLOSE,
     FILE_DIRECTORY_FILE,
     FILE_EXECUTE,
@@ -114,10 +115,23 @@ class FileObject:
     delete_pending: bool = False
     locks: list[brl.ByteRangeLock] = field(default_factory=list)
     waiters: list["PendingLock"] = field(default_factory=list)
+    #: ChangeTime set by a client (FILETIME) and the inode ctime (ns) right after it was
+    #: set: Linux cannot set ctime, so the value is reported while the inode's real
+    #: ctime has not moved since (i.e. until the next change), and while the file is open.
+    change_time_override: tuple[int, int] | None = None
 
     @property
     def path(self) -> str:
         return "\\".join(self.rel)
+
+    def apply_overrides(self, st: os.stat_result, fs: FileStat) -> FileStat:
+        ov = self.change_time_override
+        if ov is not None:
+            if st.st_ctime_ns == ov[1]:
+                fs.change_time = ov[0]
+            else:
+                self.change_time_override = None
+        return fs
 
 
 @dataclass(eq=False)
@@ -245,7 +259,8 @@ class ObjectStore:
 
     def _stat_of(self, o: Open) -> FileStat:
         st = os.fstat(o.fd)
-        return file_stat(st, o.file.rel[-1] if o.file.rel else "", fd_path(o.fd), o.share.hide_dot_files)
+        fs = file_stat(st, o.file.rel[-1] if o.file.rel else "", fd_path(o.fd), o.share.hide_dot_files)
+        return o.file.apply_overrides(st, fs)
 
     # ------------------------------------------------------------------ CREATE
     def create(self, share: Share, name: str, *, desired_access: int, share_access: int,
@@ -285,12 +300,21 @@ class ObjectStore:
             r = resolve(share, parts)
             try:
                 if r.exists:
-                    return self._open_existing(share, r, access, want_max, share_access,
-                                               create_disposition, create_options, file_attributes)
-                return self._create_new(share, r, access, want_max, share_access,
-                                        create_disposition, create_options, file_attributes)
+                    res = self._open_existing(share, r, access, want_max, share_access,
+                                              create_disposition, create_options, file_attributes)
+                else:
+                    res = self._create_new(share, r, access, want_max, share_access,
+                                           create_disposition, create_options, file_attributes)
             finally:
                 r.close()
+        o = res.open
+        if allocation_size and not o.is_directory and res.create_action != CreateAction.FILE_OPENED:
+            try:
+                reserve(o.fd, allocation_size)
+            except OSError as e:
+                self.close(o)
+                raise from_oserror(e) from None
+        return res
 
     def _register(self, share: Share, r: Resolved, st: os.stat_result, fd: int, writable: bool,
                   access: int, share_access: int, options: int, disposition: int) -> Open:
@@ -604,6 +628,8 @@ class ObjectStore:
             raise fail(STATUS_ACCESS_DENIED, "read-only share")
         if file_attributes & FILE_ATTRIBUTE_DIRECTORY and not o.is_directory:
             raise fail(STATUS_INVALID_PARAMETER, "DIRECTORY attribute on a file")
+        if file_attributes & FILE_ATTRIBUTE_TEMPORARY and o.is_directory:
+            raise fail(STATUS_INVALID_PARAMETER, "TEMPORARY attribute on a directory")
         if file_attributes & ~(SETTABLE_ATTRIBUTES | FILE_ATTRIBUTE_DIRECTORY | FILE_ATTRIBUTE_NORMAL | 0x7FFFF):
             raise fail(STATUS_INVALID_PARAMETER, "bad attributes")
         skip = (0, FILETIME_SUSPEND, FILETIME_RESUME)
@@ -635,6 +661,9 @@ class ObjectStore:
                 if at is not None or wt is not None:
                     st = os.fstat(o.fd)
                     os.utime(p, ns=(st.st_atime_ns if at is None else at, st.st_mtime_ns if wt is None else wt))
+                if change_time not in skip:
+                    with self.mutex:
+                        o.file.change_time_override = (change_time, os.fstat(o.fd).st_ctime_ns)
             except OSError as e:
                 raise from_oserror(e) from None
 
@@ -656,7 +685,7 @@ class ObjectStore:
 
     def set_allocation(self, o: Open, size: int) -> None:
         """FileAllocationInformation (MS-FSA 2.1.5.14.1): shrinking below EndOfFile
-        truncates; growing only reserves (a no-op here)."""
+        truncates; growing reserves blocks without changing EndOfFile."""
         if o.is_directory:
             raise fail(STATUS_INVALID_PARAMETER, "allocation of a directory")
         if not o.granted_access & FILE_WRITE_DATA:
@@ -667,6 +696,8 @@ class ObjectStore:
             try:
                 if size < os.fstat(o.fd).st_size:
                     os.ftruncate(o.fd, size)
+                else:
+                    reserve(o.fd, size)
             except OSError as e:
                 raise from_oserror(e) from None
 
@@ -753,6 +784,14 @@ class ObjectStore:
                     resolve(o.share, list(fobj.rel), follow_last=False) as src:
                 if not src.exists or (src.st.st_dev, src.st.st_ino) != fobj.key:
                     raise fail(STATUS_OBJECT_NAME_NOT_FOUND, "source changed on disk")
+                # Windows renames as if it opened the source's parent directory for DELETE
+                # sharing read and write: opens of that directory holding DELETE access or
+                # not sharing delete make the rename a sharing violation.
+                pst = os.fstat(src.parent_fd)
+                parent = self.files.get((pst.st_dev, pst.st_ino))
+                if parent is not None and self._share_conflict(parent.opens, DELETE,
+                                                               FILE_SHARE_READ | FILE_SHARE_WRITE):
+                    raise fail(STATUS_SHARING_VIOLATION, "parent directory is open without delete sharing")
                 same_file = dst.exists and (dst.st.st_dev, dst.st.st_ino) == fobj.key
                 if dst.exists and not same_file:
                     if not replace_if_exists:
@@ -935,32 +974,64 @@ class ObjectStore:
             name.encode("utf-16-le")
         except UnicodeEncodeError:
             return None
+        hide = o.share.hide_dot_files
         try:
-            if name == ".":
-                return file_stat(os.fstat(o.fd), ".", fd_path(o.fd), o.share.hide_dot_files)
-            if name == "..":
-                if not o.file.rel:
-                    return file_stat(os.fstat(o.fd), "..", fd_path(o.fd), o.share.hide_dot_files)
+            if name == "." or (name == ".." and not o.file.rel):
+                st = os.fstat(o.fd)
+                fs = file_stat(st, name, fd_path(o.fd), hide)
+            elif name == "..":
                 st = os.stat("..", dir_fd=o.fd)
-                return file_stat(st, "..", f"{fd_path(o.fd)}/..", o.share.hide_dot_files)
-            st = os.stat(name, dir_fd=o.fd, follow_symlinks=False)
-            if stat_mod.S_ISLNK(st.st_mode):
-                try:
-                    with resolve(o.share, o.file.rel + [name]) as r:
-                        if not r.exists or stat_mod.S_ISLNK(r.st.st_mode):
-                            return None
-                        st = r.st
-                        xp = f"{fd_path(r.parent_fd)}/{r.name}" if r.parent_fd is not None else None
-                        return file_stat(st, name, xp, o.share.hide_dot_files, False)
-                except NtStatusError:
+                fs = file_stat(st, "..", f"{fd_path(o.fd)}/..", hide)
+            else:
+                st = os.stat(name, dir_fd=o.fd, follow_symlinks=False)
+                if stat_mod.S_ISLNK(st.st_mode):
+                    try:
+                        with resolve(o.share, o.file.rel + [name]) as r:
+                            if not r.exists or stat_mod.S_ISLNK(r.st.st_mode):
+                                return None
+                            st = r.st
+                            xp = f"{fd_path(r.parent_fd)}/{r.name}" if r.parent_fd is not None else None
+                            fs = file_stat(st, name, xp, hide, False)
+                    except NtStatusError:
+                        return None
+                elif stat_mod.S_ISREG(st.st_mode) or stat_mod.S_ISDIR(st.st_mode):
+                    fs = file_stat(st, name, f"{fd_path(o.fd)}/{name}", hide, False)
+                else:
                     return None
-            if not (stat_mod.S_ISREG(st.st_mode) or stat_mod.S_ISDIR(st.st_mode)):
-                return None
-            return file_stat(st, name, f"{fd_path(o.fd)}/{name}", o.share.hide_dot_files, False)
         except OSError as e:
             if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
                 return None
             raise from_oserror(e) from None
+        with self.mutex:
+            fobj = self.files.get((st.st_dev, st.st_ino))
+            if fobj is not None:
+                fs = fobj.apply_overrides(st, fs)
+        return fs
+
+
+_libc = None
+
+
+def reserve(fd: int, size: int) -> None:
+    """Reserve *size* bytes of blocks for *fd* without changing its size
+    (fallocate(FALLOC_FL_KEEP_SIZE)); a file system without fallocate is left alone."""
+    global _libc
+    if size <= 0:
+        return
+    if _libc is None:
+        import ctypes
+        import ctypes.util
+
+        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        _libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    FALLOC_FL_KEEP_SIZE = 1
+    if _libc.fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, min(size, 0x7FFFFFFFFFFFFFFF)) != 0:
+        import ctypes
+
+        err = ctypes.get_errno()
+        if err in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EBADF):
+            return
+        raise OSError(err, os.strerror(err))
 
 
 def entry_size(entry: Any) -> int:
