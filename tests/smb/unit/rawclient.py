@@ -114,7 +114,7 @@ class RawClient:
             data = cr.encrypt_message(self.encryption_key, self.session_id, data, self.cipher or cr.AES_128_CCM)
         return data
 
-    def request(self, command: int, body, *, sign: bool | None = None, **kw) -> Reply:
+    def request(self, command: int, body, *, sign: bool | None = None, no_wait_final: bool = False, **kw) -> Reply:
         if not isinstance(body, bytes):
             body = body.pack()
         self.send_raw(self.compound([self.build(command, body, **kw)], sign))
@@ -122,7 +122,7 @@ class RawClient:
             r = self.recv()[0]
             if r.status == 0x103 and r.header.flags & SMB2_FLAGS_ASYNC_COMMAND and command != Command.SMB2_CANCEL:
                 self.last_interim = r
-                if kw.get("no_wait_final"):
+                if no_wait_final:
                     return r
                 continue
             return r
@@ -145,6 +145,8 @@ class RawClient:
         self.send_raw(raw)
         rsp_raw = self.recv_raw()
         r = Reply(rsp_raw)
+        if r.status != 0:
+            return r
         rsp = w.NegotiateResponse.unpack(rsp_raw)
         self.dialect = rsp.dialect_revision
         self.negotiate_response = rsp
