@@ -23,9 +23,9 @@ The machine is shared and noisy: every repetition runs every path once,
 interleaved, and the figures are medians over the repetitions.  Each
 measurement is bounded by a time window (the child stops sending/connecting
 when it ends) plus a grace period after which it is abandoned and reported as
-failed.  Children are forked; they build their own Switch (and ZeroMQ context)
-after the fork, and are released through a pipe once set up, so process and
-switch start-up are not timed.  Loopback and ipc only.
+failed.  Children are forked before this process builds the measurement's
+Switch or ZeroMQ context, build their own after the fork, and are released
+through a pipe once set up, so process and switch start-up are not timed.  Loopback and ipc only.
 
 ``run(quick)`` returns rows {"group", "name", "value", "unit", "note"} for
 bench/run.py; a measurement that fails gives ``value`` None and the reason in
@@ -126,12 +126,23 @@ def _recv_exact(sock, view) -> bool:
     return True
 
 
+def _child_main(fn, conn, args) -> None:
+    try:
+        fn(conn, *args)
+    except (EOFError, BrokenPipeError):
+        os._exit(3)         # the parent gave up on this measurement and closed the pipe
+
+
 class _Child:
-    """A forked child running fn(conn, *args), with a pipe to this process."""
+    """A forked child running fn(conn, *args), with a pipe to this process.
+
+    Created before this process makes its switch or ZeroMQ context for the
+    measurement, so the fork never copies their threads' state; the child is
+    told the port or endpoint through the pipe (``conn.recv()``)."""
 
     def __init__(self, fn, *args):
         self.pc, cc = CTX.Pipe()
-        self.p = CTX.Process(target=fn, args=(cc, *args), daemon=True)
+        self.p = CTX.Process(target=_child_main, args=(fn, cc, args), daemon=True)
         self.p.start()
         cc.close()
 
@@ -165,7 +176,8 @@ def _close_all(*objs) -> None:
 # ---------------------------------------------------------------- accept rate
 
 
-def _accept_child(conn, path: str, port: int, limit: int, window: float) -> None:
+def _accept_child(conn, path: str, limit: int, window: float) -> None:
+    port = conn.recv()
     sw = _switch(path) if path != "raw-tcp" else None
     addr = (HOST, port)
     conn.send("ready")
@@ -191,9 +203,11 @@ def _accept_child(conn, path: str, port: int, limit: int, window: float) -> None
 
 def accept_rate(path: str, limit: int, window: float) -> tuple[float, float]:
     """(connections/s, fraction of connects that raised ConnectionResetError)."""
-    sw, lst, port = _listen(path)
-    child = _Child(_accept_child, path, port, limit, window)
+    child = _Child(_accept_child, path, limit, window)
+    sw = lst = None
     try:
+        sw, lst, port = _listen(path)
+        child.pc.send(port)
         child.expect()
         lst.settimeout(0.05)
         child.go()
@@ -227,8 +241,8 @@ def accept_rate(path: str, limit: int, window: float) -> tuple[float, float]:
 # ---------------------------------------------------------------- throughput
 
 
-def _stream_sender(conn, path: str, port: int, size: int, limit: int, window: float) -> None:
-    sw, c = _connect(path, port)
+def _stream_sender(conn, path: str, size: int, limit: int, window: float) -> None:
+    sw, c = _connect(path, conn.recv())
     conn.send("ready")
     conn.recv()
     msg = os.urandom(size)
@@ -248,10 +262,11 @@ def _stream_sender(conn, path: str, port: int, size: int, limit: int, window: fl
 
 def stream_throughput(path: str, size: int, limit: int, window: float) -> tuple[float, float]:
     """(messages/s, bytes/s) from a child sending `size`-byte messages on a stream path."""
-    sw, lst, port = _listen(path)
-    child = _Child(_stream_sender, path, port, size, limit, window)
-    s = None
+    child = _Child(_stream_sender, path, size, limit, window)
+    sw = lst = s = None
     try:
+        sw, lst, port = _listen(path)
+        child.pc.send(port)
         s = _accept(path, lst)
         child.expect()
         buf = bytearray(1 << 20)
@@ -275,7 +290,8 @@ def stream_throughput(path: str, size: int, limit: int, window: float) -> tuple[
         _close_all(sw)
 
 
-def _zmq_sender(conn, addr: str, size: int, limit: int, window: float) -> None:
+def _zmq_sender(conn, size: int, limit: int, window: float) -> None:
+    addr = conn.recv()
     zc = zmq.Context()
     s = zc.socket(zmq.PUSH)
     s.connect(addr)
@@ -301,12 +317,13 @@ def _zmq_sender(conn, addr: str, size: int, limit: int, window: float) -> None:
 def zmq_throughput(size: int, limit: int, window: float) -> tuple[float, float]:
     with tempfile.TemporaryDirectory(prefix="wsd-bench-") as d:
         addr = f"ipc://{d}/push"
+        child = _Child(_zmq_sender, size, limit, window)
         zc = zmq.Context()
         pull = zc.socket(zmq.PULL)
-        pull.setsockopt(zmq.RCVTIMEO, int(GRACE * 1000))
-        pull.bind(addr)
-        child = _Child(_zmq_sender, addr, size, limit, window)
         try:
+            pull.setsockopt(zmq.RCVTIMEO, int(GRACE * 1000))
+            pull.bind(addr)
+            child.pc.send(addr)
             if pull.recv() != b"hello":
                 raise BenchError("unexpected first message")
             child.expect()
@@ -336,8 +353,8 @@ def zmq_throughput(size: int, limit: int, window: float) -> tuple[float, float]:
 # ---------------------------------------------------------------- latency
 
 
-def _stream_echo(conn, path: str, port: int) -> None:
-    sw, c = _connect(path, port)
+def _stream_echo(conn, path: str) -> None:
+    sw, c = _connect(path, conn.recv())
     conn.send("ready")
     buf = bytearray(SMALL)
     view = memoryview(buf)
@@ -356,10 +373,11 @@ def _percentiles(samples: list[float]) -> tuple[float, float]:
 
 def stream_latency(path: str, limit: int, window: float, warmup: int = 50) -> tuple[float, float]:
     """(median, p99) round trip in µs for 64 B ping-pong on a stream path."""
-    sw, lst, port = _listen(path)
-    child = _Child(_stream_echo, path, port)
-    s = None
+    child = _Child(_stream_echo, path)
+    sw = lst = s = None
     try:
+        sw, lst, port = _listen(path)
+        child.pc.send(port)
         s = _accept(path, lst)
         child.expect()
         msg = os.urandom(SMALL)
@@ -389,7 +407,8 @@ def stream_latency(path: str, limit: int, window: float, warmup: int = 50) -> tu
         _close_all(sw)
 
 
-def _zmq_echo(conn, addr: str) -> None:
+def _zmq_echo(conn) -> None:
+    addr = conn.recv()
     zc = zmq.Context()
     s = zc.socket(zmq.REP)
     s.setsockopt(zmq.RCVTIMEO, int(GRACE * 1000))
@@ -410,12 +429,13 @@ def _zmq_echo(conn, addr: str) -> None:
 def zmq_latency(limit: int, window: float, warmup: int = 50) -> tuple[float, float]:
     with tempfile.TemporaryDirectory(prefix="wsd-bench-") as d:
         addr = f"ipc://{d}/rep"
+        child = _Child(_zmq_echo)
         zc = zmq.Context()
         req = zc.socket(zmq.REQ)
-        req.setsockopt(zmq.RCVTIMEO, int(GRACE * 1000))
-        req.bind(addr)
-        child = _Child(_zmq_echo, addr)
         try:
+            req.setsockopt(zmq.RCVTIMEO, int(GRACE * 1000))
+            req.bind(addr)
+            child.pc.send(addr)
             child.expect()
             msg = os.urandom(SMALL)
             send, recv = req.send, req.recv
