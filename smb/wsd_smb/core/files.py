@@ -113,7 +113,6 @@ VALID_CREATE_OPTIONS = 0x00FFFFFF
 UNSUPPORTED_CREATE_OPTIONS = 0x00000080 | FILE_OPEN_BY_FILE_ID | FILE_RESERVE_OPFILTER
 #: DesiredAccess bits with no meaning (MS-DTYP 2.4.3): Windows answers ACCESS_DENIED
 RESERVED_ACCESS_BITS = 0x0CE0FE00
-SYNCHRONIZE = 0x00100000
 #: FileAttributes a client may pass to CREATE (MS-FSCC 2.6 without VOLUME/DEVICE)
 VALID_CREATE_ATTRIBUTES = 0x00007FB7
 
@@ -328,7 +327,7 @@ def create(ctx: RequestContext, req: CreateRequest) -> Response:
     if req.impersonation_level > 3:
         raise NtStatusError(STATUS_BAD_IMPERSONATION_LEVEL)
     # order as Windows checks (smbtorture smb2.create.gentest): access mask, options, attributes
-    if req.desired_access & RESERVED_ACCESS_BITS or req.desired_access == SYNCHRONIZE:
+    if req.desired_access & RESERVED_ACCESS_BITS:
         raise fail(STATUS_ACCESS_DENIED, f"DesiredAccess 0x{req.desired_access:x}")
     if req.create_options & ~VALID_CREATE_OPTIONS:
         raise fail(STATUS_INVALID_PARAMETER, f"CreateOptions 0x{req.create_options:x}")
@@ -502,30 +501,6 @@ def lock(ctx: RequestContext, req: LockRequest) -> Response | AsyncOp:
 
 
 # ====================================================================== IOCTL
-def _validate_negotiate(ctx: RequestContext, req: IoctlRequest) -> Response:
-    """FSCTL_VALIDATE_NEGOTIATE_INFO, MS-SMB2 3.3.5.15.12 (request 2.2.31.4, response 2.2.32.6)."""
-    c = ctx.connection
-    data = bytes(req.input)
-    if c.dialect >= 0x0311:
-        # 3.1.1 protects the negotiation with preauth integrity; Windows fails this FSCTL
-        raise ntstatus.StatusAccessDenied("VALIDATE_NEGOTIATE_INFO on 3.1.1")
-    if len(data) < 24:
-        raise ntstatus.StatusInvalidParameter("VALIDATE_NEGOTIATE_INFO too short")
-    caps, guid, secmode, count = struct.unpack_from("<I16sHH", data)
-    if len(data) < 24 + 2 * count or count == 0:
-        raise ntstatus.StatusInvalidParameter("bad DialectCount")
-    dialects = struct.unpack_from(f"<{count}H", data, 24)
-    common = [d for d in dialects if d in ctx.config.dialects]
-    ok = (caps == c.client_capabilities and guid == bytes(c.client_guid)
-          and secmode == c.client_security_mode and bool(common) and max(common) == c.dialect)
-    if not ok:
-        log.warning("event=validate_negotiate_failed client=%s", c.client_address)
-        raise ntstatus.StatusAccessDenied("VALIDATE_NEGOTIATE_INFO mismatch")
-    out = struct.pack("<I16sHH", c.server_capabilities, bytes(ctx.config.server_guid),
-                      c.server_security_mode, c.dialect)
-    return Response(IoctlResponse(ctl_code=req.ctl_code, file_id=req.file_id, input=b"", output=out, flags=0))
-
-
 @register(Command.SMB2_IOCTL)
 @_traced
 def ioctl(ctx: RequestContext, req: IoctlRequest) -> Response:
@@ -533,8 +508,7 @@ def ioctl(ctx: RequestContext, req: IoctlRequest) -> Response:
     if req.flags != SMB2_0_IOCTL_IS_FSCTL:
         raise fail(STATUS_NOT_SUPPORTED, "IOCTL without SMB2_0_IOCTL_IS_FSCTL")
     code = req.ctl_code
-    if code == FSCTL_VALIDATE_NEGOTIATE_INFO:
-        return _validate_negotiate(ctx, req)
+    # FSCTL_VALIDATE_NEGOTIATE_INFO never reaches us: the core answers it (connection.py)
     if code in (FSCTL_DFS_GET_REFERRALS, FSCTL_DFS_GET_REFERRALS_EX):
         raise NtStatusError(STATUS_FS_DRIVER_REQUIRED)  # no DFS on this server
     if req.max_output_response > ctx.connection.max_transact_size or \

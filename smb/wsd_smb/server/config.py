@@ -99,7 +99,7 @@ def load(path: str | None = None, *, host: str | None = None, port: int | None =
             cfg.dialects = tuple(sorted(DIALECT_NAMES[d] for d in srv["dialects"]))
         except KeyError as e:
             raise ConfigError(f"unknown dialect {e}") from None
-    st = Settings(cfg, host=host or srv.get("host", "127.0.0.1"), port=int(port or srv.get("port", 4450)),
+    st = Settings(cfg, host=host or srv.get("host", "127.0.0.1"), port=int(port if port is not None else srv.get("port", 4450)),
                   workers=int(srv.get("workers", 8)), log_format=log_format or srv.get("log_format", "kv"))
     if "state_dir" in srv:
         st.state_dir = Path(srv["state_dir"])
