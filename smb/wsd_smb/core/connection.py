@@ -263,7 +263,26 @@ class Connection:
             self._completions.append((op, result))
         self.wakeup()
 
-    def _send_final(self, op: AsyncOp, result: Any, now: float | None) -> list:
+    def send_notification(self, command: int, body: Structure | bytes, session: Session | None = None) -> bool:
+        """Queue a server-initiated message (Oplock/Lease Break Notification, MS-SMB2
+        2.2.23 / 3.3.4.6 / 3.3.4.7 LB-4): MessageId 0xFFFFFFFFFFFFFFFF, SessionId 0,
+        TreeId 0, not signed; encrypted when *session* requires encryption.  Thread-safe;
+        returns False if the connection is gone (the caller then takes the 'cannot
+        send' branch, LB-8)."""
+        if self.closed:
+            return False
+        raw = body.pack(HEADER_SIZE) if isinstance(body, Structure) else bytes(body)
+        h = Smb2Header(command, flags=SMB2_FLAGS_SERVER_TO_REDIR, message_id=0xFFFFFFFFFFFFFFFF)
+        with self._lock:
+            self._completions.append((None, (h, raw, session)))
+        self.wakeup()
+        return True
+
+    def _send_final(self, op: AsyncOp | None, result: Any, now: float | None) -> list:
+        if op is None:  # a notification queued by send_notification
+            h, raw, session = result
+            encrypt = session is not None and self._must_encrypt(session)
+            return [Send(self._assemble([_Out(h, raw, None)], session if encrypt else None))]
         h = op.header
         session = op.session
         rh = Smb2Header(h.command, credit_charge=h.credit_charge, credit=0,

@@ -214,6 +214,8 @@ class Server:
         # SessionId: a random 32-bit prefix keeps ids unique across restarts, like Windows.
         self._session_prefix = int.from_bytes(os.urandom(2), "little") | 1
         self._session_counter = itertools.count(1)
+        #: capabilities the file layer adds to the NEGOTIATE response (e.g. SMB2_GLOBAL_CAP_LEASING)
+        self.extra_capabilities = 0
         #: set by the file layer (B) if it wants to be told about closed sessions/tree connects
         self.on_session_closed: list = []
         self.on_tree_disconnected: list = []

@@ -81,6 +81,7 @@ class FileStat:
     index_number: int
     uid: int
     gid: int
+    ea_size: int = 0
 
 
 def dos_attributes(st: os.stat_result, name: str, stored: int | None, hide_dot_files: bool = True) -> int:
@@ -99,7 +100,10 @@ def dos_attributes(st: os.stat_result, name: str, stored: int | None, hide_dot_f
 
 def file_stat(st: os.stat_result, name: str, xattr_path: str | None, hide_dot_files: bool = True,
               follow: bool = True) -> FileStat:
+    from .eas import ea_size, read_eas
+
     stored, ctime = read_dosinfo(xattr_path, follow) if xattr_path else (None, 0)
+    eas = ea_size(read_eas(xattr_path, follow)) if xattr_path else 0
     is_dir = stat_mod.S_ISDIR(st.st_mode)
     if not ctime:
         ctime = to_filetime(min(st.st_mtime_ns, st.st_ctime_ns))
@@ -116,6 +120,7 @@ def file_stat(st: os.stat_result, name: str, xattr_path: str | None, hide_dot_fi
         index_number=st.st_ino,
         uid=st.st_uid,
         gid=st.st_gid,
+        ea_size=eas,
     )
 
 

@@ -22,6 +22,8 @@ from typing import Any, Callable
 
 from . import locks as brl
 from .attrs import FileStat, fd_path, file_stat, read_dosinfo, write_dosinfo
+from .eas import Ea, read_eas, write_eas
+from .eas import pack_full as pack_eas
 from .constants import (
     ACCESS_SYSTEM_SECURITY,
     DATA_ACCESS_BITS,
@@ -47,8 +49,10 @@ from .constants import (
     FILE_SHARE_READ,
     FILE_SHARE_VALID,
     FILE_SHARE_WRITE,
+    FILE_READ_EA,
     FILE_WRITE_ATTRIBUTES,
     FILE_WRITE_DATA,
+    FILE_WRITE_EA,
     MAXIMUM_ALLOWED,
     SETTABLE_ATTRIBUTES,
     SMB2_LOCKFLAG_EXCLUSIVE_LOCK,
@@ -99,6 +103,10 @@ from .wildcard import is_name_in_expression
 log = logging.getLogger("wsd_smb.store")
 
 STATUS_PRIVILEGE_NOT_HELD = 0xC0000061
+STATUS_NO_EAS_ON_FILE = 0xC0000052
+STATUS_NO_MORE_EAS = 0x80000012
+STATUS_BUFFER_OVERFLOW_ = 0x80000005
+STATUS_BUFFER_TOO_SMALL_ = 0xC0000023
 
 
 # ====================================================================== state records
@@ -161,6 +169,7 @@ class Open:
     create_disposition: int
     delete_on_close: bool = False
     current_offset: int = 0  # FilePositionInformation
+    current_ea_index: int = 0  # Open.CurrentEaIndex (MS-SMB2 3.3.1.10)
     search: DirSearch | None = None
     closed: bool = False
     io_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -265,7 +274,7 @@ class ObjectStore:
     # ------------------------------------------------------------------ CREATE
     def create(self, share: Share, name: str, *, desired_access: int, share_access: int,
                create_disposition: int, create_options: int = 0, file_attributes: int = 0,
-               allocation_size: int = 0) -> CreateResult:
+               allocation_size: int = 0, eas: list | None = None) -> CreateResult:
         """Open or create *name* in *share* (MS-FSA 2.1.5.1, MS-SMB2 3.3.5.9).
 
         Raises NtStatusError: INVALID_PARAMETER, ACCESS_DENIED, OBJECT_NAME_NOT_FOUND,
@@ -308,12 +317,18 @@ class ObjectStore:
             finally:
                 r.close()
         o = res.open
-        if allocation_size and not o.is_directory and res.create_action != CreateAction.FILE_OPENED:
+        if res.create_action != CreateAction.FILE_OPENED:
             try:
-                reserve(o.fd, allocation_size)
+                if allocation_size and not o.is_directory:
+                    reserve(o.fd, allocation_size)
+                if eas:  # SMB2_CREATE_EA_BUFFER: set on a new or overwritten file
+                    write_eas(fd_path(o.fd), eas)
             except OSError as e:
                 self.close(o)
                 raise from_oserror(e) from None
+            except NtStatusError:
+                self.close(o)
+                raise
         return res
 
     def _register(self, share: Share, r: Resolved, st: os.stat_result, fd: int, writable: bool,
@@ -666,6 +681,56 @@ class ObjectStore:
                         o.file.change_time_override = (change_time, os.fstat(o.fd).st_ctime_ns)
             except OSError as e:
                 raise from_oserror(e) from None
+
+    def set_eas(self, o: Open, eas: list) -> None:
+        """FileFullEaInformation set (MS-FSA 2.1.5.14.4)."""
+        if not o.granted_access & FILE_WRITE_EA:
+            raise fail(STATUS_ACCESS_DENIED, "no FILE_WRITE_EA")
+        if o.share.read_only:
+            raise fail(STATUS_ACCESS_DENIED, "read-only share")
+        with o.io_lock:
+            if o.closed:
+                raise fail(STATUS_FILE_CLOSED)
+            try:
+                write_eas(fd_path(o.fd), eas)
+            except OSError as e:
+                raise from_oserror(e) from None
+
+    def query_eas(self, o: Open, names: list[str], restart: bool, single: bool, index: int | None,
+                  max_len: int) -> bytes:
+        """FileFullEaInformation query (MS-FSA 2.1.5.11.6 / MS-SMB2 3.3.5.20.1): the EAs
+        named in *names* (missing ones with an empty value), or all of them from
+        Open.CurrentEaIndex on."""
+        if not o.granted_access & FILE_READ_EA:
+            raise fail(STATUS_ACCESS_DENIED, "no FILE_READ_EA")
+        with o.io_lock:
+            if o.closed:
+                raise fail(STATUS_FILE_CLOSED)
+            try:
+                have = read_eas(fd_path(o.fd))
+            except OSError as e:
+                raise from_oserror(e) from None
+        if names:
+            by = {ea.name: ea for ea in have}
+            chosen = [by.get(n, Ea(n, b"")) for n in names]
+            data, n = pack_eas(chosen, max_len)
+            if n < len(chosen):
+                raise fail(STATUS_BUFFER_OVERFLOW_ if n else STATUS_BUFFER_TOO_SMALL_)
+            return data
+        if not have:
+            raise fail(STATUS_NO_EAS_ON_FILE)
+        if restart:
+            o.current_ea_index = 0
+        if index is not None:
+            o.current_ea_index = max(0, index - 1)
+        rest = have[o.current_ea_index:]
+        if not rest:
+            raise fail(STATUS_NO_MORE_EAS)
+        data, n = pack_eas(rest[:1] if single else rest, max_len)
+        if n == 0:
+            raise fail(STATUS_BUFFER_TOO_SMALL_)
+        o.current_ea_index += n
+        return data
 
     def set_end_of_file(self, o: Open, size: int) -> None:
         """FileEndOfFileInformation (MS-FSA 2.1.5.14.5)."""

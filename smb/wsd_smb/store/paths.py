@@ -19,6 +19,7 @@ Case: a component that does not exist with its exact spelling is looked up
 case-insensitively in its directory (``str.casefold``), like Samba's default
 ``case sensitive = auto`` for SMB2 clients; names are created as the client spelled them
 (case preserving).  ``Share(case_sensitive=True)`` switches the fallback off.
+A component that is an 8.3 mangled name (shortname.py) finds the long name it stands for.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import stat as stat_mod
 from collections import deque
 from dataclasses import dataclass, field
 
+from .shortname import is_8_3, looks_mangled, short_name
 from .errors import (
     STATUS_ACCESS_DENIED,
     STATUS_INVALID_PARAMETER,
@@ -148,6 +150,12 @@ def _lookup(share: Share, dir_fd: int, comp: str) -> tuple[str, os.stat_result] 
         names = sorted(n for n in os.listdir(dir_fd) if n.casefold() == want)
     except OSError as e:
         raise from_oserror(e) from None
+    if not names and looks_mangled(comp):
+        up = comp.upper()
+        try:
+            names = [n for n in os.listdir(dir_fd) if not is_8_3(n) and short_name(n) == up]
+        except OSError as e:
+            raise from_oserror(e) from None
     for n in names:
         try:
             return n, os.stat(n, dir_fd=dir_fd, follow_symlinks=False)

@@ -283,3 +283,25 @@ def test_many_clients_at_once(smbd):
     assert len(smbd.server.global_session_table) == 20
     for c in clients:
         c.close()
+
+
+def test_server_initiated_lease_break_notification_header(smbd):
+    """LB-4 framing: Command OPLOCK_BREAK, MessageId 0xFFFFFFFFFFFFFFFF, SessionId 0, TreeId 0, unsigned."""
+    def flush(ctx, req):
+        ctx.connection.send_notification(Command.SMB2_OPLOCK_BREAK, w.LeaseBreakNotification(
+            new_epoch=2, flags=w.SMB2_NOTIFY_BREAK_LEASE_FLAG_ACK_REQUIRED, lease_key=b"K" * 16,
+            current_lease_state=7, new_lease_state=1))
+        return Response(w.FlushResponse())
+
+    c = logged_on(smbd)
+    tid = c.tree_connect().header.tree_id
+    with handler(Command.SMB2_FLUSH, flush):
+        got = [c.request(Command.SMB2_FLUSH, w.FlushRequest(file_id=FileId(1, 1)), tree_id=tid)]
+        got.append(c.recv()[0])
+    note = next(r for r in got if r.header.command == Command.SMB2_OPLOCK_BREAK)
+    h = note.header
+    assert (h.message_id, h.session_id, h.tree_id) == (0xFFFFFFFFFFFFFFFF, 0, 0)
+    assert not h.flags & SMB2_FLAGS_SIGNED and h.signature == b"\0" * 16
+    n = w.LeaseBreakNotification.unpack(note.raw)
+    assert (n.new_epoch, n.flags, n.current_lease_state, n.new_lease_state) == (2, 1, 7, 1)
+    c.close()
