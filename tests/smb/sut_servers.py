@@ -9,7 +9,9 @@ Two launchers with one interface:
   kept in a tdbsam in that temp dir; Samba needs a Unix account behind every
   SMB account, so the SMB name is mapped onto ``root`` with ``username map``
   (which needs root; the launcher refuses to run otherwise).
-* :class:`WsdServer` -- our ``wsd-smbd`` (``python -m wsd_smb.server.cli``).
+* :class:`WsdServer` -- our ``wsd-smbd`` (``python -m wsd_smb.server.cli``);
+  ``WSD_SMBD_PYTHONPATH=DIR`` runs the wsd_smb found in DIR instead of the
+  installed (editable) one.
 
 Both write their log to ``<tmp>/server.log`` and expose ``log_tail()`` so the
 pytest hooks in tests/smb/conftest.py can attach the log to a failing test.
@@ -269,6 +271,11 @@ class WsdServer(SmbServer):
         if not self.port:
             self.port = free_port()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if os.environ.get("WSD_SMBD_PYTHONPATH"):
+            # run another copy of wsd_smb (e.g. `git archive HEAD smb | tar -x -C DIR`, DIR/smb) instead of
+            # the working tree, which other people may be editing while a long run goes on
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.environ["WSD_SMBD_PYTHONPATH"],
+                                                              env.get("PYTHONPATH")]))
         with open(self.log_path, "ab") as log:
             log.write(("$ " + " ".join(self.command()) + "\n").encode())
             log.flush()
