@@ -25,6 +25,7 @@ from .. import ntstatus
 from ..ntstatus import NtStatusError
 from ..store import ObjectStore, Open, Share
 from ..store import info as sinfo
+from ..store.eas import parse_full as parse_full_eas
 from ..store.constants import (
     FILE_ALL_ACCESS,
     FILE_GENERIC_EXECUTE,
@@ -340,8 +341,9 @@ def create(ctx: RequestContext, req: CreateRequest) -> Response:
         return _create_pipe(ctx, st, name)
     if b"TWrp" in contexts:
         raise fail(STATUS_OBJECT_NAME_NOT_FOUND, "no previous versions")
-    if b"ExtA" in contexts:
-        raise NtStatusError(0xC000004F)  # STATUS_EAS_NOT_SUPPORTED
+    eas = None
+    if b"ExtA" in contexts:  # SMB2_CREATE_EA_BUFFER (MS-SMB2 2.2.13.2.1)
+        eas = parse_full_eas(bytes(contexts[b"ExtA"].data))
     access = req.desired_access
     mapped = map_generic(access) & ~MAXIMUM_ALLOWED
     if mapped & ~tc.maximal_access & 0x001F01FF:
@@ -354,7 +356,7 @@ def create(ctx: RequestContext, req: CreateRequest) -> Response:
         alloc = struct.unpack("<Q", data)[0]
     result = st.store.create(tc.store, name, desired_access=access, share_access=req.share_access,
                              create_disposition=req.create_disposition, create_options=req.create_options,
-                             file_attributes=req.file_attributes, allocation_size=alloc)
+                             file_attributes=req.file_attributes, allocation_size=alloc, eas=eas)
     o = result.open
     o.session = ctx.session
     o.tree_connect = tc
@@ -574,7 +576,8 @@ def query_info(ctx: RequestContext, req: QueryInfoRequest) -> Response:
         raise fail(STATUS_NOT_SUPPORTED, "QUERY_INFO on a pipe")
     try:
         data, status = sinfo.query_info(state_of(ctx.server).store, o, req.info_type, req.file_info_class,
-                                        req.additional_information, req.output_buffer_length)
+                                        req.additional_information, req.output_buffer_length,
+                                        bytes(req.input_buffer), req.flags)
     except sinfo.NeedBuffer as nb:
         # MS-SMB2 3.3.5.20.3: ErrorData carries the size needed
         return Response(ErrorResponse(error_data=struct.pack("<I", nb.needed)), status=nb.status)

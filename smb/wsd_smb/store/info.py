@@ -37,7 +37,6 @@ from .constants import (
 from .errors import (
     STATUS_ACCESS_DENIED,
     STATUS_BUFFER_OVERFLOW,
-    STATUS_EAS_NOT_SUPPORTED,
     STATUS_INFO_LENGTH_MISMATCH,
     STATUS_INVALID_INFO_CLASS,
     STATUS_INVALID_PARAMETER,
@@ -47,9 +46,11 @@ from .errors import (
     fail,
 )
 from .objectstore import ObjectStore, Open
+from .eas import parse_full as parse_full_eas
+from .eas import parse_get as parse_get_eas
 from .security import security_descriptor
+from .shortname import short_name
 
-STATUS_NO_EAS_ON_FILE = 0xC0000052
 STATUS_BUFFER_TOO_SMALL = 0xC0000023
 
 
@@ -104,12 +105,18 @@ def file_name_of(o: Open) -> str:
     return "\\" + o.path
 
 
-def query_file_info(store: ObjectStore, o: Open, info_class: int, max_len: int) -> tuple[bytes, int]:
+def query_file_info(store: ObjectStore, o: Open, info_class: int, max_len: int,
+                    input_buffer: bytes = b"", flags: int = 0) -> tuple[bytes, int]:
     """SMB2_0_INFO_FILE (MS-SMB2 3.3.5.20.1)."""
     try:
         klass = FIC(info_class)
     except ValueError:
         raise fail(STATUS_INVALID_INFO_CLASS, f"file info class {info_class}") from None
+    if klass == FIC.FileFullEaInformation:
+        # Flags: SL_RESTART_SCAN 1, SL_RETURN_SINGLE_ENTRY 2, SL_INDEX_SPECIFIED 4 (MS-SMB2 2.2.37)
+        names = parse_get_eas(input_buffer) if input_buffer else []
+        data = store.query_eas(o, names, bool(flags & 1), bool(flags & 2), None, max_len)
+        return data, STATUS_SUCCESS
     needs_attr = {FIC.FileBasicInformation, FIC.FileAllInformation, FIC.FileNetworkOpenInformation,
                   FIC.FileAttributeTagInformation}
     if klass in needs_attr and not o.granted_access & FILE_READ_ATTRIBUTES:
@@ -123,7 +130,7 @@ def query_file_info(store: ObjectStore, o: Open, info_class: int, max_len: int) 
     elif klass == FIC.FileInternalInformation:
         st = fscc.FileInternalInformation(index_number=s.index_number)
     elif klass == FIC.FileEaInformation:
-        st = fscc.FileEaInformation(ea_size=0)
+        st = fscc.FileEaInformation(ea_size=s.ea_size)
     elif klass == FIC.FileAccessInformation:
         st = fscc.FileAccessInformation(access_flags=o.granted_access)
     elif klass == FIC.FilePositionInformation:
@@ -142,7 +149,7 @@ def query_file_info(store: ObjectStore, o: Open, info_class: int, max_len: int) 
         st = fscc.FileAllInformation(
             basic=_basic(s), standard=_standard(s, dp),
             internal=fscc.FileInternalInformation(index_number=s.index_number),
-            ea=fscc.FileEaInformation(ea_size=0),
+            ea=fscc.FileEaInformation(ea_size=s.ea_size),
             access=fscc.FileAccessInformation(access_flags=o.granted_access),
             position=fscc.FilePositionInformation(current_byte_offset=o.current_offset),
             mode=fscc.FileModeInformation(mode=o.create_options & MODE_INFORMATION_BITS),
@@ -168,10 +175,10 @@ def query_file_info(store: ObjectStore, o: Open, info_class: int, max_len: int) 
     elif klass == FIC.FileIdInformation:
         serial = volume_serial(o.share.name)
         return fit(serial.to_bytes(8, "little") + s.index_number.to_bytes(16, "little"), 24, max_len)
-    elif klass == FIC.FileFullEaInformation:
-        raise fail(STATUS_NO_EAS_ON_FILE)
     elif klass == FIC.FileAlternateNameInformation:
-        raise fail(STATUS_OBJECT_NAME_NOT_FOUND, "no 8.3 short names")  # as Samba answers
+        if not o.file.rel:
+            raise fail(STATUS_OBJECT_NAME_NOT_FOUND, "the share root has no short name")
+        st = fscc.FileNameInformation(file_name=_n(short_name(o.file.rel[-1])))
     else:
         raise fail(STATUS_NOT_SUPPORTED, f"query {klass.name}")
     data = st.pack(0)
@@ -257,9 +264,9 @@ def query_security(store: ObjectStore, o: Open, additional_information: int, max
 
 
 def query_info(store: ObjectStore, o: Open, info_type: int, info_class: int, additional_information: int,
-               max_len: int) -> tuple[bytes, int]:
+               max_len: int, input_buffer: bytes = b"", flags: int = 0) -> tuple[bytes, int]:
     if info_type == SMB2_0_INFO_FILE:
-        return query_file_info(store, o, info_class, max_len)
+        return query_file_info(store, o, info_class, max_len, input_buffer, flags)
     if info_type == SMB2_0_INFO_FILESYSTEM:
         return query_fs_info(store, o, info_class, max_len)
     if info_type == SMB2_0_INFO_SECURITY:
@@ -313,7 +320,7 @@ def set_file_info(store: ObjectStore, o: Open, info_class: int, buf: bytes) -> N
         if v.valid_data_length > s.end_of_file:
             raise fail(STATUS_INVALID_PARAMETER, "ValidDataLength beyond EndOfFile")
     elif klass == FIC.FileFullEaInformation:
-        raise fail(STATUS_EAS_NOT_SUPPORTED)
+        store.set_eas(o, parse_full_eas(buf))
     else:
         raise fail(STATUS_NOT_SUPPORTED, f"set {klass.name}")
 
@@ -344,9 +351,13 @@ def dir_entry_builder(info_class: int) -> tuple[Callable[[str, FileStat], Any], 
                       end_of_file=s.end_of_file, allocation_size=s.allocation_size,
                       file_attributes=s.attributes)
         if "ea_size" in names:
-            kw["ea_size"] = 0
+            kw["ea_size"] = s.ea_size
         if "file_id" in names:
             kw["file_id"] = s.index_number
+        if "short_name" in names and name not in (".", ".."):
+            sn = _n(short_name(name))
+            kw["short_name"] = sn + b"\0" * (24 - len(sn))
+            kw["short_name_length"] = len(sn)
         return cls(**kw)
 
     return build, cls.FIXED_SIZE

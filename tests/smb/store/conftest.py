@@ -49,6 +49,7 @@ def status_of(fn, *a, **kw) -> int:
 
 
 def create(store, share, name, access=RW, share_access=SHARE_ALL,
-           disposition=CreateDisposition.FILE_OPEN_IF, options=0, attributes=0):
+           disposition=CreateDisposition.FILE_OPEN_IF, options=0, attributes=0, eas=None, allocation_size=0):
     return store.create(share, name, desired_access=access, share_access=share_access,
-                        create_disposition=disposition, create_options=options, file_attributes=attributes)
+                        create_disposition=disposition, create_options=options, file_attributes=attributes,
+                        eas=eas, allocation_size=allocation_size)

@@ -136,7 +136,8 @@ def test_entry_contents(store, tree, root):
     e = fscc.FileIdBothDirectoryInformation.unpack(data, 0)
     st = os.stat(root / "a.txt")
     assert e.end_of_file == 10 and e.file_id == st.st_ino and e.file_attributes == 0x20
-    assert e.next_entry_offset == 0 and e.short_name_length == 0
+    assert e.next_entry_offset == 0 and e.short_name_length == 10
+    assert bytes(e.short_name)[:10].decode("utf-16-le") == "A.TXT" and bytes(e.short_name)[10:] == b"\0" * 14
     data = query_directory(store, tree, FIC.FileDirectoryInformation, SMB2_REOPEN, "sub", 65536)
     e = fscc.FileDirectoryInformation.unpack(data, 0)
     assert e.file_attributes == 0x10 and e.end_of_file == 0
