@@ -123,9 +123,10 @@ class _Chain:
     encrypt_session: Session | None = None
     index: int = 0
     out: list[_Out] = field(default_factory=list)
-    last_session_id: int = 0
-    last_tree_id: int = 0
+    last_session_id: int | None = 0  # None: the previous element had no valid session
+    last_tree_id: int | None = 0  # None: the previous element had no valid tree connect
     last_file_id: FileId | None = None
+    create_error: int = STATUS_SUCCESS  # status of the chain's last failed CREATE
     last_status: int = STATUS_SUCCESS
     pending: tuple | None = None  # (element, handler, ctx, req) while a Work is outstanding
 
@@ -431,13 +432,15 @@ class Connection:
             if not self.command_sequence_window.consume(h.message_id, charge):
                 raise ProtocolViolation(f"MessageId {h.message_id} (charge {charge}) outside the window")
         # --- related operations (3.3.5.2.7.2)
+        # A related request takes SessionId, TreeId and FileId from the previous one; when
+        # those could not be established there, it fails with STATUS_INVALID_PARAMETER, and
+        # a FileId that a failed CREATE should have produced fails with that CREATE's
+        # status (MS-SMB2 3.3.5.2.7.2 and its Windows notes; what smbtorture checks).
         if h.is_related:
-            if first:
+            if first or chain.last_session_id is None:
                 return self._error(chain, el, STATUS_INVALID_PARAMETER, None)
             h.session_id = chain.last_session_id
-            h.tree_id = chain.last_tree_id
-            if is_error(chain.last_status):
-                return self._error(chain, el, chain.last_status, self.session_table.get(h.session_id))
+            h.tree_id = 0xFFFFFFFF if chain.last_tree_id is None else chain.last_tree_id
         chain.last_session_id = h.session_id
         chain.last_tree_id = h.tree_id
 
@@ -459,6 +462,7 @@ class Connection:
                                               or h.command == Command.SMB2_LOGOFF):
             session = self.session_table.get(h.session_id)
             if session is None:
+                chain.last_session_id = None
                 return self._error(chain, el, STATUS_USER_SESSION_DELETED, None)
             if session.state is SessionState.Valid and now >= session.expiration_time:
                 session.state = SessionState.Expired
@@ -502,6 +506,9 @@ class Connection:
         if handler is None or handler.needs_tree:
             tc = session.tree_connect_table.get(h.tree_id)
             if tc is None:
+                chain.last_tree_id = None
+                if h.is_related and h.tree_id == 0xFFFFFFFF:
+                    return self._error(chain, el, STATUS_INVALID_PARAMETER, session)
                 return self._error(chain, el, STATUS_NETWORK_NAME_DELETED, session)
             ctx.tree_connect = tc
             if (tc.share.encrypt_data and self.dialect >= 0x0300 and not chain.encrypted
@@ -516,7 +523,8 @@ class Connection:
         if fid is not None:
             if fid == FILEID_RELATED and h.is_related:
                 if chain.last_file_id is None:
-                    return self._error(chain, el, ntstatus.STATUS_FILE_CLOSED, session)
+                    status = chain.create_error if is_error(chain.create_error) else STATUS_INVALID_PARAMETER
+                    return self._error(chain, el, status, session)
                 req.file_id = chain.last_file_id
             if fid != FILEID_RELATED or h.is_related:
                 chain.last_file_id = req.file_id
@@ -565,36 +573,50 @@ class Connection:
                         error: NtStatusError | None, now: float) -> None:
         h = el.header
         session = ctx.session
-        if error is not None:
-            self._error(chain, el, error.status, session)
-            return
-        if isinstance(result, AsyncOp):
+        if isinstance(result, AsyncOp) and error is None:
             op = result
             with self._lock:
                 early = op.early_result  # type: ignore[attr-defined]
-                if early is None:
+                last = el is chain.elements[-1]
+                if early is None and last:
                     op.interim_sent = True  # type: ignore[attr-defined]
                 else:
                     self.async_command_list.pop(op.async_id, None)
             if early is not None:
-                status, body = self._result_to_body(early)
-                self._respond(chain, el, ctx, body, status)
+                result = early
+            elif not last:
+                # An operation that would go async in the middle of a compound fails with
+                # STATUS_INTERNAL_ERROR (MS-SMB2 3.3.5.2.7, Windows behaviour smbtorture checks).
+                op.cancel()
+                op.done = True
+                error = NtStatusError(ntstatus.STATUS_INTERNAL_ERROR)
+            else:
+                # interim response (MS-SMB2 3.3.4.2)
+                op.header = h
+                rh = self._response_header(h, STATUS_PENDING)
+                rh.flags |= SMB2_FLAGS_ASYNC_COMMAND
+                rh.async_id = op.async_id
+                chain.out.append(_Out(rh, w.ErrorResponse().pack(), session,
+                                      sign=self._should_sign_response(session, h)))
+                chain.last_status = STATUS_SUCCESS
                 return
-            # interim response (MS-SMB2 3.3.4.2)
-            op.header = h
-            rh = self._response_header(h, STATUS_PENDING)
-            rh.flags |= SMB2_FLAGS_ASYNC_COMMAND
-            rh.async_id = op.async_id
-            chain.out.append(_Out(rh, w.ErrorResponse().pack(), session, sign=self._should_sign_response(session, h)))
-            chain.last_status = STATUS_SUCCESS
-            return
-        status, body = self._result_to_body(result)
-        if h.command == Command.SMB2_CREATE and not is_error(status):
-            fid = getattr(result.body, "file_id", None) if isinstance(result, Response) else None
-            if fid is not None:
-                chain.last_file_id = FileId(*fid)
+        if error is not None:
+            status, body = error.status, w.ErrorResponse().pack()
+        else:
+            status, body = self._result_to_body(result)
+        if h.command == Command.SMB2_CREATE:
+            if is_error(status):
+                chain.create_error = status
+                chain.last_file_id = None
+            else:
+                chain.create_error = STATUS_SUCCESS
+                fid = getattr(result.body, "file_id", None) if isinstance(result, Response) else None
+                if fid is not None:
+                    chain.last_file_id = FileId(*fid)
         if h.command == Command.SMB2_TREE_CONNECT:
-            chain.last_tree_id = h.tree_id
+            chain.last_tree_id = None if is_error(status) else h.tree_id
+        if is_error(status):
+            log.debug("event=error command=%s status=%s", _cmd_name(h.command), status_name(status))
         self._respond(chain, el, ctx, body, status)
 
     def _result_to_body(self, result: Any) -> tuple[int, bytes]:
@@ -623,6 +645,11 @@ class Connection:
         rh = self._response_header(h, status)
         if sign is None:
             sign = self._should_sign_response(session, h)
+        if not sign and h.is_signed and h.command != Command.SMB2_SESSION_SETUP:
+            # An error found before the signature could be checked (no session, bad
+            # signature...): keep SMB2_FLAGS_SIGNED with an all-zero signature, as Windows
+            # and Samba do; clients accept such errors only when the flag is echoed.
+            rh.flags |= SMB2_FLAGS_SIGNED
         chain.out.append(_Out(rh, body, session, sign, after_pack))
         chain.last_status = status
 
@@ -857,6 +884,7 @@ class Connection:
         else:
             session = self.session_table.get(h.session_id)
             if session is None:
+                chain.last_session_id = None
                 return self._error(chain, el, STATUS_USER_SESSION_DELETED, None)
             if session.state is not SessionState.InProgress and session.auth is None:
                 reauth = True

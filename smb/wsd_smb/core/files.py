@@ -577,7 +577,7 @@ def query_info(ctx: RequestContext, req: QueryInfoRequest) -> Response:
     try:
         data, status = sinfo.query_info(state_of(ctx.server).store, o, req.info_type, req.file_info_class,
                                         req.additional_information, req.output_buffer_length,
-                                        bytes(req.input_buffer), req.flags)
+                                        bytes(req.input_buffer), req.flags, ctx.connection.dialect)
     except sinfo.NeedBuffer as nb:
         # MS-SMB2 3.3.5.20.3: ErrorData carries the size needed
         return Response(ErrorResponse(error_data=struct.pack("<I", nb.needed)), status=nb.status)

@@ -73,7 +73,7 @@ def _n(s: str) -> bytes:
 #: fixed part plus room for the first characters of the name (smbtorture
 #: getinfo.qfs_buffercheck / qfile_buffercheck record these); below it the answer is
 #: STATUS_INFO_LENGTH_MISMATCH, above it a truncated answer with STATUS_BUFFER_OVERFLOW.
-MIN_FILE_OUTPUT = {9: 8, 18: 104, 21: 8, 22: 32}
+MIN_FILE_OUTPUT = {9: 8, 18: 104, 21: 8, 22: 32, 48: 8}
 MIN_FS_OUTPUT = {1: 24, 5: 16}
 
 
@@ -106,7 +106,7 @@ def file_name_of(o: Open) -> str:
 
 
 def query_file_info(store: ObjectStore, o: Open, info_class: int, max_len: int,
-                    input_buffer: bytes = b"", flags: int = 0) -> tuple[bytes, int]:
+                    input_buffer: bytes = b"", flags: int = 0, dialect: int = 0x0311) -> tuple[bytes, int]:
     """SMB2_0_INFO_FILE (MS-SMB2 3.3.5.20.1)."""
     try:
         klass = FIC(info_class)
@@ -142,9 +142,11 @@ def query_file_info(store: ObjectStore, o: Open, info_class: int, max_len: int,
     elif klass == FIC.FileNameInformation:
         st = fscc.FileNameInformation(file_name=_n(file_name_of(o)))
     elif klass == FIC.FileNormalizedNameInformation:
-        # needs named streams to be answered the Windows 10 way; smbtorture treats
-        # STATUS_NOT_SUPPORTED as "not offered" (and requires it below SMB 3.1.1)
-        raise fail(STATUS_NOT_SUPPORTED, "FileNormalizedNameInformation")
+        # MS-FSCC 2.4.30: offered from SMB 3.1.1 on (Windows 10 1803+); the share-relative
+        # path with the on-disk case, no leading separator (empty for the root)
+        if dialect < 0x0311:
+            raise fail(STATUS_NOT_SUPPORTED, "FileNormalizedNameInformation before SMB 3.1.1")
+        st = fscc.FileNameInformation(file_name=_n(o.path))
     elif klass == FIC.FileAllInformation:
         st = fscc.FileAllInformation(
             basic=_basic(s), standard=_standard(s, dp),
@@ -264,9 +266,10 @@ def query_security(store: ObjectStore, o: Open, additional_information: int, max
 
 
 def query_info(store: ObjectStore, o: Open, info_type: int, info_class: int, additional_information: int,
-               max_len: int, input_buffer: bytes = b"", flags: int = 0) -> tuple[bytes, int]:
+               max_len: int, input_buffer: bytes = b"", flags: int = 0,
+               dialect: int = 0x0311) -> tuple[bytes, int]:
     if info_type == SMB2_0_INFO_FILE:
-        return query_file_info(store, o, info_class, max_len, input_buffer, flags)
+        return query_file_info(store, o, info_class, max_len, input_buffer, flags, dialect)
     if info_type == SMB2_0_INFO_FILESYSTEM:
         return query_fs_info(store, o, info_class, max_len)
     if info_type == SMB2_0_INFO_SECURITY:

@@ -66,7 +66,57 @@ def test_related_compound_error_propagates(smbd):
     e = c.build(Command.SMB2_ECHO, w.EchoRequest().pack(), flags=SMB2_FLAGS_RELATED_OPERATIONS)
     c.send_raw(c.compound([bad, td, e]))
     rs = c.recv()
-    assert [r.status for r in rs] == [ntstatus.STATUS_BAD_NETWORK_NAME] * 3
+    # no tree connect to inherit -> INVALID_PARAMETER; ECHO needs none and succeeds
+    assert [r.status for r in rs] == [ntstatus.STATUS_BAD_NETWORK_NAME, ntstatus.STATUS_INVALID_PARAMETER, 0]
+    c.close()
+
+
+def test_related_fileid_after_failed_create_gets_create_status(smbd):
+    """MS-SMB2 3.3.5.2.7.2: a related request whose FileId a failed CREATE should have
+    produced fails with that CREATE's status; other failures do not propagate."""
+    calls = []
+
+    def create(ctx, req):
+        raise ntstatus.StatusObjectNameNotFound()
+
+    def flush(ctx, req):
+        calls.append(req.file_id)
+        raise ntstatus.StatusAccessDenied()
+
+    c = logged_on(smbd)
+    tid = c.tree_connect().header.tree_id
+    rel = SMB2_FLAGS_RELATED_OPERATIONS
+    with handler(Command.SMB2_CREATE, create), handler(Command.SMB2_FLUSH, flush):
+        cr = c.build(Command.SMB2_CREATE, w.CreateRequest(name="x".encode("utf-16-le")).pack(), tree_id=tid)
+        fl = c.build(Command.SMB2_FLUSH, w.FlushRequest(file_id=FILEID_RELATED).pack(), flags=rel)
+        c.send_raw(c.compound([cr, fl]))
+        assert [r.status for r in c.recv()] == [ntstatus.STATUS_OBJECT_NAME_NOT_FOUND] * 2
+        assert calls == []
+        f1 = c.build(Command.SMB2_FLUSH, w.FlushRequest(file_id=FileId(3, 4)).pack(), tree_id=tid)
+        f2 = c.build(Command.SMB2_FLUSH, w.FlushRequest(file_id=FILEID_RELATED).pack(), flags=rel)
+        c.send_raw(c.compound([f1, f2]))
+        assert [r.status for r in c.recv()] == [ntstatus.STATUS_ACCESS_DENIED] * 2
+        assert calls == [FileId(3, 4), FileId(3, 4)]  # the second ran (not a propagated status)
+    c.close()
+
+
+def test_async_in_the_middle_of_a_compound_is_internal_error(smbd):
+    ops = []
+
+    def notify(ctx, req):
+        op = ctx.go_async()
+        ops.append(op)
+        return op
+
+    c = logged_on(smbd)
+    tid = c.tree_connect().header.tree_id
+    with handler(Command.SMB2_CHANGE_NOTIFY, notify):
+        n = w.ChangeNotifyRequest(output_buffer_length=4096, file_id=FileId(1, 1)).pack()
+        c.send_raw(c.compound([c.build(Command.SMB2_CHANGE_NOTIFY, n, tree_id=tid),
+                               c.build(Command.SMB2_ECHO, w.EchoRequest().pack())]))
+        rs = c.recv()
+        assert [r.status for r in rs] == [ntstatus.STATUS_INTERNAL_ERROR, 0]
+        assert ops[0].cancelled
     c.close()
 
 
