@@ -438,6 +438,7 @@ class Connection:
         # status (MS-SMB2 3.3.5.2.7.2 and its Windows notes; what smbtorture checks).
         if h.is_related:
             if first or chain.last_session_id is None:
+                chain.last_session_id = None  # nothing later in the chain can inherit from here
                 return self._error(chain, el, STATUS_INVALID_PARAMETER, None)
             h.session_id = chain.last_session_id
             h.tree_id = 0xFFFFFFFF if chain.last_tree_id is None else chain.last_tree_id
@@ -526,8 +527,7 @@ class Connection:
                     status = chain.create_error if is_error(chain.create_error) else STATUS_INVALID_PARAMETER
                     return self._error(chain, el, status, session)
                 req.file_id = chain.last_file_id
-            if fid != FILEID_RELATED or h.is_related:
-                chain.last_file_id = req.file_id
+            chain.last_file_id = req.file_id  # what the next related request inherits
         if h.command == Command.SMB2_IOCTL and req.ctl_code == FSCTL_VALIDATE_NEGOTIATE_INFO:
             return self._validate_negotiate_info(chain, el, ctx, req)
         if handler is None:

@@ -87,6 +87,7 @@ from ..wire import (
     pack_create_contexts,
 )
 from .dispatch import AsyncOp, RequestContext, Response, register
+from .state import SessionState
 from .tree import share_name_of
 
 log = logging.getLogger("wsd_smb.files")
@@ -116,6 +117,7 @@ UNSUPPORTED_CREATE_OPTIONS = 0x00000080 | FILE_OPEN_BY_FILE_ID | FILE_RESERVE_OP
 RESERVED_ACCESS_BITS = 0x0CE0FE00
 #: FileAttributes a client may pass to CREATE (MS-FSCC 2.6 without VOLUME/DEVICE)
 VALID_CREATE_ATTRIBUTES = 0x00007FB7
+FILE_ATTRIBUTE_ENCRYPTED = 0x00004000
 
 
 def _traced(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -336,6 +338,8 @@ def create(ctx: RequestContext, req: CreateRequest) -> Response:
         raise fail(STATUS_NOT_SUPPORTED, f"CreateOptions 0x{req.create_options:x}")
     if req.file_attributes & ~VALID_CREATE_ATTRIBUTES:
         raise fail(STATUS_INVALID_PARAMETER, f"FileAttributes 0x{req.file_attributes:x}")
+    if req.file_attributes & FILE_ATTRIBUTE_ENCRYPTED:
+        raise fail(STATUS_ACCESS_DENIED, "no encryption on this server")  # as a standalone Windows server
     contexts = _create_contexts(req)
     if tc.share.type == "pipe":
         return _create_pipe(ctx, st, name)
@@ -493,7 +497,16 @@ def lock(ctx: RequestContext, req: LockRequest) -> Response | AsyncOp:
     pending = store.lock(o, elements, on_complete=on_complete)
     if pending is None:
         return Response(LockResponse())
-    op = ctx.go_async(on_cancel=lambda _op: store.cancel_lock(pending))
+
+    def on_cancel(op: AsyncOp) -> None:
+        # An SMB2 CANCEL cancels the wait.  When the session is going away (LOGOFF), the
+        # core's teardown closes its opens next; like Windows we let that settle the wait
+        # (granted when the holder's handle closes, RANGE_NOT_LOCKED when ours does).
+        if op.session is not None and op.session.state is not SessionState.Valid and not o.closed:
+            return
+        store.cancel_lock(pending)
+
+    op = ctx.go_async(on_cancel=on_cancel)
     with guard:
         holder["op"] = op
         early = holder["status"]

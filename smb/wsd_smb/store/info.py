@@ -25,7 +25,6 @@ from .constants import (
     FILE_READ_ONLY_DEVICE,
     FILE_READ_ONLY_VOLUME,
     FILE_UNICODE_ON_DISK,
-    MODE_INFORMATION_BITS,
     READ_CONTROL,
     SMB2_0_INFO_FILE,
     SMB2_0_INFO_FILESYSTEM,
@@ -136,7 +135,7 @@ def query_file_info(store: ObjectStore, o: Open, info_class: int, max_len: int,
     elif klass == FIC.FilePositionInformation:
         st = fscc.FilePositionInformation(current_byte_offset=o.current_offset)
     elif klass == FIC.FileModeInformation:
-        st = fscc.FileModeInformation(mode=o.create_options & MODE_INFORMATION_BITS)
+        st = fscc.FileModeInformation(mode=o.mode)
     elif klass == FIC.FileAlignmentInformation:
         st = fscc.FileAlignmentInformation(alignment_requirement=0)
     elif klass == FIC.FileNameInformation:
@@ -154,7 +153,7 @@ def query_file_info(store: ObjectStore, o: Open, info_class: int, max_len: int,
             ea=fscc.FileEaInformation(ea_size=s.ea_size),
             access=fscc.FileAccessInformation(access_flags=o.granted_access),
             position=fscc.FilePositionInformation(current_byte_offset=o.current_offset),
-            mode=fscc.FileModeInformation(mode=o.create_options & MODE_INFORMATION_BITS),
+            mode=fscc.FileModeInformation(mode=o.mode),
             alignment=fscc.FileAlignmentInformation(alignment_requirement=0),
             name=fscc.FileNameInformation(file_name=_n(file_name_of(o))),
         )
@@ -302,6 +301,8 @@ def set_file_info(store: ObjectStore, o: Open, info_class: int, buf: bytes) -> N
         store.set_allocation(o, _parse(fscc.FileAllocationInformation, buf).allocation_size)
     elif klass == FIC.FilePositionInformation:
         store.set_position(o, _parse(fscc.FilePositionInformation, buf).current_byte_offset)
+    elif klass == FIC.FileModeInformation:
+        store.set_mode(o, _parse(fscc.FileModeInformation, buf).mode)
     elif klass == FIC.FileDispositionInformation:
         store.set_disposition(o, bool(_parse(fscc.FileDispositionInformation, buf).delete_pending))
     elif klass == FIC.FileDispositionInformationEx:

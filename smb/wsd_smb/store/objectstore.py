@@ -54,6 +54,10 @@ from .constants import (
     FILE_WRITE_DATA,
     FILE_WRITE_EA,
     MAXIMUM_ALLOWED,
+    MODE_INFORMATION_BITS,
+    FILE_NO_INTERMEDIATE_BUFFERING,
+    FILE_SEQUENTIAL_ONLY,
+    FILE_WRITE_THROUGH,
     SETTABLE_ATTRIBUTES,
     SMB2_LOCKFLAG_EXCLUSIVE_LOCK,
     SMB2_LOCKFLAG_FAIL_IMMEDIATELY,
@@ -103,6 +107,9 @@ from .wildcard import is_name_in_expression
 log = logging.getLogger("wsd_smb.store")
 
 STATUS_PRIVILEGE_NOT_HELD = 0xC0000061
+STATUS_DISK_FULL = 0xC000007F
+MAX_OFFSET = 0x7FFFFFFFFFFFFFFF
+MAX_FILE_SIZE = 0xFFFFFFF0000 - 1
 STATUS_NO_EAS_ON_FILE = 0xC0000052
 STATUS_NO_MORE_EAS = 0x80000012
 STATUS_BUFFER_OVERFLOW_ = 0x80000005
@@ -133,6 +140,8 @@ class FileObject:
         return "\\".join(self.rel)
 
     def apply_overrides(self, st: os.stat_result, fs: FileStat) -> FileStat:
+        if self.delete_pending and not self.is_directory:
+            fs.number_of_links = max(0, fs.number_of_links - 1)  # as NTFS counts them
         ov = self.change_time_override
         if ov is not None:
             if st.st_ctime_ns == ov[1]:
@@ -170,6 +179,7 @@ class Open:
     delete_on_close: bool = False
     current_offset: int = 0  # FilePositionInformation
     current_ea_index: int = 0  # Open.CurrentEaIndex (MS-SMB2 3.3.1.10)
+    mode: int = 0  # FileModeInformation (from CreateOptions, settable)
     search: DirSearch | None = None
     closed: bool = False
     io_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -341,6 +351,7 @@ class ObjectStore:
         o = Open(next(self._pids), next(self._ids), share, fobj, fd, writable, access, share_access,
                  options, disposition, delete_on_close=bool(options & FILE_DELETE_ON_CLOSE))
         o.path_name = fobj.path
+        o.mode = options & MODE_INFORMATION_BITS
         fobj.opens.append(o)
         self.opens[o.file_id_volatile] = o
         self.by_persistent[o.file_id_persistent] = o
@@ -563,7 +574,10 @@ class ObjectStore:
             raise fail(STATUS_INVALID_DEVICE_REQUEST, "read of a directory")
         if not o.granted_access & (FILE_READ_DATA | FILE_EXECUTE):
             raise fail(STATUS_ACCESS_DENIED, "no FILE_READ_DATA")
-        self._check_io(o, offset, length, False)
+        if offset > MAX_OFFSET or offset + length > MAX_OFFSET:
+            raise fail(STATUS_INVALID_PARAMETER, "read beyond 2**63 - 1")
+        if length:
+            self._check_io(o, offset, length, False)
         with o.io_lock:
             if o.closed:
                 raise fail(STATUS_FILE_CLOSED)
@@ -583,6 +597,7 @@ class ObjectStore:
             raise fail(STATUS_END_OF_FILE)
         if len(data) < minimum_count:
             raise fail(STATUS_END_OF_FILE, "less than MinimumCount")
+        o.current_offset = offset + len(data)  # synchronous I/O moves the position
         return data
 
     def write(self, o: Open, offset: int, data: bytes | memoryview) -> int:
@@ -595,9 +610,16 @@ class ObjectStore:
             if o.closed:
                 raise fail(STATUS_FILE_CLOSED)
             try:
-                if offset == 0xFFFFFFFFFFFFFFFF or not o.granted_access & FILE_WRITE_DATA:
+                if not o.granted_access & FILE_WRITE_DATA:  # append-only open: at the end
                     offset = os.fstat(o.fd).st_size
-                self._check_io(o, offset, len(data), True)
+                if offset > MAX_OFFSET or offset + len(data) > MAX_OFFSET:
+                    raise fail(STATUS_INVALID_PARAMETER, "write beyond 2**63 - 1")
+                if len(data) and offset + len(data) > MAX_FILE_SIZE:
+                    # NTFS's largest file (16 TiB - 64 KiB): beyond is invalid, reaching it is full
+                    raise fail(STATUS_INVALID_PARAMETER if offset + len(data) > MAX_FILE_SIZE + 1
+                               else STATUS_DISK_FULL, "beyond the maximum file size")
+                if len(data):
+                    self._check_io(o, offset, len(data), True)
                 mv = memoryview(data)
                 done = 0
                 while done < len(mv):
@@ -607,6 +629,7 @@ class ObjectStore:
                     done += n
             except OSError as e:
                 raise from_oserror(e) from None
+        o.current_offset = offset + done
         return done
 
     def flush(self, o: Open) -> None:
@@ -772,6 +795,12 @@ class ObjectStore:
             raise fail(STATUS_INVALID_PARAMETER, "position")
         o.current_offset = offset
 
+    def set_mode(self, o: Open, mode: int) -> None:
+        """FileModeInformation (MS-FSA 2.1.5.14.8): only the buffering hints may change."""
+        if mode & ~(FILE_WRITE_THROUGH | FILE_SEQUENTIAL_ONLY | FILE_NO_INTERMEDIATE_BUFFERING):
+            raise fail(STATUS_INVALID_PARAMETER, f"Mode 0x{mode:x}")
+        o.mode = (o.mode & ~0xE) | mode
+
     def set_disposition(self, o: Open, delete: bool) -> None:
         """FileDispositionInformation (MS-FSA 2.1.5.14.3)."""
         if not o.granted_access & DELETE:
@@ -882,33 +911,29 @@ class ObjectStore:
              on_complete: Callable[[int], None] | None = None) -> PendingLock | None:
         """MS-SMB2 3.3.5.14 / MS-FSA 2.1.5.8-9.  *elements*: (offset, length, flags).
 
-        Unlocks are applied in order (a missing one: STATUS_RANGE_NOT_LOCKED, earlier ones
-        stay done).  Locks are all-or-nothing: on a conflict the ones granted by this
-        request are released again; an element with FAIL_IMMEDIATELY then gives
-        STATUS_LOCK_NOT_GRANTED, otherwise the request waits (returns a PendingLock whose
-        *on_complete(status)* runs when it is granted, cancelled or its open closed)."""
+        The first element decides the kind of request (3.3.5.14.1 / .2).  Unlocks are
+        applied in order; an element that is not a plain unlock gives
+        STATUS_INVALID_PARAMETER and a missing lock STATUS_RANGE_NOT_LOCKED, the earlier
+        unlocks staying done.  Locks are applied in order and all-or-nothing: an invalid
+        element (bad flags, or no FAIL_IMMEDIATELY when LockCount > 1) gives
+        STATUS_INVALID_PARAMETER, a conflict with FAIL_IMMEDIATELY STATUS_LOCK_NOT_GRANTED,
+        each after releasing what this request had locked.  A single blocking lock that
+        conflicts waits: a PendingLock is returned whose *on_complete(status)* runs when it
+        is granted, cancelled or its open closed."""
         if o.is_directory:
             raise fail(STATUS_INVALID_PARAMETER, "lock on a directory")
         if not elements:
             raise fail(STATUS_INVALID_PARAMETER, "LockCount 0")
-        unlock = bool(elements[0][2] & SMB2_LOCKFLAG_UNLOCK)
-        valid = ((SMB2_LOCKFLAG_UNLOCK,) if unlock else
-                 (SMB2_LOCKFLAG_SHARED_LOCK, SMB2_LOCKFLAG_EXCLUSIVE_LOCK,
-                  SMB2_LOCKFLAG_SHARED_LOCK | SMB2_LOCKFLAG_FAIL_IMMEDIATELY,
-                  SMB2_LOCKFLAG_EXCLUSIVE_LOCK | SMB2_LOCKFLAG_FAIL_IMMEDIATELY))
-        for _, _, fl in elements:
-            if fl not in valid:
-                raise fail(STATUS_INVALID_PARAMETER, f"lock flags 0x{fl:x}")
         wake: list[tuple[PendingLock, int]] = []
         with self.mutex:
             if o.closed:
                 raise fail(STATUS_FILE_CLOSED)
             fobj = o.file
-            if unlock:
+            if elements[0][2] & SMB2_LOCKFLAG_UNLOCK:
                 try:
-                    for off, ln, _ in elements:
-                        if not brl.range_valid(off, ln):
-                            raise fail(STATUS_INVALID_LOCK_RANGE)
+                    for off, ln, fl in elements:
+                        if fl != SMB2_LOCKFLAG_UNLOCK:
+                            raise fail(STATUS_INVALID_PARAMETER, f"lock flags 0x{fl:x} in an unlock request")
                         lk = brl.find_unlock(fobj.locks, off, ln, o)
                         if lk is None:
                             raise fail(STATUS_RANGE_NOT_LOCKED)
@@ -917,18 +942,36 @@ class ObjectStore:
                 finally:
                     wake = self._retry_waiters(fobj)
             else:
-                for off, ln, _ in elements:
+                granted: list[brl.ByteRangeLock] = []
+
+                def undo() -> None:
+                    for lk in granted:
+                        fobj.locks.remove(lk)
+                    o.lock_count -= len(granted)
+
+                for off, ln, fl in elements:
+                    base = fl & ~SMB2_LOCKFLAG_FAIL_IMMEDIATELY
+                    if base not in (SMB2_LOCKFLAG_SHARED_LOCK, SMB2_LOCKFLAG_EXCLUSIVE_LOCK) or (
+                            len(elements) > 1 and not fl & SMB2_LOCKFLAG_FAIL_IMMEDIATELY):
+                        undo()
+                        raise fail(STATUS_INVALID_PARAMETER, f"lock flags 0x{fl:x}")
                     if not brl.range_valid(off, ln):
+                        undo()
                         raise fail(STATUS_INVALID_LOCK_RANGE)
-                bad = self._try_lock(o, elements)
-                if bad is None:
-                    return None
-                if elements[bad][2] & SMB2_LOCKFLAG_FAIL_IMMEDIATELY or on_complete is None:
-                    raise fail(STATUS_LOCK_NOT_GRANTED)
-                p = PendingLock(o, list(elements), on_complete)
-                fobj.waiters.append(p)
-                o.pending_locks.append(p)
-                return p
+                    excl = base == SMB2_LOCKFLAG_EXCLUSIVE_LOCK
+                    if brl.conflicts(fobj.locks, off, ln, excl, True, o):
+                        undo()
+                        if fl & SMB2_LOCKFLAG_FAIL_IMMEDIATELY or on_complete is None:
+                            raise fail(STATUS_LOCK_NOT_GRANTED)
+                        p = PendingLock(o, list(elements), on_complete)
+                        fobj.waiters.append(p)
+                        o.pending_locks.append(p)
+                        return p
+                    lk = brl.ByteRangeLock(o, off, ln, excl)
+                    fobj.locks.append(lk)
+                    granted.append(lk)
+                    o.lock_count += 1
+                return None
         for p, status in wake:
             p.on_complete(status)
         return None
