@@ -310,6 +310,9 @@ def _zmq_sender(conn, size: int, limit: int, window: float) -> None:
             break
     send(b"")
     conn.send(sent)
+    # Close only once the receiver has everything: libzmq can drop queued ipc
+    # messages at close even with LINGER set (zeromq/libzmq#4660, #1922).
+    conn.recv()
     s.close(linger=int(GRACE * 1000))
     zc.term()
 
@@ -339,6 +342,7 @@ def zmq_throughput(size: int, limit: int, window: float) -> tuple[float, float]:
                 total += len(m)
             t = time.perf_counter() - t0
             sent = child.expect()
+            child.pc.send("done")
             if n != sent or total != sent * size:
                 raise BenchError(f"received {n} messages, sent {sent}")
             return n / t, total / t
