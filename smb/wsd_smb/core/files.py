@@ -360,7 +360,8 @@ def create(ctx: RequestContext, req: CreateRequest) -> Response:
         alloc = struct.unpack("<Q", data)[0]
     result = st.store.create(tc.store, name, desired_access=access, share_access=req.share_access,
                              create_disposition=req.create_disposition, create_options=req.create_options,
-                             file_attributes=req.file_attributes, allocation_size=alloc, eas=eas)
+                             file_attributes=req.file_attributes, allocation_size=alloc, eas=eas,
+                             security_descriptor=bytes(contexts[b"SecD"].data) if b"SecD" in contexts else None)
     o = result.open
     o.session = ctx.session
     o.tree_connect = tc
@@ -608,7 +609,9 @@ def set_info(ctx: RequestContext, req: SetInfoRequest) -> Response:
         raise fail(STATUS_NOT_SUPPORTED, "SET_INFO on a pipe")
     if req.info_type == SMB2_0_INFO_FILE:
         sinfo.set_file_info(state_of(ctx.server).store, o, req.file_info_class, bytes(req.buffer))
-    elif req.info_type in (SMB2_0_INFO_SECURITY, SMB2_0_INFO_FILESYSTEM, SMB2_0_INFO_QUOTA):
+    elif req.info_type == SMB2_0_INFO_SECURITY:
+        state_of(ctx.server).store.set_security(o, req.additional_information, bytes(req.buffer))
+    elif req.info_type in (SMB2_0_INFO_FILESYSTEM, SMB2_0_INFO_QUOTA):
         raise fail(STATUS_NOT_SUPPORTED, f"SET_INFO InfoType {req.info_type}")
     else:
         raise fail(STATUS_INVALID_PARAMETER, f"InfoType {req.info_type}")

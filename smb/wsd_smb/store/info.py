@@ -25,7 +25,6 @@ from .constants import (
     FILE_READ_ONLY_DEVICE,
     FILE_READ_ONLY_VOLUME,
     FILE_UNICODE_ON_DISK,
-    READ_CONTROL,
     SMB2_0_INFO_FILE,
     SMB2_0_INFO_FILESYSTEM,
     SMB2_0_INFO_QUOTA,
@@ -47,7 +46,6 @@ from .errors import (
 from .objectstore import ObjectStore, Open
 from .eas import parse_full as parse_full_eas
 from .eas import parse_get as parse_get_eas
-from .security import security_descriptor
 from .shortname import short_name
 
 STATUS_BUFFER_TOO_SMALL = 0xC0000023
@@ -255,10 +253,7 @@ def query_fs_info(store: ObjectStore, o: Open, info_class: int, max_len: int) ->
 
 def query_security(store: ObjectStore, o: Open, additional_information: int, max_len: int) -> bytes:
     """SMB2_0_INFO_SECURITY (MS-SMB2 3.3.5.20.3)."""
-    if not o.granted_access & READ_CONTROL:
-        raise fail(STATUS_ACCESS_DENIED, "no READ_CONTROL")
-    s = store.stat(o)
-    sd = security_descriptor(s.uid, s.gid, additional_information)
+    sd = store.get_security(o, additional_information)
     if len(sd) > max_len:
         raise NeedBuffer(len(sd))
     return sd

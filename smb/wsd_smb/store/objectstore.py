@@ -53,6 +53,13 @@ from .constants import (
     FILE_WRITE_ATTRIBUTES,
     FILE_WRITE_DATA,
     FILE_WRITE_EA,
+    DACL_SECURITY_INFORMATION,
+    GROUP_SECURITY_INFORMATION,
+    OWNER_SECURITY_INFORMATION,
+    READ_CONTROL,
+    SACL_SECURITY_INFORMATION,
+    WRITE_DAC,
+    WRITE_OWNER,
     MAXIMUM_ALLOWED,
     MODE_INFORMATION_BITS,
     FILE_NO_INTERMEDIATE_BUFFERING,
@@ -102,12 +109,14 @@ from .errors import (
 from ..ntstatus import NtStatusError
 from .filetime import FILETIME_RESUME, FILETIME_SUSPEND, from_filetime, to_filetime
 from .paths import Resolved, Share, resolve, split_name
+from .security import SE_DACL_PRESENT, XATTR_SD, Descriptor, default_descriptor
 from .wildcard import is_name_in_expression
 
 log = logging.getLogger("wsd_smb.store")
 
 STATUS_PRIVILEGE_NOT_HELD = 0xC0000061
 STATUS_DISK_FULL = 0xC000007F
+STATUS_NOT_SUPPORTED_ = 0xC00000BB
 MAX_OFFSET = 0x7FFFFFFFFFFFFFFF
 MAX_FILE_SIZE = 0xFFFFFFF0000 - 1
 STATUS_NO_EAS_ON_FILE = 0xC0000052
@@ -284,7 +293,8 @@ class ObjectStore:
     # ------------------------------------------------------------------ CREATE
     def create(self, share: Share, name: str, *, desired_access: int, share_access: int,
                create_disposition: int, create_options: int = 0, file_attributes: int = 0,
-               allocation_size: int = 0, eas: list | None = None) -> CreateResult:
+               allocation_size: int = 0, eas: list | None = None,
+               security_descriptor: bytes | None = None) -> CreateResult:
         """Open or create *name* in *share* (MS-FSA 2.1.5.1, MS-SMB2 3.3.5.9).
 
         Raises NtStatusError: INVALID_PARAMETER, ACCESS_DENIED, OBJECT_NAME_NOT_FOUND,
@@ -333,6 +343,13 @@ class ObjectStore:
                     reserve(o.fd, allocation_size)
                 if eas:  # SMB2_CREATE_EA_BUFFER: set on a new or overwritten file
                     write_eas(fd_path(o.fd), eas)
+                if security_descriptor and res.create_action == CreateAction.FILE_CREATED:
+                    # SMB2_CREATE_SD_BUFFER: the parts present in the given descriptor
+                    sd = Descriptor.parse(security_descriptor)
+                    parts = ((OWNER_SECURITY_INFORMATION if sd.owner else 0)
+                             | (GROUP_SECURITY_INFORMATION if sd.group else 0)
+                             | (DACL_SECURITY_INFORMATION if sd.control & SE_DACL_PRESENT else 0))
+                    os.setxattr(fd_path(o.fd), XATTR_SD, self._descriptor(o).merge(sd, parts).pack())
             except OSError as e:
                 self.close(o)
                 raise from_oserror(e) from None
@@ -754,6 +771,53 @@ class ObjectStore:
             raise fail(STATUS_BUFFER_TOO_SMALL_)
         o.current_ea_index += n
         return data
+
+    # ------------------------------------------------------------------ security
+    def get_security(self, o: Open, info: int) -> bytes:
+        """The descriptor parts named by *info* (MS-SMB2 3.3.5.20.3)."""
+        if info & SACL_SECURITY_INFORMATION:
+            raise fail(STATUS_ACCESS_DENIED, "SACL needs ACCESS_SYSTEM_SECURITY")
+        if not o.granted_access & READ_CONTROL:
+            raise fail(STATUS_ACCESS_DENIED, "no READ_CONTROL")
+        with o.io_lock:
+            if o.closed:
+                raise fail(STATUS_FILE_CLOSED)
+            try:
+                return self._descriptor(o).pack(info)
+            except OSError as e:
+                raise from_oserror(e) from None
+
+    def _descriptor(self, o: Open) -> Descriptor:
+        try:
+            raw = os.getxattr(fd_path(o.fd), XATTR_SD)
+        except OSError as e:
+            if e.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+                raise
+            st = os.fstat(o.fd)
+            return default_descriptor(st.st_uid, st.st_gid)
+        return Descriptor.parse(raw)
+
+    def set_security(self, o: Open, info: int, buf: bytes) -> None:
+        """SMB2_0_INFO_SECURITY set (MS-SMB2 3.3.5.21.3): kept, not enforced."""
+        if info & SACL_SECURITY_INFORMATION:
+            raise fail(STATUS_PRIVILEGE_NOT_HELD, "SACL")
+        if info & (OWNER_SECURITY_INFORMATION | GROUP_SECURITY_INFORMATION) and not o.granted_access & WRITE_OWNER:
+            raise fail(STATUS_ACCESS_DENIED, "no WRITE_OWNER")
+        if info & DACL_SECURITY_INFORMATION and not o.granted_access & WRITE_DAC:
+            raise fail(STATUS_ACCESS_DENIED, "no WRITE_DAC")
+        if o.share.read_only:
+            raise fail(STATUS_ACCESS_DENIED, "read-only share")
+        new = Descriptor.parse(buf)
+        with o.io_lock:
+            if o.closed:
+                raise fail(STATUS_FILE_CLOSED)
+            try:
+                merged = self._descriptor(o).merge(new, info)
+                os.setxattr(fd_path(o.fd), XATTR_SD, merged.pack())
+            except OSError as e:
+                if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise fail(STATUS_NOT_SUPPORTED_, "no xattrs to keep the descriptor in") from None
+                raise from_oserror(e) from None
 
     def set_end_of_file(self, o: Open, size: int) -> None:
         """FileEndOfFileInformation (MS-FSA 2.1.5.14.5)."""

@@ -198,7 +198,9 @@ def test_set_disposition_and_undo(store, share, root):
     r = create(store, share, "f", disposition=D.FILE_OPEN)
     store.set_disposition(r.open, True)
     assert status_of(create, store, share, "f", disposition=D.FILE_OPEN) == STATUS_DELETE_PENDING
+    assert store.stat(r.open).number_of_links == 0  # NTFS no longer counts the name
     store.set_disposition(r.open, False)
+    assert store.stat(r.open).number_of_links == 1
     store.close(r.open)
     assert (root / "f").exists()
     r = create(store, share, "f", disposition=D.FILE_OPEN)

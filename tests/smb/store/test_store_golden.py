@@ -224,3 +224,41 @@ def test_set_file_info_dispatch(store, share, root):
         == STATUS_INFO_LENGTH_MISMATCH
     store.close(o)
     assert os.listdir(root) == []
+
+
+# ---------------------------------------------------------------- stored descriptors
+def test_security_descriptor_set_merge_query(store, share):
+    from wsd_smb.store.security import Descriptor, EVERYONE, access_allowed_ace, acl, unix_user_sid
+
+    o = create(store, share, "f", access=0x001F01FF).open
+    default = store.get_security(o, 7)
+    assert default == security_descriptor(os.getuid(), os.getgid(), 7)
+    # a new DACL: Everyone read, S-1-22-1-1000 full
+    dacl = acl([access_allowed_ace(EVERYONE, 0x120089), access_allowed_ace(unix_user_sid(1000), 0x1F01FF)])
+    new = h("01 00 0480 00000000 00000000 00000000 14000000") + dacl
+    set_security = store.set_security
+    set_security(o, DACL_SECURITY_INFORMATION, new)
+    got = Descriptor.parse(store.get_security(o, 7))
+    assert got.dacl == dacl
+    assert got.owner == Descriptor.parse(default).owner  # untouched part kept
+    # a NULL DACL (present, no ACL) round-trips
+    set_security(o, DACL_SECURITY_INFORMATION, h("01 00 0480 00000000 00000000 00000000 00000000"))
+    got = Descriptor.parse(store.get_security(o, DACL_SECURITY_INFORMATION))
+    assert got.dacl is None and got.control & 0x0004
+    # malformed input and missing rights
+    assert status_of(set_security, o, DACL_SECURITY_INFORMATION, h("01 00 0480 00000000")) == 0xC0000079
+    assert status_of(set_security, o, DACL_SECURITY_INFORMATION,
+                     h("01 00 0480 00000000 00000000 00000000 14000000 02 00 ff00 0100 0000")) == 0xC0000079
+    r = create(store, share, "f", access=0x00020000, disposition=D.FILE_OPEN).open  # READ_CONTROL only
+    assert status_of(set_security, r, DACL_SECURITY_INFORMATION, new) == STATUS_ACCESS_DENIED
+    assert status_of(store.get_security, r, 8) == STATUS_ACCESS_DENIED  # SACL
+
+
+def test_security_descriptor_on_create(store, share):
+    from wsd_smb.store.security import Descriptor, EVERYONE, access_allowed_ace, acl
+
+    dacl = acl([access_allowed_ace(EVERYONE, 0x120089)])
+    sd = h("01 00 0480 00000000 00000000 00000000 14000000") + dacl
+    o = store.create(share, "n", desired_access=0x001F01FF, share_access=7, create_disposition=D.FILE_CREATE,
+                     security_descriptor=sd).open
+    assert Descriptor.parse(store.get_security(o, DACL_SECURITY_INFORMATION)).dacl == dacl

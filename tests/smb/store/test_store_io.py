@@ -20,8 +20,10 @@ from wsd_smb.store.constants import (
 )
 from wsd_smb.store.errors import (
     STATUS_ACCESS_DENIED,
+    STATUS_DISK_FULL,
     STATUS_END_OF_FILE,
     STATUS_INVALID_DEVICE_REQUEST,
+    STATUS_INVALID_PARAMETER,
     STATUS_OBJECT_NAME_COLLISION,
     STATUS_OBJECT_PATH_NOT_FOUND,
 )
@@ -52,9 +54,28 @@ def test_append_only_open_writes_at_end(store, share, root):
     o = create(store, share, "log", access=FILE_APPEND_DATA, disposition=D.FILE_OPEN).open
     store.write(o, 0, b"def")
     assert (root / "log").read_bytes() == b"abcdef"
-    o2 = create(store, share, "log", disposition=D.FILE_OPEN).open
-    store.write(o2, 0xFFFFFFFFFFFFFFFF, b"!")
+    store.write(o, 0xFFFFFFFFFFFFFFFF, b"!")  # the "end of file" offset of an append-only open
     assert (root / "log").read_bytes() == b"abcdef!"
+    o2 = create(store, share, "log", disposition=D.FILE_OPEN).open
+    assert status_of(store.write, o2, 0xFFFFFFFFFFFFFFFF, b"!") == STATUS_INVALID_PARAMETER
+
+
+def test_offset_limits_and_position(store, share):
+    """smbtorture smb2.rw.invalid / smb2.read.position rules."""
+    big = 0x7FFFFFFFFFFFFFFF
+    o = create(store, share, "f").open
+    store.write(o, 0, b"x" * 20)
+    assert o.current_offset == 20
+    assert store.read(o, 0, 10) == b"x" * 10 and o.current_offset == 10
+    assert store.read(o, big, 0) == b""
+    assert status_of(store.read, o, big - 1, 1) == STATUS_END_OF_FILE
+    assert status_of(store.read, o, big, 1) == STATUS_INVALID_PARAMETER
+    assert status_of(store.read, o, big + 1, 0) == STATUS_INVALID_PARAMETER
+    assert store.write(o, big, b"") == 0
+    assert status_of(store.write, o, big, b"x") == STATUS_INVALID_PARAMETER
+    assert status_of(store.write, o, 0xFFFFFFF0000, b"x") == STATUS_INVALID_PARAMETER
+    assert status_of(store.write, o, 0xFFFFFFF0000 - 1, b"x") == STATUS_DISK_FULL
+    assert store.write(o, 0xFFFFFFF0000, b"") == 0
 
 
 def test_directory_io_refused(store, share):
@@ -112,10 +133,14 @@ def test_set_basic_times_and_attributes(store, share, root):
     assert status_of(store.set_basic, ra, 0, 0, 0, 0, FILE_ATTRIBUTE_ARCHIVE) == STATUS_ACCESS_DENIED
 
 
-def test_position(store, share):
-    o = create(store, share, "f").open
+def test_position_and_mode(store, share):
+    o = create(store, share, "f", options=0x2).open  # FILE_WRITE_THROUGH
     store.set_position(o, 1234)
     assert o.current_offset == 1234
+    assert o.mode == 0x2
+    store.set_mode(o, 0x4)
+    assert o.mode == 0x4
+    assert status_of(store.set_mode, o, 0x1) == STATUS_INVALID_PARAMETER
 
 
 # ---------------------------------------------------------------- rename

@@ -78,8 +78,12 @@ def test_bad_flags_and_directory(store, share, two):
     a, _ = two
     assert status_of(store.lock, a, [(0, 1, S | X)]) == STATUS_INVALID_PARAMETER
     assert status_of(store.lock, a, [(0, 1, U | FI)]) == STATUS_INVALID_PARAMETER
-    assert status_of(store.lock, a, [(0, 1, X), (0, 1, U)]) == STATUS_INVALID_PARAMETER
+    assert status_of(store.lock, a, [(0, 1, 0)]) == STATUS_INVALID_PARAMETER
+    assert status_of(store.lock, a, [(0, 1, X | FI), (0, 1, U)]) == STATUS_INVALID_PARAMETER
+    # LockCount > 1: every element must fail immediately
+    assert status_of(store.lock, a, [(0, 1, S | FI), (5, 1, S)]) == STATUS_INVALID_PARAMETER
     assert status_of(store.lock, a, []) == STATUS_INVALID_PARAMETER
+    assert not a.file.locks  # nothing left behind by the failed requests
     d = create(store, share, "d", options=FILE_DIRECTORY_FILE, disposition=D.FILE_CREATE).open
     assert status_of(store.lock, d, [(0, 1, X | FI)]) == STATUS_INVALID_PARAMETER
 
@@ -92,6 +96,30 @@ def test_unlock_rules(store, two):
     store.lock(a, [(0, 10, U)])
     assert status_of(store.lock, a, [(0, 10, U)]) == STATUS_RANGE_NOT_LOCKED
     store.lock(b, [(0, 10, X | FI)])
+
+
+def test_mixed_requests_follow_element_order(store, two):
+    """MS-SMB2 3.3.5.14.1/.2 (smbtorture smb2.lock.multiple-unlock tests 10 and 11)."""
+    a, b = two
+    store.lock(a, [(0, 10, X | FI)])
+    # unlock then lock: the unlock is done, the lock element is invalid
+    assert status_of(store.lock, a, [(0, 10, U), (10, 10, X | FI)]) == STATUS_INVALID_PARAMETER
+    store.lock(b, [(0, 10, X | FI)])
+    store.lock(b, [(0, 10, U)])
+    # lock then unlock: the lock is rolled back, the other lock stays
+    store.lock(a, [(10, 10, X | FI)])
+    assert status_of(store.lock, a, [(0, 10, X | FI), (10, 10, U)]) == STATUS_INVALID_PARAMETER
+    store.lock(b, [(0, 10, X | FI)])
+    assert status_of(store.lock, b, [(10, 10, X | FI)]) == STATUS_LOCK_NOT_GRANTED
+    # unlocks stop at the first missing range
+    assert status_of(store.lock, a, [(50, 1, U), (10, 10, U)]) == STATUS_RANGE_NOT_LOCKED
+    assert status_of(store.lock, b, [(10, 10, X | FI)]) == STATUS_LOCK_NOT_GRANTED
+
+
+def test_zero_length_io_ignores_locks(store, two):
+    a, b = two
+    store.lock(a, [(0, 10, X | FI)])
+    assert store.read(b, 5, 0) == b""
 
 
 def test_multi_element_all_or_nothing(store, two):
