@@ -1,6 +1,7 @@
 """Helpers shared by the interop tests: test payloads and an smbclient runner."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -11,6 +12,20 @@ import pytest
 from interop_util import SmbclientResult
 
 SMBCLIENT = shutil.which("smbclient")
+HERE = Path(__file__).resolve().parent
+KNOWN = {k: v for k, v in json.loads((HERE / "wsd_known_failures.json").read_text()).items() if not k.startswith("_")}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the known wsd-smbd failures (wsd_known_failures.json) as strict xfails."""
+    for item in items:
+        path = Path(str(item.fspath)).resolve()
+        if path.parent != HERE:
+            continue
+        reason = KNOWN.get(f"{path.name}::{item.name}")
+        if reason:
+            item.add_marker(pytest.mark.xfail(strict=True, reason=reason + " (see docs/interop.md; remove the entry "
+                                              "from tests/smb/interop/wsd_known_failures.json once it passes)"))
 
 
 @pytest.fixture(scope="session")

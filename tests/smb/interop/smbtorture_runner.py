@@ -197,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--update-pins", action="store_true", help="write the passing cases into the pin file")
     ap.add_argument("--json", help="write all per-case results here")
     ap.add_argument("--show-failures", action="store_true")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run each suite N times; only cases passing every time are pinned")
     a = ap.parse_args(argv)
 
     sys.path.insert(0, str(HERE.parent))
@@ -210,15 +212,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pins = load_pins()
         for s in suites:
-            r = run_suite(srv.host, srv.port, srv.share, srv.creds, s, budget=a.budget, stall=a.stall)
+            stable: set[str] | None = None
+            for _ in range(max(1, a.repeat)):
+                r = run_suite(srv.host, srv.port, srv.share, srv.creds, s, budget=a.budget, stall=a.stall)
+                stable = r.passed() if stable is None else stable & r.passed()
+                print(r.summary(), flush=True)
             all_results[s] = {"results": r.results, "details": r.details, "seconds": r.seconds}
-            print(r.summary(), flush=True)
+            if stable != r.passed():
+                print(f"  flaky (not pinned): {sorted(r.passed() - stable)}")
             if a.show_failures:
                 for c, st in sorted(r.results.items()):
                     if st not in PASS and st != "skip":
                         print(f"  {st}: {c}: {r.details.get(c, '').strip()[:300]}")
             if a.update_pins:
-                pins.setdefault(a.target, {})[s] = sorted(r.passed())
+                pins.setdefault(a.target, {})[s] = sorted(stable)
             if not srv.alive():
                 print(f"!! {a.target} server died during {s}; log tail:\n{srv.log_tail()[-3000:]}")
                 srv.stop()
