@@ -81,6 +81,9 @@ def cmd_build(args) -> int:
         print(f"wsd-rxe-vm: build failed: {e}", file=sys.stderr)
         return EXIT_BUILD_FAILED
     print(f"{img.path}  ({time.monotonic() - t0:.1f} s)")
+    if args.prune:
+        for p in image.prune(img):
+            print(f"wsd-rxe-vm: removed old image {p.name}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -274,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sp = sub.add_parser("build", help="build the image into the cache (no-op when cached)")
     sp.add_argument("--force", action="store_true", help="rebuild even when cached")
+    sp.add_argument("--prune", action="store_true", help="delete the cache's other (older) images")
     sp.add_argument("-q", "--quiet", action="store_true")
     sp.set_defaults(func=cmd_build)
 

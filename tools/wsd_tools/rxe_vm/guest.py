@@ -68,6 +68,7 @@ mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /tmp
 poweroff_now() {{ sync; echo o > /proc/sysrq-trigger; sleep 30; }}
 fail() {{ echo "{MARK_SETUP_FAILED} $*"; poweroff_now; }}
+echo "wsd-rxe-vm: stage 2 at $(cut -d' ' -f1 /proc/uptime) s guest uptime"
 . /wsdrun/config
 hostname wsd-rxe-vm 2>/dev/null
 mkdir -p "$WSD_GUEST_PROJECT"
@@ -90,6 +91,7 @@ while [ ! -e /dev/infiniband/uverbs0 ] || [ ! -e /dev/infiniband/rdma_cm ]; do
     n=$((n+1)); [ $n -gt 100 ] && fail "no /dev/infiniband/uverbs0 or rdma_cm"
     sleep 0.1
 done
+echo "wsd-rxe-vm: rxe0 up at $(cut -d' ' -f1 /proc/uptime) s guest uptime"
 if [ "$WSD_MODE" = shell ]; then
     echo "wsd-rxe-vm: interactive shell; 'exit' powers off"
     . /wsdrun/cmd.sh

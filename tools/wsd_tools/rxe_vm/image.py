@@ -257,6 +257,19 @@ def _write_initramfs(out: Path, work: Path, rootfs: Path, kver: str) -> None:
         f.write(r.stdout)
 
 
+def prune(keep: Image) -> list[Path]:
+    """Delete every cached image except ``keep`` (under the build lock)."""
+    root = cache_root()
+    removed = []
+    with open(root / ".lock", "w") as lockf:
+        fcntl.flock(lockf, fcntl.LOCK_EX)
+        for p in root.iterdir():
+            if p.is_dir() and not p.name.startswith(".") and p.resolve() != keep.path.resolve():
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p)
+    return removed
+
+
 def _dir_size(path: Path) -> int:
     total = 0
     for dirpath, _dirs, files in os.walk(path):

@@ -29,6 +29,9 @@ from . import (EXIT_HARNESS, EXIT_TIMEOUT, GUEST_ADDR, GUEST_GID_INDEX, GUEST_NE
                guest, hostenv)
 from .image import Image
 
+# WSD_RXE_VM_APPEND adds kernel parameters (debugging: e.g. "loglevel=7").
+KERNEL_CMDLINE = "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init"
+
 SOURCE_ROOTS = ("", "providers", "native", "tools", "smb")
 SYSTEM_DIRS = ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/root", "/run", "/sbin",
                "/sys", "/tmp", "/usr", "/var", "/wsdrun")
@@ -75,7 +78,7 @@ def qemu_command(image: Image, project: Path, rundir: Path, smp: int, mem_mib: i
            "-smp", str(smp), "-m", str(mem_mib),
            "-display", "none", "-nic", "none", "-no-reboot",
            "-kernel", str(image.kernel), "-initrd", str(image.initrd),
-           "-append", "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init",
+           "-append", " ".join([KERNEL_CMDLINE, os.environ.get("WSD_RXE_VM_APPEND", "")]).strip(),
            "-serial", "mon:stdio" if interactive else "stdio"]
     for ident, path, tag, ro in shares:
         opts = f"local,id=fs{ident},path={path},security_model=none"
