@@ -124,6 +124,9 @@ def _traced(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Log the detail of an NTSTATUS error at debug level (the core logs only the code)."""
 
     def wrapper(ctx: RequestContext, req: Any) -> Any:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("event=file_request handler=%s class=%s", fn.__name__,
+                      getattr(req, "file_info_class", getattr(req, "file_information_class", "")))
         try:
             return fn(ctx, req)
         except NtStatusError as e:

@@ -211,8 +211,10 @@ class Server:
         self.server_start_time = time.time() if now is None else now
         self._lock = threading.Lock()
         self._global_ids = itertools.count(1)
-        # SessionId: a random 32-bit prefix keeps ids unique across restarts, like Windows.
-        self._session_prefix = int.from_bytes(os.urandom(2), "little") | 1
+        # SessionId: a random 8-bit prefix keeps ids distinct across restarts; ids stay
+        # within 32 bits because some clients (smbtorture's smb2.session-id) keep them in
+        # a uint32 and expect them to work.
+        self._session_prefix = os.urandom(1)[0] | 1
         self._session_counter = itertools.count(1)
         #: capabilities the file layer adds to the NEGOTIATE response (e.g. SMB2_GLOBAL_CAP_LEASING)
         self.extra_capabilities = 0
@@ -227,7 +229,7 @@ class Server:
     def new_session_id(self) -> int:
         with self._lock:
             while True:
-                sid = (self._session_prefix << 32) | (next(self._session_counter) & 0xFFFFFFFF)
+                sid = (self._session_prefix << 24) | (next(self._session_counter) & 0xFFFFFF)
                 if sid not in self.global_session_table and sid not in (0, 0xFFFFFFFFFFFFFFFF):
                     return sid
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import locks as brl
-from .attrs import FileStat, fd_path, file_stat, read_dosinfo, write_dosinfo
+from .attrs import FileStat, allocated_bytes, fd_path, file_stat, read_dosinfo, write_dosinfo
 from .eas import Ea, read_eas, write_eas
 from .eas import pack_full as pack_eas
 from .constants import (
@@ -156,6 +156,8 @@ class FileObject:
             if st.st_ctime_ns == ov[1]:
                 fs.change_time = ov[0]
             else:
+                log.debug("event=change_time_override_dropped path=%s ctime_ns=%d was=%d", self.path,
+                          st.st_ctime_ns, ov[1])
                 self.change_time_override = None
         return fs
 
@@ -189,6 +191,10 @@ class Open:
     current_offset: int = 0  # FilePositionInformation
     current_ea_index: int = 0  # Open.CurrentEaIndex (MS-SMB2 3.3.1.10)
     mode: int = 0  # FileModeInformation (from CreateOptions, settable)
+    #: MS-FSA Open.UserSetChangeTime / UserSetModificationTime: after a client set the
+    #: time through this open, changes made through it no longer move that time
+    user_set_change_time: bool = False
+    user_set_write_time: int | None = None  # POSIX ns
     search: DirSearch | None = None
     closed: bool = False
     io_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -288,6 +294,8 @@ class ObjectStore:
     def _stat_of(self, o: Open) -> FileStat:
         st = os.fstat(o.fd)
         fs = file_stat(st, o.file.rel[-1] if o.file.rel else "", fd_path(o.fd), o.share.hide_dot_files)
+        if not fs.is_directory:
+            fs.allocation_size = allocated_bytes(o.fd, st)
         return o.file.apply_overrides(st, fs)
 
     # ------------------------------------------------------------------ CREATE
@@ -644,6 +652,8 @@ class ObjectStore:
                     if n <= 0:
                         break
                     done += n
+                if done and (o.user_set_write_time is not None or o.user_set_change_time):
+                    self._keep_user_times(o)
             except OSError as e:
                 raise from_oserror(e) from None
         o.current_offset = offset + done
@@ -716,9 +726,14 @@ class ObjectStore:
                 if at is not None or wt is not None:
                     st = os.fstat(o.fd)
                     os.utime(p, ns=(st.st_atime_ns if at is None else at, st.st_mtime_ns if wt is None else wt))
+                if wt is not None:
+                    o.user_set_write_time = wt
                 if change_time not in skip:
+                    o.user_set_change_time = True
                     with self.mutex:
                         o.file.change_time_override = (change_time, os.fstat(o.fd).st_ctime_ns)
+                else:
+                    self._keep_user_times(o, restore_write=False)
             except OSError as e:
                 raise from_oserror(e) from None
 
@@ -819,6 +834,19 @@ class ObjectStore:
                     raise fail(STATUS_NOT_SUPPORTED_, "no xattrs to keep the descriptor in") from None
                 raise from_oserror(e) from None
 
+    def _keep_user_times(self, o: Open, restore_write: bool = True) -> None:
+        """After a change made through *o*: put back the times its client set (MS-FSA
+        UserSetModificationTime / UserSetChangeTime).  Caller holds o.io_lock."""
+        if restore_write and o.user_set_write_time is not None:
+            st = os.fstat(o.fd)
+            if st.st_mtime_ns != o.user_set_write_time:
+                os.utime(fd_path(o.fd), ns=(st.st_atime_ns, o.user_set_write_time))
+        if o.user_set_change_time:
+            with self.mutex:
+                ov = o.file.change_time_override
+                if ov is not None:
+                    o.file.change_time_override = (ov[0], os.fstat(o.fd).st_ctime_ns)
+
     def set_end_of_file(self, o: Open, size: int) -> None:
         """FileEndOfFileInformation (MS-FSA 2.1.5.14.5)."""
         if o.is_directory:
@@ -832,6 +860,7 @@ class ObjectStore:
                 raise fail(STATUS_FILE_CLOSED)
             try:
                 os.ftruncate(o.fd, size)
+                self._keep_user_times(o)
             except OSError as e:
                 raise from_oserror(e) from None
 
@@ -846,10 +875,15 @@ class ObjectStore:
             if o.closed:
                 raise fail(STATUS_FILE_CLOSED)
             try:
-                if size < os.fstat(o.fd).st_size:
+                st = os.fstat(o.fd)
+                if size < st.st_size:
                     os.ftruncate(o.fd, size)
-                else:
+                if size > allocated_bytes(o.fd, st):
                     reserve(o.fd, size)
+                else:  # give back blocks reserved beyond the new allocation
+                    start = (size + 4095) & ~4095  # blocks beyond EOF can lie no further than this
+                    reserve(o.fd, st.st_blocks * 512 + max(st.st_size - start, 0) + 4096, offset=start, punch=True)
+                self._keep_user_times(o)
             except OSError as e:
                 raise from_oserror(e) from None
 
@@ -1184,9 +1218,10 @@ class ObjectStore:
 _libc = None
 
 
-def reserve(fd: int, size: int) -> None:
-    """Reserve *size* bytes of blocks for *fd* without changing its size
-    (fallocate(FALLOC_FL_KEEP_SIZE)); a file system without fallocate is left alone."""
+def reserve(fd: int, size: int, offset: int = 0, punch: bool = False) -> None:
+    """Reserve *size* bytes of blocks from *offset* for *fd* without changing its size
+    (fallocate(FALLOC_FL_KEEP_SIZE)), or with *punch* release them
+    (FALLOC_FL_PUNCH_HOLE); a file system without fallocate is left alone."""
     global _libc
     if size <= 0:
         return
@@ -1196,8 +1231,9 @@ def reserve(fd: int, size: int) -> None:
 
         _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         _libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
-    FALLOC_FL_KEEP_SIZE = 1
-    if _libc.fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, min(size, 0x7FFFFFFFFFFFFFFF)) != 0:
+    FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 1, 2
+    mode = FALLOC_FL_KEEP_SIZE | (FALLOC_FL_PUNCH_HOLE if punch else 0)
+    if _libc.fallocate(fd, mode, offset, min(size, 0x7FFFFFFFFFFFFFFF - offset)) != 0:
         import ctypes
 
         err = ctypes.get_errno()
