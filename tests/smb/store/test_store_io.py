@@ -233,3 +233,31 @@ def test_concurrent_creates_and_closes(store, share, root):
         t.join(30)
     assert not errors
     assert not store.opens and not store.files
+
+
+def test_allocation_reserve_and_release(store, share, root):
+    """AllocationSize is reserved without moving EndOfFile, and given back (fallocate);
+    the xattrs that hold attributes/EAs do not count (FIEMAP, not st_blocks)."""
+    from wsd_smb.store.eas import Ea
+
+    o = create(store, share, "f", eas=[Ea("A" * 40, b"v" * 60), Ea("B" * 40, b"w" * 60)]).open
+    assert store.stat(o).allocation_size == 0
+    store.set_allocation(o, 1 << 20)
+    s = store.stat(o)
+    assert s.allocation_size == 1 << 20 and s.end_of_file == 0
+    store.set_allocation(o, 4096)
+    assert store.stat(o).allocation_size == 4096
+    store.set_allocation(o, 0)
+    assert store.stat(o).allocation_size == 0
+    r = create(store, share, "g", allocation_size=65536, disposition=D.FILE_CREATE)
+    assert store.stat(r.open).allocation_size == 65536 and store.stat(r.open).end_of_file == 0
+
+
+def test_user_set_times_are_sticky_per_open(store, share):
+    o = create(store, share, "f").open
+    t = to_filetime(1_600_000_000 * 10**9)
+    store.set_basic(o, 0, 0, t, t, 0)
+    store.write(o, 0, b"data")                       # through the same open: times stay
+    store.set_basic(o, 0, 0, 0, 0, FILE_ATTRIBUTE_HIDDEN)
+    s = store.stat(o)
+    assert s.last_write_time == t and s.change_time == t
