@@ -44,7 +44,7 @@ def setup_logging(fmt: str, verbose: int) -> None:
     h.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
     root = logging.getLogger("wsd_smb")
     root.handlers[:] = [h]
-    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose or True else logging.WARNING)
+    root.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
     root.propagate = False
 
 

@@ -880,9 +880,13 @@ class ObjectStore:
                     os.ftruncate(o.fd, size)
                 if size > allocated_bytes(o.fd, st):
                     reserve(o.fd, size)
-                else:  # give back blocks reserved beyond the new allocation
-                    start = (size + 4095) & ~4095  # blocks beyond EOF can lie no further than this
-                    reserve(o.fd, st.st_blocks * 512 + max(st.st_size - start, 0) + 4096, offset=start, punch=True)
+                else:  # give back blocks reserved beyond EOF (a shrinking truncate frees them;
+                    # ext4 does not punch holes past EOF), then reserve up to *size* again
+                    eof = min(size, st.st_size)
+                    os.ftruncate(o.fd, eof + 1)
+                    os.ftruncate(o.fd, eof)
+                    if size > eof:
+                        reserve(o.fd, size)
                 self._keep_user_times(o)
             except OSError as e:
                 raise from_oserror(e) from None
@@ -1218,10 +1222,9 @@ class ObjectStore:
 _libc = None
 
 
-def reserve(fd: int, size: int, offset: int = 0, punch: bool = False) -> None:
-    """Reserve *size* bytes of blocks from *offset* for *fd* without changing its size
-    (fallocate(FALLOC_FL_KEEP_SIZE)), or with *punch* release them
-    (FALLOC_FL_PUNCH_HOLE); a file system without fallocate is left alone."""
+def reserve(fd: int, size: int) -> None:
+    """Reserve *size* bytes of blocks for *fd* without changing its size
+    (fallocate(FALLOC_FL_KEEP_SIZE)); a file system without fallocate is left alone."""
     global _libc
     if size <= 0:
         return
@@ -1231,9 +1234,8 @@ def reserve(fd: int, size: int, offset: int = 0, punch: bool = False) -> None:
 
         _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
         _libc.fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
-    FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE = 1, 2
-    mode = FALLOC_FL_KEEP_SIZE | (FALLOC_FL_PUNCH_HOLE if punch else 0)
-    if _libc.fallocate(fd, mode, offset, min(size, 0x7FFFFFFFFFFFFFFF - offset)) != 0:
+    FALLOC_FL_KEEP_SIZE = 1
+    if _libc.fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, min(size, 0x7FFFFFFFFFFFFFFF)) != 0:
         import ctypes
 
         err = ctypes.get_errno()

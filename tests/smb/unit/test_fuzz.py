@@ -148,12 +148,23 @@ SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
                                                                                HealthCheck.too_slow])
 
 
+PREFIXES = st.sampled_from([b"", b"\xfeSMB", b"\xfdSMB", b"\xffSMB", b"\xfcSMB", b"\xfeSMB\x40\x00"])
+
+
 @SETTINGS
-@given(data=st.binary(max_size=600))
-def test_random_bytes_first_message(server, data):
+@given(prefix=PREFIXES, data=st.binary(max_size=600))
+def test_random_bytes_first_message(server, prefix, data):
     conn, _ = fresh(server, auth=False)
-    check_output(conn, drive(conn, data))
-    check_output(conn, drive(conn, data))
+    check_output(conn, drive(conn, prefix + data))
+    check_output(conn, drive(conn, prefix + data))
+
+
+@SETTINGS
+@given(prefix=PREFIXES, data=st.binary(max_size=400))
+def test_random_bytes_after_logon(server, prefix, data):
+    """Garbage (including forged TRANSFORM and SMB1 headers) on an authenticated 3.1.1 connection."""
+    conn, c = fresh(server, auth=True)
+    check_output(conn, drive(conn, prefix + data))
 
 
 @SETTINGS
