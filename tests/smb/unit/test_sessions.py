@@ -316,3 +316,20 @@ def test_previous_session_id_closes_old_session(smbd):
     assert old not in table and sid in table
     c1.close()
     c2.close()
+
+
+def test_session_expiry_seen_by_smbprotocol(smbd_factory):
+    """SESS-1 ExpirationTime/State with a real client: after the lifetime its requests get
+    STATUS_NETWORK_SESSION_EXPIRED and the record says Expired."""
+    from smbprotocol.exceptions import SMBResponseException
+
+    st = smbd_factory(session_lifetime=0.4)
+    conn, sess = _sp_logon(st, Dialects.SMB_3_1_1)
+    s = _only_session(st)
+    assert s.expiration_time <= time.time() + 0.4
+    time.sleep(0.6)
+    with pytest.raises(SMBResponseException) as ei:
+        SpTree(sess, rf"\\{st.host}\IPC$").connect()
+    assert ei.value.status == ntstatus.STATUS_NETWORK_SESSION_EXPIRED
+    assert s.state is SessionState.Expired
+    conn.disconnect()

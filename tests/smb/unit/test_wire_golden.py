@@ -243,3 +243,77 @@ def test_bad_structure_size_and_offsets_rejected():
     # reserved field (TreeConnectResponse.Reserved) must be zero
     with pytest.raises(ntstatus.StatusInvalidParameter):
         TreeConnectResponse.unpack(H + b"\x10\x00\x01\x05" + bytes(12))
+
+
+def test_small_fixed_structures_golden():
+    from wsd_smb.wire import (CancelRequest, FlushRequest, LogoffRequest, LogoffResponse, TreeDisconnectRequest,
+                              WriteResponse)
+    for cls in (LogoffRequest, LogoffResponse, TreeDisconnectRequest, CancelRequest):
+        assert cls().pack() == b"\x04\x00\x00\x00"  # StructureSize 4, Reserved 0 (2.2.7/8/11/30)
+    # 2.2.17 FLUSH: StructureSize 24, Reserved1(2), Reserved2(4), FileId
+    assert FlushRequest(file_id=FileId(9, 8)).pack() == b"\x18\x00" + b"\x00" * 6 + struct.pack("<QQ", 9, 8)
+    # 2.2.22 WRITE response: StructureSize 17, Reserved, Count, Remaining, WriteChannelInfoOffset/Length
+    assert WriteResponse(count=5).pack() == b"\x11\x00" + b"\x00\x00" + b"\x05\x00\x00\x00" + b"\x00" * 8 + b"\x00"
+
+
+def test_close_response_golden():
+    from wsd_smb.wire import CloseResponse
+    body = b"\x3c\x00" + b"\x01\x00" + b"\x00" * 4 + struct.pack("<QQQQQQ", 1, 2, 3, 4, 8, 7) + b"\x20\x00\x00\x00"
+    r = CloseResponse(flags=1, creation_time=1, last_access_time=2, last_write_time=3, change_time=4,
+                      allocation_size=8, end_of_file=7, file_attributes=0x20)
+    assert r.pack() == body and CloseResponse.unpack(H + body) == r
+
+
+def test_query_directory_golden():
+    from wsd_smb.wire import QueryDirectoryRequest, QueryDirectoryResponse
+    pat = "*".encode("utf-16-le")
+    body = (b"\x21\x00" + b"\x25" + b"\x01" + b"\x00" * 4 + struct.pack("<QQ", 1, 2)
+            + b"\x60\x00" + b"\x02\x00" + b"\x00\x00\x01\x00" + pat)  # FileNameOffset 0x60
+    q = QueryDirectoryRequest(file_information_class=0x25, flags=1, file_id=FileId(1, 2), file_name=pat,
+                              output_buffer_length=65536)
+    assert q.pack() == body and QueryDirectoryRequest.unpack(H + body).file_name == pat
+    # 2.2.34: StructureSize 9, OutputBufferOffset 0x48, OutputBufferLength
+    assert QueryDirectoryResponse(output_buffer=b"abcd").pack() == b"\x09\x00\x48\x00\x04\x00\x00\x00abcd"
+
+
+def test_change_notify_golden():
+    from wsd_smb.wire import ChangeNotifyRequest, ChangeNotifyResponse
+    body = b"\x20\x00" + b"\x01\x00" + b"\x00\x10\x00\x00" + struct.pack("<QQ", 5, 6) + b"\x17\x00\x00\x00" + b"\x00" * 4
+    n = ChangeNotifyRequest(flags=1, output_buffer_length=4096, file_id=FileId(5, 6), completion_filter=0x17)
+    assert n.pack() == body and ChangeNotifyRequest.unpack(H + body) == n
+    assert ChangeNotifyResponse().pack() == b"\x09\x00\x48\x00\x00\x00\x00\x00\x00"
+
+
+def test_set_info_and_ioctl_request_golden():
+    from wsd_smb.wire import IoctlRequest, SetInfoRequest
+    buf = b"\x01" * 8
+    body = (b"\x21\x00" + b"\x01" + b"\x14" + b"\x08\x00\x00\x00" + b"\x60\x00" + b"\x00\x00"
+            + b"\x00" * 4 + struct.pack("<QQ", 1, 2) + buf)
+    s = SetInfoRequest(info_type=1, file_info_class=0x14, file_id=FileId(1, 2), buffer=buf)
+    assert s.pack() == body and SetInfoRequest.unpack(H + body).buffer == buf
+    inp = b"IN"
+    body = (b"\x39\x00" + b"\x00\x00" + b"\x04\x02\x14\x00" + struct.pack("<QQ", 3, 4)
+            + b"\x78\x00\x00\x00" + b"\x02\x00\x00\x00" + b"\x00" * 4  # InputOffset 0x78, InputCount 2, MaxInput
+            + b"\x00" * 4 + b"\x00" * 4 + b"\x00\x01\x00\x00"  # OutputOffset 0, OutputCount 0, MaxOutput 256
+            + b"\x01\x00\x00\x00" + b"\x00" * 4 + inp)
+    i = IoctlRequest(ctl_code=0x00140204, file_id=FileId(3, 4), input=inp, max_output_response=256, flags=1)
+    assert i.pack() == body and IoctlRequest.unpack(H + body).input == inp
+
+
+def test_oplock_and_lease_break_ack_golden():
+    from wsd_smb.wire import LeaseBreakAcknowledgment, OplockBreakAcknowledgment, parse_request
+    ob = b"\x18\x00" + b"\x01" + b"\x00" + b"\x00" * 4 + struct.pack("<QQ", 1, 2)
+    assert OplockBreakAcknowledgment(oplock_level=1, file_id=FileId(1, 2)).pack() == ob
+    lb = b"\x24\x00" + b"\x00\x00" + b"\x00" * 4 + b"L" * 16 + b"\x01\x00\x00\x00" + b"\x00" * 8
+    assert LeaseBreakAcknowledgment(lease_key=b"L" * 16, lease_state=1).pack() == lb
+    # OPLOCK_BREAK requests are told apart by StructureSize (2.2.24.1 vs 2.2.24.2)
+    assert isinstance(parse_request(Command.SMB2_OPLOCK_BREAK, H + ob), OplockBreakAcknowledgment)
+    assert isinstance(parse_request(Command.SMB2_OPLOCK_BREAK, H + lb), LeaseBreakAcknowledgment)
+
+
+def test_negotiate_context_capabilities_golden():
+    from wsd_smb.wire import EncryptionCapabilities, SigningCapabilities
+    assert EncryptionCapabilities(ciphers=[2, 1]).pack() == b"\x02\x00\x02\x00\x01\x00"  # 2.2.3.1.2
+    assert SigningCapabilities(signing_algorithms=[2]).pack() == b"\x01\x00\x02\x00"  # 2.2.3.1.7
+    with pytest.raises(ntstatus.StatusInvalidParameter):
+        EncryptionCapabilities.unpack(b"\x05\x00\x01\x00", 0)  # count says 5, one present
