@@ -470,7 +470,7 @@ class Connection:
                 log.info("event=session_expired session_id=0x%x user=%s", session.session_id, session.user_name)
             if session.state is not SessionState.Valid:
                 if session.state is SessionState.Expired and h.command not in (Command.SMB2_LOGOFF, Command.SMB2_CLOSE):
-                    return self._error(chain, el, STATUS_NETWORK_SESSION_EXPIRED, session, sign=False)
+                    return self._error(chain, el, STATUS_NETWORK_SESSION_EXPIRED, session)  # signed: keys still valid
                 if session.state is SessionState.InProgress:
                     return self._error(chain, el, STATUS_USER_SESSION_DELETED, None)
             session.idle_time = now
