@@ -257,7 +257,8 @@ def test_escape_attempts_are_refused(env, wsd_smbd):
     try:
         os.symlink(str(outside), disk / "escape")
         assert status(c.open, rf"{base}\escape", disposition=CreateDisposition.FILE_OPEN) == STATUS_ACCESS_DENIED
-        assert status(c.open, rf"{base}\..\..\outside-{base}", disposition=CreateDisposition.FILE_OPEN) != 0
+        assert status(c.open, rf"{base}\..\..\outside-{base}", disposition=CreateDisposition.FILE_OPEN) \
+            == 0xC0000033  # STATUS_OBJECT_NAME_INVALID
         assert outside.read_text() == "secret"
     finally:
         outside.unlink()
