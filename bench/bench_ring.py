@@ -344,5 +344,6 @@ def _table(rows: list[dict]) -> str:
 
 if __name__ == "__main__":
     quick = "--quick" in sys.argv[1:]
-    print(f"wsd_ring {wsd_ring.__file__}, {os.cpu_count()} CPUs, quick={quick}")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"wsd_ring {wsd_ring.__file__}, {os.cpu_count()} CPUs, load average {load}, quick={quick}")
     print(_table(run(quick)))
