@@ -73,8 +73,8 @@ def derive_session_keys(session_key: bytes, dialect: int, preauth_hash: bytes = 
     )
 
 
-def _signature(key: bytes, msg: bytes, algorithm: int) -> bytes:
-    zeroed = msg[:48] + b"\0" * 16 + msg[64:]
+def _mac(key: bytes, zeroed, algorithm: int) -> bytes:
+    """Signature of a message whose Signature field is already zero (MS-SMB2 3.1.4.1)."""
     if algorithm == HMAC_SHA256:
         return hmac.new(key, zeroed, hashlib.sha256).digest()[:16]
     if algorithm == AES_CMAC:
@@ -82,28 +82,29 @@ def _signature(key: bytes, msg: bytes, algorithm: int) -> bytes:
         c.update(zeroed)
         return c.finalize()
     if algorithm == AES_GMAC:
-        # MS-SMB2 3.1.4.1: nonce = MessageId (8) + 4 bytes: bit 0 = response, bit 1 = CANCEL
-        message_id = msg[24:32]
-        flags = struct.unpack_from("<I", msg, 16)[0]
-        command = struct.unpack_from("<H", msg, 12)[0]
+        # nonce = MessageId (8) + 4 bytes: bit 0 = response, bit 1 = CANCEL
+        message_id = bytes(zeroed[24:32])
+        flags = struct.unpack_from("<I", zeroed, 16)[0]
+        command = struct.unpack_from("<H", zeroed, 12)[0]
         role = (1 if flags & 0x1 else 0) | (2 if command == 0x000C else 0)
-        nonce = message_id + struct.pack("<I", role)
-        return AESGCM(key).encrypt(nonce, b"", zeroed)[-16:]
+        return AESGCM(key).encrypt(message_id + struct.pack("<I", role), b"", zeroed)[-16:]
     raise ValueError(f"unknown signing algorithm {algorithm}")
 
 
 def sign(key: bytes, msg: bytes, algorithm: int) -> bytes:
     """Return *msg* (one SMB2 message, header first) with SMB2_FLAGS_SIGNED set and its
-    Signature filled in (MS-SMB2 3.1.4.1)."""
+    Signature filled in (MS-SMB2 3.1.4.1).  One copy of the message."""
     b = bytearray(msg)
-    flags = struct.unpack_from("<I", b, 16)[0] | 0x8
-    struct.pack_into("<I", b, 16, flags)
-    b[48:64] = _signature(key, bytes(b), algorithm)
-    return bytes(b)
+    struct.pack_into("<I", b, 16, struct.unpack_from("<I", b, 16)[0] | 0x8)
+    b[48:64] = bytes(16)
+    b[48:64] = _mac(key, b, algorithm)
+    return bytes(b) if len(b) < 65536 else b  # large messages stay a bytearray (no second copy)
 
 
 def verify_signature(key: bytes, msg: bytes, algorithm: int) -> bool:
-    return hmac.compare_digest(_signature(key, msg, algorithm), msg[48:64])
+    b = bytearray(msg)
+    b[48:64] = bytes(16)
+    return hmac.compare_digest(_mac(key, b, algorithm), bytes(msg[48:64]))
 
 
 def encrypt_message(key: bytes, session_id: int, msg: bytes, cipher: int, nonce: bytes | None = None) -> bytes:

@@ -134,7 +134,13 @@ class _ConnState:
         for ev in events:
             if isinstance(ev, Send):
                 if not self.writer.is_closing():
-                    self.writer.write(DirectTcpFramer.frame(ev.data))
+                    if len(ev.data) >= 1 << 24:  # cannot happen with max sizes <= 8 MiB; never send it
+                        log.error("event=disconnect reason='response of %d bytes exceeds a frame'", len(ev.data))
+                        self.closed = True
+                        self.writer.close()
+                        return
+                    self.writer.write(len(ev.data).to_bytes(4, "big"))  # Direct TCP header, then the message
+                    self.writer.write(ev.data)
             elif isinstance(ev, Work):
                 t = self.loop.create_task(self._run_work(ev))
                 self._work_tasks.add(t)
