@@ -4,6 +4,7 @@ guest paths, perftest result parsing, serial-console marker handling."""
 from __future__ import annotations
 
 import io
+import math
 import sys
 from pathlib import Path
 
@@ -116,6 +117,10 @@ PERF_SAMPLE = """\
 == ib_send_lat size=64 iters=1000 ==
  #bytes #iterations    t_min[usec]    t_max[usec]  t_typical[usec]    t_avg[usec]    t_stdev[usec]   99% percentile[usec]   99.9% percentile[usec]
  64      1000          10.19          2163.74      10.68    \t       19.63       \t84.41  \t\t506.11  \t\t2163.74
+---------------------------------------------------------------------------------------
+== ib_write_lat size=64 iters=2 ==
+ #bytes #iterations    t_min[usec]    t_max[usec]  t_typical[usec]    t_avg[usec]    t_stdev[usec]   99% percentile[usec]   99.9% percentile[usec]
+ 64      2          9.65           9.70      9.65     \t       9.67       \t-nan \t\t9.70 \t\t9.70
 """
 
 
@@ -124,7 +129,10 @@ def test_parse_perftest():
     assert rows[0] == {"tool": "ib_send_bw", "bytes": 64, "iterations": 1000, "bw_peak_gbps": 0.025726,
                        "bw_avg_gbps": 0.011251, "msg_rate_mpps": 0.021974}
     assert rows[1]["tool"] == "ib_send_lat" and rows[1]["t_typical_us"] == 10.68
-    assert rows[1]["p999_us"] == 2163.74 and len(rows) == 2
+    assert rows[1]["p999_us"] == 2163.74
+    assert rows[2]["tool"] == "ib_write_lat" and rows[2]["iterations"] == 2
+    assert math.isnan(rows[2]["t_stdev_us"]) and rows[2]["t_avg_us"] == 9.67
+    assert len(rows) == 3
 
 
 def _fake_qemu(tmp_path: Path, console: str, exit_status: int = 0) -> list[str]:
