@@ -1202,10 +1202,13 @@ class ObjectStore:
                             st = r.st
                             xp = f"{fd_path(r.parent_fd)}/{r.name}" if r.parent_fd is not None else None
                             fs = file_stat(st, name, xp, hide, False)
+                            if r.parent_fd is not None:
+                                fs.allocation_size = _entry_allocation(r.parent_fd, r.name, st)
                     except NtStatusError:
                         return None
                 elif stat_mod.S_ISREG(st.st_mode) or stat_mod.S_ISDIR(st.st_mode):
                     fs = file_stat(st, name, f"{fd_path(o.fd)}/{name}", hide, False)
+                    fs.allocation_size = _entry_allocation(o.fd, name, st)
                 else:
                     return None
         except OSError as e:
@@ -1217,6 +1220,25 @@ class ObjectStore:
             if fobj is not None:
                 fs = fobj.apply_overrides(st, fs)
         return fs
+
+
+def _entry_allocation(dir_fd: int, name: str, st: os.stat_result) -> int:
+    """AllocationSize of a directory entry measured like an open file's (FIEMAP), so
+    listings and FileAllInformation agree."""
+    if not stat_mod.S_ISREG(st.st_mode):
+        return 0
+    if not st.st_blocks:
+        return 0
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError:
+        return st.st_blocks * 512
+    try:
+        return allocated_bytes(fd, st)
+    except OSError:
+        return st.st_blocks * 512
+    finally:
+        os.close(fd)
 
 
 _libc = None
