@@ -122,6 +122,9 @@ def load(path: str | None = None, *, host: str | None = None, port: int | None =
             raise ConfigError(f"--user wants NAME:PASSWORD[:admin], got {spec!r}")
         user = _user(parts[0], parts[1], admin=len(parts) == 3)
         cfg.users[user.name.lower()] = user
+    for sh in cfg.shares.values():
+        if sh.type == "disk" and not Path(sh.local_path).is_dir():
+            raise ConfigError(f"share {sh.name}: {sh.local_path} is not a directory")
     # the embedded default: a share in the state folder and a generated user
     if not [s for s in cfg.shares.values() if s.type == "disk"]:
         share_dir = st.state_dir / "share"

@@ -118,3 +118,5 @@ def test_bad_arguments_exit_2(tmp_path):
     bad.write_text("[server\n")
     r = subprocess.run(EXE + ["--config", str(bad)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
+    r = subprocess.run(EXE + ["--share", f"x={tmp_path / 'missing'}"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "not a directory" in r.stderr

@@ -225,3 +225,44 @@ def test_offsets_and_lengths(server, off, length, which):
     else:
         struct.pack_into("<HH", m, b + 12, off, length & 0xFFFF)
     check_output(conn, drive(conn, _finish(c, [bytes(m)], True)))
+
+
+@SETTINGS
+@given(blob=st.binary(max_size=300), second=st.binary(max_size=300))
+def test_random_security_blobs(server, blob, second):
+    conn, c = fresh(server, auth=False)
+    c.negotiate(dialects=(0x0311,))
+    r = c.request(Command.SMB2_SESSION_SETUP, w.SessionSetupRequest(security_buffer=blob), session_id=0)
+    if r.status == 0xC0000016:  # MORE_PROCESSING_REQUIRED: send a second random token on the session
+        c.request(Command.SMB2_SESSION_SETUP, w.SessionSetupRequest(security_buffer=second),
+                  session_id=r.header.session_id)
+    assert not [s for s in server.global_session_table.values()
+                if s.connection is conn and s.state.name == "Valid"]  # garbage never logs anyone on
+
+
+@SETTINGS
+@given(muts=st.lists(st.tuples(st.integers(min_value=0, max_value=2000), st.integers(min_value=0, max_value=255)),
+                     min_size=1, max_size=4))
+def test_mutated_ntlm_authenticate(server, muts):
+    """Real NTLM/SPNEGO exchange (pyspnego initiator) with the AUTHENTICATE token mutated."""
+    import spnego
+
+    conn, c = fresh(server, auth=False)
+    c.negotiate(dialects=(0x0311,))
+    ctx = spnego.client(USER, PASSWORD, hostname="wsd", protocol="negotiate")
+    r = c.request(Command.SMB2_SESSION_SETUP, w.SessionSetupRequest(security_buffer=ctx.step()), session_id=0)
+    assert r.status == 0xC0000016
+    tok = bytearray(ctx.step(w.SessionSetupResponse.unpack(r.raw).security_buffer))
+    changed = False
+    for pos, val in muts:
+        if pos < len(tok) and tok[pos] != val:
+            tok[pos] = val
+            changed = True
+    r2 = c.request(Command.SMB2_SESSION_SETUP, w.SessionSetupRequest(security_buffer=bytes(tok)),
+                   session_id=r.header.session_id)
+    if changed:
+        # a changed byte either breaks the token or the proof/MIC; it can only still log on if the
+        # byte was outside everything that is authenticated (e.g. the unused LM response)
+        assert r2.status in (0, 0xC000006D)
+    else:
+        assert r2.status == 0
