@@ -163,11 +163,19 @@ def query_file_info(store: ObjectStore, o: Open, info_class: int, max_len: int,
     elif klass == FIC.FileAttributeTagInformation:
         st = fscc.FileAttributeTagInformation(file_attributes=s.attributes, reparse_tag=0)
     elif klass == FIC.FileStreamInformation:
-        if s.is_directory:
+        entries = []
+        base = store.stat_base(o)
+        if not base.is_directory:
+            entries.append(fscc.FileStreamInformation(stream_size=base.end_of_file,
+                                                      stream_allocation_size=base.allocation_size,
+                                                      stream_name=_n("::$DATA")))
+        for name, size in store.list_streams(o):
+            entries.append(fscc.FileStreamInformation(stream_size=size, stream_allocation_size=(size + 4095) & ~4095,
+                                                      stream_name=_n(f":{name}:$DATA")))
+        if not entries:
             return fit(b"", 0, max_len)
-        e = fscc.FileStreamInformation(stream_size=s.end_of_file, stream_allocation_size=s.allocation_size,
-                                       stream_name=_n("::$DATA"))
-        return fit(e.pack(0), MIN_FILE_OUTPUT[klass], max_len)
+        data, _ = fscc.pack_entry_list(entries)
+        return fit(data, MIN_FILE_OUTPUT[klass], max_len)
     elif klass == FIC.FileCompressionInformation:
         st = fscc.FileCompressionInformation(compressed_file_size=s.end_of_file, compression_format=0,
                                              compression_unit_shift=0, chunk_shift=0, cluster_shift=0)

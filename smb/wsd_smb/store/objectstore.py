@@ -108,7 +108,8 @@ from .errors import (
 )
 from ..ntstatus import NtStatusError
 from .filetime import FILETIME_RESUME, FILETIME_SUSPEND, from_filetime, to_filetime
-from .paths import Resolved, Share, resolve, split_name
+from .paths import Resolved, Share, resolve, split_name, split_name_stream
+from .streams import find_stream, list_streams, read_stream, remove_stream, write_stream
 from .security import SE_DACL_PRESENT, XATTR_SD, Descriptor, default_descriptor
 from .wildcard import is_name_in_expression
 
@@ -143,10 +144,13 @@ class FileObject:
     #: set: Linux cannot set ctime, so the value is reported while the inode's real
     #: ctime has not moved since (i.e. until the next change), and while the file is open.
     change_time_override: tuple[int, int] | None = None
+    #: a named stream (its stored spelling), None for the file's data itself
+    stream: str | None = None
 
     @property
     def path(self) -> str:
-        return "\\".join(self.rel)
+        p = "\\".join(self.rel)
+        return f"{p}:{self.stream}" if self.stream else p
 
     def apply_overrides(self, st: os.stat_result, fs: FileStat) -> FileStat:
         if self.delete_pending and not self.is_directory:
@@ -221,6 +225,10 @@ class Open:
     def is_directory(self) -> bool:
         return self.file.is_directory
 
+    @property
+    def stream(self) -> str | None:
+        return self.file.stream
+
 
 @dataclass(eq=False)
 class PendingLock:
@@ -294,6 +302,12 @@ class ObjectStore:
     def _stat_of(self, o: Open) -> FileStat:
         st = os.fstat(o.fd)
         fs = file_stat(st, o.file.rel[-1] if o.file.rel else "", fd_path(o.fd), o.share.hide_dot_files)
+        if o.stream is not None:  # a named stream: its own size, no directory
+            size = len(read_stream(fd_path(o.fd), o.stream))
+            fs.end_of_file, fs.allocation_size = size, (size + 4095) & ~4095
+            fs.is_directory = False
+            fs.number_of_links = st.st_nlink if not stat_mod.S_ISDIR(st.st_mode) else 1
+            return fs
         if not fs.is_directory:
             fs.allocation_size = allocated_bytes(o.fd, st)
         return o.file.apply_overrides(st, fs)
@@ -332,7 +346,10 @@ class ObjectStore:
             raise fail(STATUS_ACCESS_DENIED, "DELETE_ON_CLOSE without DELETE access")
         if share.read_only and (access & WRITE_ACCESS_BITS or doc):
             raise fail(STATUS_ACCESS_DENIED, "read-only share")
-        parts = split_name(name)
+        parts, stream = split_name_stream(name)
+        if stream is not None:
+            return self._create_stream(share, parts, stream, access, want_max, share_access,
+                                       create_disposition, create_options)
         with self.mutex:
             r = resolve(share, parts)
             try:
@@ -347,7 +364,7 @@ class ObjectStore:
         o = res.open
         if res.create_action != CreateAction.FILE_OPENED:
             try:
-                if allocation_size and not o.is_directory:
+                if allocation_size and not o.is_directory and o.stream is None:
                     reserve(o.fd, allocation_size)
                 if eas:  # SMB2_CREATE_EA_BUFFER: set on a new or overwritten file
                     write_eas(fd_path(o.fd), eas)
@@ -366,10 +383,91 @@ class ObjectStore:
                 raise
         return res
 
+    def _create_stream(self, share: Share, parts: list[str], stream: str, access: int, want_max: bool,
+                       share_access: int, disposition: int, options: int) -> CreateResult:
+        """CREATE of ``file:stream`` (MS-FSA 2.1.5.1.2): dispositions apply to the stream;
+        a missing file is created (empty) when the disposition creates."""
+        D = CreateDisposition
+        if options & FILE_DIRECTORY_FILE:
+            raise fail(STATUS_NOT_A_DIRECTORY, "a stream is not a directory")
+        creates = disposition not in (D.FILE_OPEN, D.FILE_OVERWRITE)
+        with self.mutex:
+            with resolve(share, parts) as r:
+                if not r.exists:
+                    if not creates:
+                        raise fail(STATUS_OBJECT_NAME_NOT_FOUND, "\\".join(r.rel))
+                    if share.read_only:
+                        raise fail(STATUS_ACCESS_DENIED, "read-only share")
+                    try:
+                        fd = os.open(r.name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                     0o666, dir_fd=r.parent_fd)
+                        write_dosinfo(fd_path(fd), FILE_ATTRIBUTE_ARCHIVE, to_filetime(time.time_ns()))
+                        os.close(fd)
+                        r.st = os.stat(r.name, dir_fd=r.parent_fd, follow_symlinks=False)
+                    except OSError as e:
+                        raise from_oserror(e) from None
+                st = r.st
+                is_dir = stat_mod.S_ISDIR(st.st_mode)
+                if not is_dir and not stat_mod.S_ISREG(st.st_mode):
+                    raise fail(STATUS_ACCESS_DENIED, "not a regular file or directory")
+                base = self.files.get((st.st_dev, st.st_ino))
+                if base is not None and base.delete_pending:
+                    raise fail(STATUS_DELETE_PENDING, base.path)
+                readonly = not is_dir and not st.st_mode & stat_mod.S_IWUSR
+                if want_max:
+                    access |= self._max_allowed(share, readonly)
+                overwrite = disposition in (D.FILE_SUPERSEDE, D.FILE_OVERWRITE, D.FILE_OVERWRITE_IF)
+                if readonly and (access & (FILE_WRITE_DATA | FILE_APPEND_DATA) or overwrite):
+                    raise fail(STATUS_ACCESS_DENIED, "FILE_ATTRIBUTE_READONLY")
+                fd = self._open_fd(r, is_dir, False)
+                try:
+                    if (os.fstat(fd).st_dev, os.fstat(fd).st_ino) != (st.st_dev, st.st_ino):
+                        raise fail(STATUS_SHARING_VIOLATION, "file replaced during open")
+                    actual = find_stream(fd_path(fd), stream)
+                    key = (st.st_dev, st.st_ino, stream.casefold())
+                    sobj = self.files.get(key)
+                    if sobj is not None:
+                        if sobj.delete_pending:
+                            raise fail(STATUS_DELETE_PENDING, sobj.path)
+                        if self._share_conflict(sobj.opens, access | (FILE_WRITE_DATA if overwrite else 0),
+                                                share_access):
+                            raise fail(STATUS_SHARING_VIOLATION, sobj.path)
+                    if actual is not None:
+                        if disposition == D.FILE_CREATE:
+                            raise fail(STATUS_OBJECT_NAME_COLLISION, f"{r.name}:{actual}")
+                        action = CreateAction.FILE_OPENED
+                        if overwrite:
+                            if share.read_only:
+                                raise fail(STATUS_ACCESS_DENIED, "read-only share")
+                            write_stream(fd_path(fd), actual, b"")
+                            action = (CreateAction.FILE_SUPERSEDED if disposition == D.FILE_SUPERSEDE
+                                      else CreateAction.FILE_OVERWRITTEN)
+                    else:
+                        if not creates:
+                            raise fail(STATUS_OBJECT_NAME_NOT_FOUND, f"{r.name}:{stream}")
+                        if share.read_only:
+                            raise fail(STATUS_ACCESS_DENIED, "read-only share")
+                        write_stream(fd_path(fd), stream, b"")
+                        actual, action = stream, CreateAction.FILE_CREATED
+                except OSError as e:
+                    os.close(fd)
+                    raise from_oserror(e) from None
+                except BaseException:
+                    os.close(fd)
+                    raise
+                if sobj is None:
+                    sobj = FileObject(key, share, list(r.rel), False, stream=actual)
+                    self.files[key] = sobj
+                o = self._register(share, r, st, fd, False, access, share_access, options, disposition,
+                                   fobj=sobj)
+                return CreateResult(o, action)
+
     def _register(self, share: Share, r: Resolved, st: os.stat_result, fd: int, writable: bool,
-                  access: int, share_access: int, options: int, disposition: int) -> Open:
+                  access: int, share_access: int, options: int, disposition: int,
+                  fobj: FileObject | None = None) -> Open:
         key = (st.st_dev, st.st_ino)
-        fobj = self.files.get(key)
+        if fobj is None:
+            fobj = self.files.get(key)
         if fobj is None:
             fobj = FileObject(key, share, list(r.rel), stat_mod.S_ISDIR(st.st_mode))
             self.files[key] = fobj
@@ -562,6 +660,19 @@ class ObjectStore:
         return info
 
     def _unlink(self, fobj: FileObject) -> None:
+        if fobj.stream is not None:
+            try:
+                with resolve(fobj.share, list(fobj.rel), follow_last=False) as r:
+                    if r.exists and (r.st.st_dev, r.st.st_ino) == fobj.key[:2]:
+                        fd = os.open(r.name if r.name else ".", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                     dir_fd=r.parent_fd) if r.parent_fd is not None else fobj.share.open_root()
+                        try:
+                            remove_stream(fd_path(fd), fobj.stream)
+                        finally:
+                            os.close(fd)
+            except (OSError, NtStatusError) as e:
+                log.warning("delete-on-close of stream %s failed: %s", fobj.path, e)
+            return
         if not fobj.rel:
             log.warning("share %s: refusing to delete the share root", fobj.share.name)
             return
@@ -609,6 +720,9 @@ class ObjectStore:
             try:
                 chunks = []
                 got = 0
+                if o.stream is not None:
+                    chunks.append(read_stream(fd_path(o.fd), o.stream)[offset:offset + length])
+                    got = length
                 while got < length:
                     b = os.pread(o.fd, length - got, offset + got)
                     if not b:
@@ -647,6 +761,12 @@ class ObjectStore:
                     self._check_io(o, offset, len(data), True)
                 mv = memoryview(data)
                 done = 0
+                if o.stream is not None and len(mv):
+                    cur = read_stream(fd_path(o.fd), o.stream)
+                    if offset > len(cur):
+                        cur += b"\0" * (offset - len(cur))
+                    write_stream(fd_path(o.fd), o.stream, cur[:offset] + bytes(mv) + cur[offset + len(mv):])
+                    done = len(mv)
                 while done < len(mv):
                     n = os.pwrite(o.fd, mv[done:], offset + done)
                     if n <= 0:
@@ -679,6 +799,30 @@ class ObjectStore:
                 raise fail(STATUS_FILE_CLOSED)
             try:
                 return self._stat_of(o)
+            except OSError as e:
+                raise from_oserror(e) from None
+
+    def stat_base(self, o: Open) -> FileStat:
+        """Stat of the file an open belongs to (the file itself for a stream open)."""
+        with o.io_lock:
+            if o.closed:
+                raise fail(STATUS_FILE_CLOSED)
+            try:
+                st = os.fstat(o.fd)
+                fs = file_stat(st, o.file.rel[-1] if o.file.rel else "", fd_path(o.fd), o.share.hide_dot_files)
+                if not fs.is_directory:
+                    fs.allocation_size = allocated_bytes(o.fd, st)
+                return fs
+            except OSError as e:
+                raise from_oserror(e) from None
+
+    def list_streams(self, o: Open) -> list[tuple[str, int]]:
+        """The named streams of the file of *o*: (name, size)."""
+        with o.io_lock:
+            if o.closed:
+                raise fail(STATUS_FILE_CLOSED)
+            try:
+                return list_streams(fd_path(o.fd))
             except OSError as e:
                 raise from_oserror(e) from None
 
@@ -858,6 +1002,13 @@ class ObjectStore:
         with o.io_lock:
             if o.closed:
                 raise fail(STATUS_FILE_CLOSED)
+            if o.stream is not None:
+                try:
+                    cur = read_stream(fd_path(o.fd), o.stream)
+                    write_stream(fd_path(o.fd), o.stream, cur[:size] + b"\0" * max(0, size - len(cur)))
+                except OSError as e:
+                    raise from_oserror(e) from None
+                return
             try:
                 os.ftruncate(o.fd, size)
                 self._keep_user_times(o)
@@ -874,6 +1025,14 @@ class ObjectStore:
         with o.io_lock:
             if o.closed:
                 raise fail(STATUS_FILE_CLOSED)
+            if o.stream is not None:
+                try:
+                    cur = read_stream(fd_path(o.fd), o.stream)
+                    if size < len(cur):
+                        write_stream(fd_path(o.fd), o.stream, cur[:size])
+                except OSError as e:
+                    raise from_oserror(e) from None
+                return
             try:
                 st = os.fstat(o.fd)
                 if size < st.st_size:
@@ -960,6 +1119,8 @@ class ObjectStore:
             raise fail(STATUS_ACCESS_DENIED, "no DELETE access")
         if o.share.read_only:
             raise fail(STATUS_ACCESS_DENIED, "read-only share")
+        if o.stream is not None or new_name.startswith(":"):
+            raise fail(STATUS_NOT_SUPPORTED_, "renaming streams")
         parts = split_name(new_name, leading_separator_ok=True)
         if not parts:
             raise fail(STATUS_OBJECT_NAME_INVALID, "empty target name")

@@ -71,8 +71,21 @@ class Share:
         return os.open(self.path, _DIR_FLAGS)
 
 
+_BAD_STREAM_CHARS = frozenset("\\/:") | frozenset(chr(c) for c in range(0x20))
+
+
 def split_name(name: str, *, leading_separator_ok: bool = False) -> list[str]:
-    """Check and split an SMB2 share-relative name into components ([] = share root)."""
+    """Check and split an SMB2 share-relative name into components ([] = share root);
+    a named stream is refused (STATUS_OBJECT_NAME_INVALID)."""
+    parts, stream = split_name_stream(name, leading_separator_ok=leading_separator_ok)
+    if stream is not None:
+        raise fail(STATUS_OBJECT_NAME_INVALID, f"stream name not allowed here: {name!r}")
+    return parts
+
+
+def split_name_stream(name: str, *, leading_separator_ok: bool = False) -> tuple[list[str], str | None]:
+    """Like :func:`split_name`, for names that may end in ``:stream[:$DATA]``: returns
+    (components, stream name or None).  ``name::$DATA`` is the file itself."""
     if leading_separator_ok:
         name = name.lstrip("\\")
     elif name.startswith("\\"):
@@ -81,16 +94,25 @@ def split_name(name: str, *, leading_separator_ok: bool = False) -> list[str]:
     if name.endswith("\\"):
         name = name[:-1]
     if not name:
-        return []
+        return [], None
     parts = name.split("\\")
     last = parts[-1]
+    stream_name = None
     if ":" in last:
         base, _, stream = last.partition(":")
         sname, _, stype = stream.partition(":")
-        if sname == "" and stype.upper() in ("$DATA", "") and base:
-            parts[-1] = base
+        if stype.upper() not in ("$DATA", "") or (not sname and not stype) or ":" in stype:
+            raise fail(STATUS_OBJECT_NAME_INVALID, f"bad stream syntax: {last!r}")
+        if sname:
+            if len(sname) > MAX_COMPONENT or any(c in _BAD_STREAM_CHARS for c in sname):
+                raise fail(STATUS_OBJECT_NAME_INVALID, f"bad stream name {sname!r}")
+            stream_name = sname
+        if not base:
+            if not stream_name:
+                raise fail(STATUS_OBJECT_NAME_INVALID, f"bad path component {last!r}")
+            parts = parts[:-1]  # a stream of the directory named by the rest ("dir\:s" / ":s")
         else:
-            raise fail(STATUS_OBJECT_NAME_INVALID, f"streams are not supported: {last!r}")
+            parts[-1] = base
     for p in parts:
         if p in ("", ".", ".."):
             raise fail(STATUS_OBJECT_NAME_INVALID, f"bad path component {p!r}")
@@ -98,7 +120,7 @@ def split_name(name: str, *, leading_separator_ok: bool = False) -> list[str]:
             raise fail(STATUS_OBJECT_NAME_INVALID, "component longer than 255 characters")
         if any(c in _BAD_CHARS for c in p):
             raise fail(STATUS_OBJECT_NAME_INVALID, f"bad character in {p!r}")
-    return parts
+    return parts, stream_name
 
 
 @dataclass

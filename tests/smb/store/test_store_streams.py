@@ -1,0 +1,98 @@
+"""Named data streams kept in xattrs (``file:stream:$DATA``)."""
+from __future__ import annotations
+
+import os
+
+from conftest import create, status_of
+
+from wsd_smb.store import fscc
+from wsd_smb.store.constants import (
+    FILE_DIRECTORY_FILE,
+    FILE_READ_DATA,
+    SMB2_0_INFO_FILE,
+    CreateAction,
+    CreateDisposition as D,
+    FileInformationClass as FIC,
+)
+from wsd_smb.store.errors import (
+    STATUS_DELETE_PENDING,
+    STATUS_DISK_FULL,
+    STATUS_END_OF_FILE,
+    STATUS_NOT_A_DIRECTORY,
+    STATUS_OBJECT_NAME_COLLISION,
+    STATUS_OBJECT_NAME_INVALID,
+    STATUS_OBJECT_NAME_NOT_FOUND,
+    STATUS_SHARING_VIOLATION,
+)
+from wsd_smb.store.info import query_info
+
+
+def _streams(store, o):
+    data, _ = query_info(store, o, SMB2_0_INFO_FILE, FIC.FileStreamInformation, 0, 4096)
+    out, off = [], 0
+    while data:
+        e = fscc.FileStreamInformation.unpack(data, off)
+        out.append((bytes(e.stream_name).decode("utf-16-le"), e.stream_size))
+        if not e.next_entry_offset:
+            break
+        off += e.next_entry_offset
+    return out
+
+
+def test_stream_create_write_read_list(store, share, root):
+    r = create(store, share, "f:Extra", disposition=D.FILE_CREATE)   # creates the file too
+    assert r.create_action == CreateAction.FILE_CREATED and (root / "f").is_file()
+    s = r.open
+    assert store.write(s, 3, b"abc") == 3
+    assert store.read(s, 0, 100) == b"\0\0\0abc"
+    assert os.getxattr(root / "f", "user.wsd.stream.Extra") == b"\0\0\0abc"
+    assert (root / "f").read_bytes() == b""            # the data stream is untouched
+    assert store.stat(s).end_of_file == 6 and s.path == "f:Extra"
+    f = create(store, share, "f::$DATA", disposition=D.FILE_OPEN).open
+    store.write(f, 0, b"main")
+    assert _streams(store, f) == [("::$DATA", 4), (":Extra:$DATA", 6)]
+    # names are case-insensitive, spelled as created
+    again = create(store, share, "F:EXTRA:$DATA", disposition=D.FILE_OPEN).open
+    assert store.read(again, 3, 3) == b"abc" and again.path == "f:Extra"
+    store.set_end_of_file(again, 2)
+    assert store.read(s, 0, 10) == b"\0\0"
+
+
+def test_stream_dispositions_and_errors(store, share, root):
+    assert status_of(create, store, share, "nofile:s", disposition=D.FILE_OPEN) == STATUS_OBJECT_NAME_NOT_FOUND
+    assert not (root / "nofile").exists()
+    create(store, share, "g:s", disposition=D.FILE_CREATE)
+    assert status_of(create, store, share, "g:s", disposition=D.FILE_CREATE) == STATUS_OBJECT_NAME_COLLISION
+    assert status_of(create, store, share, "g:other", disposition=D.FILE_OPEN) == STATUS_OBJECT_NAME_NOT_FOUND
+    assert status_of(create, store, share, "g:s", options=FILE_DIRECTORY_FILE) == STATUS_NOT_A_DIRECTORY
+    assert status_of(create, store, share, "g:s:$INDEX_ALLOCATION") == STATUS_OBJECT_NAME_INVALID
+    o = create(store, share, "g:s", disposition=D.FILE_OPEN).open
+    store.write(o, 0, b"xyz")
+    ow = create(store, share, "g:s", disposition=D.FILE_OVERWRITE_IF)
+    assert ow.create_action == CreateAction.FILE_OVERWRITTEN
+    assert store.stat(ow.open).end_of_file == 0
+    assert status_of(store.read, o, 0, 10) == STATUS_END_OF_FILE  # the other open sees it emptied
+    big = create(store, share, "g:big").open
+    assert status_of(store.write, big, 0, b"x" * (1 << 20)) == STATUS_DISK_FULL  # one xattr value
+
+
+def test_stream_share_modes_and_delete(store, share, root):
+    a = create(store, share, "h:s", access=FILE_READ_DATA, share_access=0).open
+    assert status_of(create, store, share, "h:s", access=FILE_READ_DATA, disposition=D.FILE_OPEN) \
+        == STATUS_SHARING_VIOLATION
+    create(store, share, "h", access=FILE_READ_DATA, disposition=D.FILE_OPEN)  # other stream: no conflict
+    store.close(a)
+    d = create(store, share, "h:s", disposition=D.FILE_OPEN).open
+    store.set_disposition(d, True)
+    assert status_of(create, store, share, "h:s", disposition=D.FILE_OPEN) == STATUS_DELETE_PENDING
+    store.close(d)
+    assert "user.wsd.stream.s" not in os.listxattr(root / "h") and (root / "h").exists()
+
+
+def test_directory_streams(store, share, root):
+    (root / "d").mkdir()
+    s = create(store, share, "d:meta", disposition=D.FILE_CREATE).open
+    store.write(s, 0, b"dir stream")
+    d = create(store, share, "d", access=FILE_READ_DATA, disposition=D.FILE_OPEN,
+               options=FILE_DIRECTORY_FILE).open
+    assert _streams(store, d) == [(":meta:$DATA", 10)]
