@@ -317,3 +317,29 @@ def test_negotiate_context_capabilities_golden():
     assert SigningCapabilities(signing_algorithms=[2]).pack() == b"\x01\x00\x02\x00"  # 2.2.3.1.7
     with pytest.raises(ntstatus.StatusInvalidParameter):
         EncryptionCapabilities.unpack(b"\x05\x00\x01\x00", 0)  # count says 5, one present
+
+
+def test_create_context_data_golden():
+    from wsd_smb.wire import contexts as cx
+    # 2.2.13.2.10 RqLs v2: LeaseKey, LeaseState, Flags, LeaseDuration, ParentLeaseKey, Epoch, Reserved
+    raw = b"K" * 16 + b"\x07\x00\x00\x00" + b"\x04\x00\x00\x00" + b"\x00" * 8 + b"P" * 16 + b"\x03\x00" + b"\x00\x00"
+    v2 = cx.lease_request_from(raw)
+    assert isinstance(v2, cx.LeaseRequestV2) and (v2.lease_state, v2.flags, v2.epoch) == (7, 4, 3)
+    assert v2.pack(0) == raw and len(raw) == 52
+    v1 = cx.lease_request_from(raw[:32])
+    assert isinstance(v1, cx.LeaseRequest) and v1.lease_key == b"K" * 16
+    # 2.2.13.2.11 DH2Q: Timeout, Flags, Reserved, CreateGuid
+    raw = b"\x60\xea\x00\x00" + b"\x02\x00\x00\x00" + b"\x00" * 8 + b"G" * 16
+    d = cx.DurableHandleRequestV2.unpack(raw, 0)
+    assert (d.timeout, d.flags, d.create_guid) == (60000, cx.SMB2_DHANDLE_FLAG_PERSISTENT, b"G" * 16)
+    # 2.2.13.2.12 DH2C: FileId, CreateGuid, Flags
+    raw = struct.pack("<QQ", 1, 2) + b"G" * 16 + b"\x00\x00\x00\x00"
+    assert cx.DurableHandleReconnectV2.unpack(raw, 0).file_id == FileId(1, 2)
+    # 2.2.14.2.5 MxAc response, 2.2.14.2.9 QFid response
+    assert cx.QueryMaximalAccessResponse(maximal_access=0x1F01FF).pack(0) == b"\x00" * 4 + b"\xff\x01\x1f\x00"
+    assert cx.QueryOnDiskIdResponse(disk_file_id=5, volume_id=9).pack(0) == struct.pack("<QQ", 5, 9) + b"\x00" * 16
+    # 2.2.13.2.13 AppInstanceId: StructureSize 20 checked
+    with pytest.raises(ntstatus.StatusInvalidParameter):
+        cx.AppInstanceId.unpack(b"\x10\x00\x00\x00" + b"A" * 16, 0)
+    with pytest.raises(ntstatus.StatusInvalidParameter):
+        cx.lease_request_from(b"short")
