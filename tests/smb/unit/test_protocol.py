@@ -355,3 +355,29 @@ def test_server_initiated_lease_break_notification_header(smbd):
     n = w.LeaseBreakNotification.unpack(note.raw)
     assert (n.new_epoch, n.flags, n.current_lease_state, n.new_lease_state) == (2, 1, 7, 1)
     c.close()
+
+
+@pytest.mark.parametrize("cipher", [cr.AES_128_CCM, cr.AES_128_GCM, cr.AES_256_CCM, cr.AES_256_GCM])
+def test_each_negotiated_cipher_carries_encrypted_traffic(smbd, cipher):
+    c = RawClient(smbd.host, smbd.port)
+    c.negotiate(dialects=(0x0311,), ciphers=(cipher,))
+    assert c.cipher == cipher
+    assert c.session_setup(USER, PASSWORD).status == 0
+    c.encrypt = True
+    r = c.tree_connect()
+    assert r.status == 0
+    s = next(iter(smbd.server.global_session_table.values()))
+    assert len(s.encryption_key) == cr.CIPHER_KEY_SIZE[cipher]
+    assert echo(c).status == 0
+    c.close()
+
+
+@pytest.mark.parametrize("alg", [cr.HMAC_SHA256, cr.AES_CMAC, cr.AES_GMAC])
+def test_each_negotiated_signing_algorithm(smbd, alg):
+    c = RawClient(smbd.host, smbd.port)
+    c.negotiate(dialects=(0x0311,), signing=(alg,))
+    assert c.signing_alg == alg
+    assert c.session_setup(USER, PASSWORD).status == 0
+    r = c.tree_connect()
+    assert r.status == 0 and cr.verify_signature(c.signing_key, r.raw, alg)
+    c.close()
