@@ -257,10 +257,12 @@ class WsdSocket:
         try:
             while not conn.negotiated:
                 conn.progress()
+                if conn.negotiated:
+                    # one progress step may both finish negotiation and take the peer's close:
+                    # the connect succeeded; the application sees the close on its first recv
+                    break
                 if conn.core.state is S.State.CLOSED:
                     raise errors.from_code(conn.core.error or errors.WSAECONNRESET.wsa_code, conn.core.close_reason)
-                if conn.negotiated:
-                    break
                 d2 = _min_deadline(deadline, conn.next_deadline())
                 if deadline is not None and time.monotonic() >= deadline:
                     raise errors.WSAETIMEDOUT("negotiation timed out")

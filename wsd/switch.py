@@ -130,8 +130,11 @@ class SanConnection:
                               error=errors.code_name(act.error), reason=act.reason)
             except errors.WsaError as e:
                 if core.state is not S.State.CLOSED:
-                    work.extend(core.on_peer_reset(e.wsa_code, time.monotonic(),
-                                                   f"provider call failed: {e}"))
+                    if core.peer_eof:      # the peer said DISCONNECT already: this is the orderly end
+                        work.extend(core.on_transport_closed(e.wsa_code, time.monotonic()))
+                    else:
+                        work.extend(core.on_peer_reset(e.wsa_code, time.monotonic(),
+                                                       f"provider call failed: {e}"))
 
     def start(self, now: float) -> None:
         with self.lock:

@@ -138,6 +138,7 @@ class ZmqProvider(ServiceProvider):
         self._ctx = None
         self._thread = None
         self._started = False
+        self._closing = False
 
     # ------------------------------------------------------------------ life cycle
     def availability(self) -> Availability:
@@ -182,13 +183,15 @@ class ZmqProvider(ServiceProvider):
         self._wake()
         self._thread.join(5)
         with self._tx_lock:
+            self._closing = True       # no new fabric sockets from any thread from now on
             for s in self._tx.values():
                 s.close(linger=1000)   # let queued replies (a CONNREP, a DISC) reach the peer
             self._tx.clear()
         for m in self._monitors:
             m.close(0)
         self._rx.close(0)
-        self._ctx.term()
+        # destroy, not term: it closes any socket still open, so termination cannot block
+        self._ctx.destroy(linger=1000)
         os.close(self._wake_r)
         os.close(self._wake_w)
         self._started = False
@@ -359,6 +362,9 @@ class ZmqProvider(ServiceProvider):
                 self._at(time.monotonic() + f[1], self._send_to, endpoint, frames)
                 return
         with self._tx_lock:
+            if self._closing:
+                log.debug("zmq NIC: provider closing, %s message not sent", kind or "control")
+                return
             s = self._tx_socket(endpoint)
             s.send_multipart(frames, copy=len(frames[-1]) < 65536)
 
@@ -632,8 +638,9 @@ class ZmqProvider(ServiceProvider):
                 if msg_id:
                     self._send_to(reply_to, [K_ACK, _ack_hdr.pack(0, msg_id)])
                 return
-            if self.flow_control:
-                # receiver not ready: the sender's NIC keeps retrying; its send stays uncompleted
+            if msg_id:
+                # flow-controlled link, receiver not ready: the sender's NIC keeps retrying and its
+                # send stays uncompleted until a receive is posted
                 c.rnr.append((bytes(data), reply_to, msg_id))
                 self.stats["rnr_held"] += 1
             else:

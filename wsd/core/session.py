@@ -281,6 +281,8 @@ class SessionProtocol:
             out.append(PostRecv(i))
         if self.role is Role.CONNECTOR:
             out.append(self._negotiation_message(now, response=False))
+            out.extend(self._trace_out)
+            self._trace_out.clear()
         return out
 
     def _flags(self) -> int:
