@@ -307,7 +307,7 @@ class ObjectStore:
             fs.end_of_file, fs.allocation_size = size, (size + 4095) & ~4095
             fs.is_directory = False
             fs.number_of_links = st.st_nlink if not stat_mod.S_ISDIR(st.st_mode) else 1
-            return fs
+            return o.file.apply_overrides(st, fs)
         if not fs.is_directory:
             fs.allocation_size = allocated_bytes(o.fd, st)
         return o.file.apply_overrides(st, fs)
