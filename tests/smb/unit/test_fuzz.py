@@ -8,7 +8,7 @@ import time
 from collections import deque
 
 import pytest
-from conftest import PASSWORD, USER, make_config
+from smbunit import PASSWORD, USER, make_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rawclient import RawClient

@@ -8,7 +8,7 @@ import threading
 from contextlib import contextmanager
 
 import pytest
-from conftest import PASSWORD, USER
+from smbunit import PASSWORD, USER
 from rawclient import RawClient, echo
 
 from wsd_smb import ntstatus

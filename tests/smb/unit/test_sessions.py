@@ -7,7 +7,7 @@ import time
 import uuid
 
 import pytest
-from conftest import PASSWORD, USER
+from smbunit import PASSWORD, USER
 from rawclient import RawClient, echo
 
 from wsd_smb import ntstatus
