@@ -255,6 +255,11 @@ class Server:
                 )
         return None
 
+    def session_infos(self, now: float | None = None) -> list[SessionInfo]:
+        """session_info() of every valid session (the SessionList walk of NetrSessionEnum)."""
+        out = [self.session_info(g, now) for g in self.session_global_ids()]
+        return [i for i in out if i is not None]
+
     def session_global_ids(self) -> list[int]:
         """The SessionList as MS-SRVS sees it (SessionGlobalIds of valid sessions)."""
         return [s.session_global_id for s in list(self.global_session_table.values())

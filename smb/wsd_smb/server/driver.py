@@ -144,12 +144,24 @@ class _ConnState:
             elif isinstance(ev, Work):
                 t = self.loop.create_task(self._run_work(ev))
                 self._work_tasks.add(t)
-                t.add_done_callback(self._work_tasks.discard)
+                t.add_done_callback(self._work_finished)
             elif isinstance(ev, Close):
                 self.closed = True
                 self.writer.close()
                 self.drained.set()
                 return
+
+    def _work_finished(self, t: asyncio.Task) -> None:
+        self._work_tasks.discard(t)
+        if t.cancelled():
+            return
+        exc = t.exception()
+        if exc is not None:  # something Work.run does not map (a bug): drop this connection only
+            log.error("event=disconnect reason='internal error' error=%r", exc,
+                      exc_info=(type(exc), exc, exc.__traceback__))
+            self.closed = True
+            self.writer.close()
+            self.drained.set()
 
     async def _run_work(self, work: Work) -> None:
         await self.loop.run_in_executor(self.pool, work.run)

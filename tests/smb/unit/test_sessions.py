@@ -286,6 +286,7 @@ def test_session_information_query(smbd):
         assert info.client_address == s.connection.client_address and info.client_address.startswith("127.0.0.1:")
         assert info.connected_time >= 0.05 and info.idle_time >= 0.05
         assert smbd.server.session_info(0xDEAD) is None
+        assert [i.session_global_id for i in smbd.server.session_infos()] == [s.session_global_id]
     finally:
         sess.disconnect()
         conn.disconnect()
