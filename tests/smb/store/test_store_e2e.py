@@ -262,3 +262,63 @@ def test_escape_attempts_are_refused(env, wsd_smbd):
         assert outside.read_text() == "secret"
     finally:
         outside.unlink()
+
+
+# ------------------------------------------------------------------ handler-level behaviour
+def _ioctl(c, o, code, max_out=1024):
+    from smbprotocol.ioctl import IOCTLFlags, SMB2IOCTLRequest
+
+    req = SMB2IOCTLRequest()
+    req["ctl_code"] = code
+    req["file_id"] = o.file_id
+    req["max_input_response"] = 0
+    req["max_output_response"] = max_out
+    req["flags"] = IOCTLFlags.SMB2_0_IOCTL_IS_FSCTL
+    req["buffer"] = b""
+    r = c.conn.send(req, c.session.session_id, c.tree.tree_connect_id)
+    return c.conn.receive(r)
+
+
+def test_ioctl_answers(env):
+    c, base, disk = env
+    f = c.open(rf"{base}\io")
+    assert status(_ioctl, c, f, 0x000900A8) == 0xC0000275  # GET_REPARSE_POINT: STATUS_NOT_A_REPARSE_POINT
+    assert status(_ioctl, c, f, 0x000900C4) == 0xC0000010  # SET_SPARSE: STATUS_INVALID_DEVICE_REQUEST
+    assert status(_ioctl, c, f, 0x000940CF) == 0xC00000BB  # QUERY_ALLOCATED_RANGES: not implemented
+    f.close()
+
+
+def test_close_postquery_and_maximal_access(env):
+    from smbprotocol.create_contexts import (
+        CreateContextName,
+        SMB2CreateContextRequest,
+        SMB2CreateQueryMaximalAccessRequest,
+    )
+
+    c, base, disk = env
+    ctx = SMB2CreateContextRequest()
+    ctx["buffer_name"] = CreateContextName.SMB2_CREATE_QUERY_MAXIMAL_ACCESS_REQUEST
+    ctx["buffer_data"] = SMB2CreateQueryMaximalAccessRequest()
+    o = Open(c.tree, rf"{base}\pq")
+    resp = o.create(ImpersonationLevel.Impersonation, RW, FileAttributes.FILE_ATTRIBUTE_NORMAL, ALL,
+                    CreateDisposition.FILE_OPEN_IF, 0, create_contexts=[ctx])
+    mxac = [r for r in resp if r["query_status"].get_value() == 0] if resp else []
+    assert mxac and mxac[0]["maximal_access"].get_value() == 0x001F01FF
+    o.write(b"x" * 1234, 0)
+    o.close(get_attributes=True)
+    assert o.end_of_file == 1234 and o.file_attributes & FileAttributes.FILE_ATTRIBUTE_ARCHIVE
+
+
+def test_tree_disconnect_closes_opens_and_bad_share(wsd_smbd, env):
+    c, base, disk = env
+    t2 = TreeConnect(c.session, rf"\\{wsd_smbd.host}\{wsd_smbd.share}")
+    t2.connect()
+    o = Open(t2, rf"{base}\held")
+    o.create(ImpersonationLevel.Impersonation, RW, FileAttributes.FILE_ATTRIBUTE_NORMAL, 0,
+             CreateDisposition.FILE_OPEN_IF, 0)
+    assert status(c.open, rf"{base}\held") == STATUS_SHARING_VIOLATION
+    t2.disconnect()  # closes the tree's opens
+    c.session.open_table.pop(o.file_id, None)  # (the client does not know that)
+    c.open(rf"{base}\held").close()
+    bad = TreeConnect(c.session, rf"\\{wsd_smbd.host}\no-such-share")
+    assert status(bad.connect) == 0xC00000CC  # STATUS_BAD_NETWORK_NAME
