@@ -86,6 +86,7 @@ from ..wire import (
     WriteResponse,
     pack_create_contexts,
 )
+from ..wire.contexts import AllocationSize, QueryMaximalAccessResponse, QueryOnDiskIdResponse
 from .dispatch import AsyncOp, RequestContext, Response, register
 from .state import SessionState
 from .tree import share_name_of
@@ -358,9 +359,9 @@ def create(ctx: RequestContext, req: CreateRequest) -> Response:
     alloc = 0
     if b"AlSi" in contexts:  # SMB2_CREATE_ALLOCATION_SIZE (MS-SMB2 2.2.13.2.6)
         data = bytes(contexts[b"AlSi"].data)
-        if len(data) != 8:
+        if len(data) != AllocationSize.FIXED_SIZE:
             raise fail(STATUS_INVALID_PARAMETER, "AlSi context size")
-        alloc = struct.unpack("<Q", data)[0]
+        alloc = AllocationSize.unpack(data, 0).allocation_size
     result = st.store.create(tc.store, name, desired_access=access, share_access=req.share_access,
                              create_disposition=req.create_disposition, create_options=req.create_options,
                              file_attributes=req.file_attributes, allocation_size=alloc, eas=eas,
@@ -377,12 +378,11 @@ def create(ctx: RequestContext, req: CreateRequest) -> Response:
     s = st.store.stat(o)
     out_ctx = []
     if b"MxAc" in contexts:
-        # SMB2_CREATE_QUERY_MAXIMAL_ACCESS_RESPONSE (MS-SMB2 2.2.14.2.5): QueryStatus, MaximalAccess
-        out_ctx.append(CreateContext(name=b"MxAc", data=struct.pack("<II", STATUS_SUCCESS, tc.maximal_access)))
+        out_ctx.append(CreateContext(name=b"MxAc", data=QueryMaximalAccessResponse(
+            query_status=STATUS_SUCCESS, maximal_access=tc.maximal_access).pack(0)))
     if b"QFid" in contexts:
-        out_ctx.append(CreateContext(name=b"QFid", data=struct.pack("<QQ", s.index_number,
-                                                                      sinfo.volume_serial(o.share.name))
-                                     + b"\0" * 16))
+        out_ctx.append(CreateContext(name=b"QFid", data=QueryOnDiskIdResponse(
+            disk_file_id=s.index_number, volume_id=sinfo.volume_serial(o.share.name)).pack(0)))
     return Response(CreateResponse(
         oplock_level=0, flags=0, create_action=int(result.create_action),
         creation_time=s.creation_time, last_access_time=s.last_access_time,
