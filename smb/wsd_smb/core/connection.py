@@ -476,7 +476,7 @@ class Connection:
             session.idle_time = now
             # --- signing (3.3.5.2.4)
             if not chain.encrypted:
-                if h.is_signed and (session.is_guest or session.is_anonymous):
+                if h.is_signed and not session.has_session_key:
                     pass  # no key to verify with: guest/anonymous sessions are not signed
                 elif h.is_signed:
                     if not self._verify(session, el.raw):
@@ -486,7 +486,7 @@ class Connection:
                 elif session.signing_required:
                     return self._error(chain, el, STATUS_ACCESS_DENIED, None)
                 elif (self.dialect >= 0x0311 and h.command == Command.SMB2_TREE_CONNECT
-                      and not (session.is_guest or session.is_anonymous)):
+                      and session.has_session_key):
                     # 3.1.1: TREE_CONNECT must be signed (MS-SMB2 3.3.5.7)
                     return self._error(chain, el, STATUS_ACCESS_DENIED, None)
                 if session.encrypt_data and self.dialect >= 0x0300 and self.server.config.reject_unencrypted_access:
@@ -669,12 +669,12 @@ class Connection:
 
     def _verify(self, session: Session, raw: bytes) -> bool:
         key = self._signing_key(session)
-        if not key or session.is_guest or session.is_anonymous:
+        if not key or not session.has_session_key:
             return False
         return cr.verify_signature(key, raw, self._signing_algorithm())
 
     def _should_sign_response(self, session: Session | None, h: Smb2Header) -> bool:
-        if session is None or session.is_guest or session.is_anonymous:
+        if session is None or not session.has_session_key:
             return False
         if not self._signing_key(session) or session.state is SessionState.InProgress:
             return False
@@ -922,13 +922,12 @@ class Connection:
         if not ntlm.complete:  # SPNEGO reject
             self._teardown_session(session, run_hooks=False)
             return self._error(chain, el, ntstatus.STATUS_LOGON_FAILURE, None)
-        if reauth:
-            if session.user_name and ntlm.user_name.lower() != session.user_name.lower():
-                self._teardown_session(session, run_hooks=True)
-                return self._error(chain, el, ntstatus.STATUS_LOGON_FAILURE, None)
-        else:
-            session.is_anonymous = ntlm.is_anonymous
-            session.is_guest = ntlm.is_guest
+        # Re-authentication (MS-SMB2 3.3.5.5.3) may change the identity (smbtorture's
+        # reauth2-5 switch to anonymous and back); the keys of the first logon stay.
+        session.is_anonymous = ntlm.is_anonymous
+        session.is_guest = ntlm.is_guest
+        if not reauth:
+            session.has_session_key = not (ntlm.is_guest or ntlm.is_anonymous)
             key = ntlm.session_key
             session.session_key = (key[:16] + b"\0" * 16)[:16]
             session.signing_required = bool(
@@ -974,8 +973,7 @@ class Connection:
                  session.is_guest, session.is_anonymous, reauth, self.dialect, session.signing_required,
                  session.encrypt_data)
         # The final SESSION_SETUP response is signed when there is a key (MS-SMB2 3.3.5.5.3).
-        sign = not (session.is_guest or session.is_anonymous) and (
-            self.dialect >= 0x0300 or session.signing_required or h.is_signed)
+        sign = session.has_session_key and (self.dialect >= 0x0300 or session.signing_required or h.is_signed)
         self._respond(chain, el, None, w.SessionSetupResponse(session_flags=flags, security_buffer=token)
                       .pack(HEADER_SIZE), STATUS_SUCCESS, session=session, sign=sign)
         return None

@@ -159,6 +159,9 @@ class Session:
     domain_name: str = ""
     client_name: str = ""  # workstation name the client gave in NTLM AUTHENTICATE
     auth: Any = None  # the in-progress security exchange (NTLM acceptor)
+    #: the first logon produced a session key (not guest/anonymous): the session can sign.
+    #: Re-authentication never changes keys, so this stays as the first logon left it.
+    has_session_key: bool = False
     _next_tree_id: Any = field(default_factory=lambda: itertools.count(1))
 
     def add_tree_connect(self, share: Share, now: float, maximal_access: int = 0x001F01FF) -> TreeConnect:

@@ -334,3 +334,47 @@ def test_session_expiry_seen_by_smbprotocol(smbd_factory):
     assert ei.value.status == ntstatus.STATUS_NETWORK_SESSION_EXPIRED
     assert s.state is SessionState.Expired
     conn.disconnect()
+
+
+def _anonymous_reauth(c: RawClient) -> int:
+    """Re-authenticate the client's session as anonymous with raw NTLMSSP (MS-NLMP 3.2.5.1.2:
+    empty user, empty NtChallengeResponse, LmChallengeResponse one zero byte)."""
+    import struct as _s
+    neg = b"NTLMSSP\0" + _s.pack("<II", 1, 0x62088215) + b"\0" * 16
+    c.send_raw(c.sign_msg(c.build(Command.SMB2_SESSION_SETUP, w.SessionSetupRequest(security_buffer=neg).pack())))
+    r = c.recv()[0]
+    assert r.status == ntstatus.STATUS_MORE_PROCESSING_REQUIRED
+    hdr = 64
+    auth = (b"NTLMSSP\0" + _s.pack("<I", 3) + _s.pack("<HHI", 1, 1, hdr) + _s.pack("<HHI", 0, 0, hdr + 1)
+            + _s.pack("<HHI", 0, 0, hdr + 1) * 4 + _s.pack("<I", 0x62088A15) + b"\0")
+    c.send_raw(c.sign_msg(c.build(Command.SMB2_SESSION_SETUP, w.SessionSetupRequest(security_buffer=auth).pack())))
+    return c.recv()[0].status
+
+
+def test_reauth_as_anonymous_and_back_keeps_keys_and_signing(smbd_factory):
+    """smbtorture smb2.session.reauth2-5 pattern: the identity changes, the keys do not."""
+    st = smbd_factory(allow_anonymous=True)
+    c = RawClient(st.host, st.port)
+    c.negotiate(dialects=(0x0311,))
+    assert c.session_setup(USER, PASSWORD).status == 0
+    s = _only_session(st)
+    keys = (s.session_key, s.signing_key, s.encryption_key)
+    assert _anonymous_reauth(c) == 0
+    assert s.is_anonymous and s.user_name == "" and s.state is SessionState.Valid
+    assert (s.session_key, s.signing_key, s.encryption_key) == keys and s.signing_required
+    r = c.tree_connect()  # still signed with the first logon's key, and answered signed
+    assert r.status == 0 and cr.verify_signature(c.signing_key, r.raw, c.signing_alg)
+    assert c.tree_connect(sign=False).status == ntstatus.STATUS_ACCESS_DENIED
+    assert c.session_setup(USER, PASSWORD, session_id=c.session_id).status == 0
+    assert not s.is_anonymous and s.user_name == USER and s.security_context.user_name == USER
+    c.close()
+
+
+def test_failed_reauth_deletes_the_session(smbd):
+    c = RawClient(smbd.host, smbd.port)
+    c.negotiate(dialects=(0x0311,))
+    assert c.session_setup(USER, PASSWORD).status == 0
+    assert c.session_setup(USER, "wrong", session_id=c.session_id).status == ntstatus.STATUS_LOGON_FAILURE
+    assert smbd.call(lambda: dict(smbd.server.global_session_table)) == {}
+    assert c.tree_connect().status == ntstatus.STATUS_USER_SESSION_DELETED
+    c.close()
