@@ -322,3 +322,48 @@ def test_tree_disconnect_closes_opens_and_bad_share(wsd_smbd, env):
     c.open(rf"{base}\held").close()
     bad = TreeConnect(c.session, rf"\\{wsd_smbd.host}\no-such-share")
     assert status(bad.connect) == 0xC00000CC  # STATUS_BAD_NETWORK_NAME
+
+
+def test_concurrent_clients(wsd_smbd, env):
+    """Four connections at once, each creating/writing/reading/renaming/deleting its own
+    files and taking turns on one shared lock range; bounded loop, no errors, nothing left."""
+    c, base, disk = env
+    errors = []
+    X, FI, U = LockFlags.SMB2_LOCKFLAG_EXCLUSIVE_LOCK, LockFlags.SMB2_LOCKFLAG_FAIL_IMMEDIATELY, \
+        LockFlags.SMB2_LOCKFLAG_UNLOCK
+    c.open(rf"{base}\shared").close()
+
+    def worker(i):
+        try:
+            w = Client(wsd_smbd)
+            try:
+                sh = w.open(rf"{base}\shared")
+                for j in range(15):
+                    name = rf"{base}\w{i}-{j}"
+                    f = w.open(name, disposition=CreateDisposition.FILE_CREATE)
+                    payload = os.urandom(3000 + j)
+                    f.write(payload, 0)
+                    assert f.read(0, len(payload)) == payload
+                    f.close()
+                    g = w.open(name, disposition=CreateDisposition.FILE_OPEN)
+                    ren = FileRenameInformation()
+                    ren["replace_if_exists"] = False
+                    ren["file_name"] = (name + ".r").encode("utf-16-le")
+                    w.set(g, FileInformationClass.FILE_RENAME_INFORMATION, ren)
+                    w.set(g, FileInformationClass.FILE_DISPOSITION_INFORMATION, b"\x01")
+                    g.close()
+                    _lock(sh, 0, 1, X)          # blocking: waits for the others
+                    _lock(sh, 0, 1, U)
+                sh.close()
+            finally:
+                w.close()
+        except Exception as e:  # noqa: BLE001 - collected and asserted below
+            errors.append(repr(e))
+
+    ts = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    assert not errors
+    assert sorted(os.listdir(disk)) == ["shared"]
