@@ -114,6 +114,7 @@ class _Out:
     session: Session | None = None
     sign: bool = False
     after_pack: Callable[[bytes], None] | None = None  # preauth hash update of SESSION_SETUP
+    sign_key: bytes | None = None  # sign with this key instead of the session's (failed binds)
 
 
 @dataclass
@@ -701,7 +702,9 @@ class Connection:
                 raw = raw[:20] + struct.pack("<I", len(raw)) + raw[24:]
             if o.after_pack is not None:
                 o.after_pack(raw)
-            if o.sign and enc_session is None and o.session is not None:
+            if o.sign and enc_session is None and o.sign_key:
+                raw = cr.sign(o.sign_key, raw, self._signing_algorithm())
+            elif o.sign and enc_session is None and o.session is not None:
                 raw = cr.sign(self._signing_key(o.session), raw, self._signing_algorithm())
             parts.append(raw)
         msg = b"".join(parts)
@@ -868,7 +871,7 @@ class Connection:
         except NtStatusError as e:
             return self._error(chain, el, e.status, None)
         if req.flags & w.SMB2_SESSION_FLAG_BINDING:
-            return self._error(chain, el, ntstatus.STATUS_REQUEST_NOT_ACCEPTED, None)  # no multichannel
+            return self._refuse_binding(chain, el)
         reauth = False
         if h.session_id == 0:
             sid = self.server.new_session_id()
@@ -976,6 +979,34 @@ class Connection:
         sign = session.has_session_key and (self.dialect >= 0x0300 or session.signing_required or h.is_signed)
         self._respond(chain, el, None, w.SessionSetupResponse(session_flags=flags, security_buffer=token)
                       .pack(HEADER_SIZE), STATUS_SUCCESS, session=session, sign=sign)
+        return None
+
+    def _refuse_binding(self, chain: _Chain, el: _Element):
+        """SESSION_SETUP with SMB2_SESSION_FLAG_BINDING (MS-SMB2 3.3.5.5, 3.3.5.5.2): this
+        server has no multichannel, so every bind is refused, with the status the spec
+        orders and, when the request was signed, a response signed with the key of the
+        session found in GlobalSessionTable (what smbtorture's bind_negative_* check)."""
+        h = el.header
+        gs = self.server.global_session_table.get(h.session_id)
+        if gs is None or gs.state is not SessionState.Valid:
+            return self._error(chain, el, STATUS_USER_SESSION_DELETED, None)
+        if self.dialect < 0x0300:
+            status = ntstatus.STATUS_REQUEST_NOT_ACCEPTED
+        elif (gs.connection.dialect != self.dialect
+              or (self.dialect >= 0x0311 and (gs.connection.signing_algorithm_id != self.signing_algorithm_id
+                                              or gs.connection.cipher_id != self.cipher_id))):
+            status = STATUS_INVALID_PARAMETER
+        else:
+            status = ntstatus.STATUS_REQUEST_NOT_ACCEPTED
+        key = (gs.signing_key or gs.session_key) if gs.has_session_key else b""
+        rh = self._response_header(h, status)
+        sign = bool(key) and h.is_signed
+        if h.is_signed and not sign:
+            rh.flags |= SMB2_FLAGS_SIGNED
+        chain.out.append(_Out(rh, w.ErrorResponse().pack(), None, sign, None, key or None))
+        chain.last_status = status
+        log.info("event=bind_refused client=%s session_id=0x%x status=%s", self.client_address, h.session_id,
+                 status_name(status))
         return None
 
     # ========================================================= FSCTL_VALIDATE_NEGOTIATE_INFO

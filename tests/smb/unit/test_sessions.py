@@ -378,3 +378,34 @@ def test_failed_reauth_deletes_the_session(smbd):
     assert smbd.call(lambda: dict(smbd.server.global_session_table)) == {}
     assert c.tree_connect().status == ntstatus.STATUS_USER_SESSION_DELETED
     c.close()
+
+
+@pytest.mark.parametrize("d1,d2,expect", [
+    (0x0210, 0x0210, ntstatus.STATUS_REQUEST_NOT_ACCEPTED),
+    (0x0210, 0x0311, ntstatus.STATUS_INVALID_PARAMETER),
+    (0x0311, 0x0210, ntstatus.STATUS_REQUEST_NOT_ACCEPTED),
+    (0x0302, 0x0311, ntstatus.STATUS_INVALID_PARAMETER),
+    (0x0311, 0x0311, ntstatus.STATUS_REQUEST_NOT_ACCEPTED),
+])
+def test_session_binding_refused_signed_with_the_global_session_key(smbd, d1, d2, expect):
+    """No multichannel: a bind from a second connection gets the spec's status, signed with
+    the key of the session found in GlobalSessionTable; the first session lives on."""
+    c1 = RawClient(smbd.host, smbd.port)
+    c1.negotiate(dialects=(d1,))
+    assert c1.session_setup(USER, PASSWORD).status == 0
+    c2 = RawClient(smbd.host, smbd.port)
+    c2.negotiate(dialects=(d2,))
+    c2.session_id = c1.session_id
+    c2.session_key, c2.signing_key = c1.session_key, c1.signing_key or c1.session_key
+    bind = w.SessionSetupRequest(flags=w.SMB2_SESSION_FLAG_BINDING, security_mode=1, security_buffer=b"\x60\x00")
+    raw = c2.build(Command.SMB2_SESSION_SETUP, bind.pack())
+    c2.send_raw(cr.sign(c2.signing_key, raw, c2.signing_alg))
+    r = c2.recv()[0]
+    assert r.status == expect
+    assert cr.verify_signature(c2.signing_key, r.raw, c2.signing_alg)
+    # the same session id without BINDING on the other connection: not this connection's session
+    r = c2.request(Command.SMB2_SESSION_SETUP, w.SessionSetupRequest(security_buffer=b"\x60\x00"), sign=False)
+    assert r.status == ntstatus.STATUS_USER_SESSION_DELETED
+    assert c1.tree_connect().status == 0  # the original session is unharmed
+    c1.close()
+    c2.close()
