@@ -34,6 +34,7 @@ class SmbServer:
         self.server = server
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="smb-io")
         self._listener = None
+        self.drain_timeout = 5.0
         self._tasks: set[asyncio.Task] = set()
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -50,21 +51,15 @@ class SmbServer:
         return self.sockets[0].getsockname()[1]
 
     async def close(self, drain_timeout: float = 5.0) -> None:
-        """Stop listening, let connections finish what they are doing, then close them."""
+        """Stop listening; on every connection stop reading, let the requests already
+        received finish and their responses go out (up to *drain_timeout*), then close."""
+        self.drain_timeout = drain_timeout
         if self._listener is not None:
             self._listener.close()
-        deadline = time.monotonic() + drain_timeout
-        for wr in list(self._writers):
-            try:
-                wr.write_eof()
-            except (OSError, RuntimeError, AttributeError, NotImplementedError):
-                pass
-        while self._tasks and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        for wr in list(self._writers):
-            wr.close()
+        for t in list(self._tasks):
+            t.cancel()  # interrupts the read; the connection's finally-block drains
         if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=2)
+            await asyncio.wait(list(self._tasks), timeout=drain_timeout + 5)
         if self._listener is not None:
             await self._listener.wait_closed()
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -103,12 +98,18 @@ class SmbServer:
                 await state.drain()
         except (ConnectionError, OSError) as e:
             reason = f"{type(e).__name__}: {e}"
+        except asyncio.CancelledError:
+            reason = "server stopping"
         finally:
+            # drain: requests already received finish and their responses are written
+            deadline = time.monotonic() + self.drain_timeout
+            while not conn.closed and state.busy() and time.monotonic() < deadline:
+                await state.wait_idle(max(0.01, deadline - time.monotonic()))
+            await state.drain()
             state.closed = True
             works = conn.connection_lost(time.time())
             for wk in works:
                 await loop.run_in_executor(self.pool, wk.run)
-            await state.wait_idle()
             try:
                 writer.close()
             except (OSError, RuntimeError):
@@ -180,6 +181,12 @@ class _ConnState:
             except (ConnectionError, OSError):
                 self.closed = True
 
-    async def wait_idle(self) -> None:
+    def busy(self) -> bool:
+        """A blocking handler is running or received requests wait behind one."""
+        return bool(self._work_tasks) or bool(self.conn._queue) or self.conn._chain is not None
+
+    async def wait_idle(self, timeout: float = 10) -> None:
         if self._work_tasks:
-            await asyncio.wait(list(self._work_tasks), timeout=10)
+            await asyncio.wait(list(self._work_tasks), timeout=timeout)
+        else:
+            await asyncio.sleep(min(timeout, 0.01))

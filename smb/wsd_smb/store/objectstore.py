@@ -347,12 +347,16 @@ class ObjectStore:
         if share.read_only and (access & WRITE_ACCESS_BITS or doc):
             raise fail(STATUS_ACCESS_DENIED, "read-only share")
         parts, stream = split_name_stream(name)
-        if stream is not None:
+        if stream:
             return self._create_stream(share, parts, stream, access, want_max, share_access,
                                        create_disposition, create_options)
         with self.mutex:
             r = resolve(share, parts)
             try:
+                if stream == "" and r.exists and stat_mod.S_ISDIR(r.st.st_mode):
+                    # a directory has no data stream (MS-FSA 2.1.5.1.2)
+                    raise fail(STATUS_NOT_A_DIRECTORY if create_options & FILE_DIRECTORY_FILE
+                               else STATUS_FILE_IS_A_DIRECTORY, f"{name!r}")
                 if r.exists:
                     res = self._open_existing(share, r, access, want_max, share_access,
                                               create_disposition, create_options, file_attributes)

@@ -78,14 +78,15 @@ def split_name(name: str, *, leading_separator_ok: bool = False) -> list[str]:
     """Check and split an SMB2 share-relative name into components ([] = share root);
     a named stream is refused (STATUS_OBJECT_NAME_INVALID)."""
     parts, stream = split_name_stream(name, leading_separator_ok=leading_separator_ok)
-    if stream is not None:
+    if stream:
         raise fail(STATUS_OBJECT_NAME_INVALID, f"stream name not allowed here: {name!r}")
     return parts
 
 
 def split_name_stream(name: str, *, leading_separator_ok: bool = False) -> tuple[list[str], str | None]:
     """Like :func:`split_name`, for names that may end in ``:stream[:$DATA]``: returns
-    (components, stream name or None).  ``name::$DATA`` is the file itself."""
+    (components, stream name or None).  ``name::$DATA`` (the file's data stream, named
+    explicitly) gives the stream name ``""``."""
     if leading_separator_ok:
         name = name.lstrip("\\")
     elif name.startswith("\\"):
@@ -100,15 +101,17 @@ def split_name_stream(name: str, *, leading_separator_ok: bool = False) -> tuple
     stream_name = None
     if ":" in last:
         base, _, stream = last.partition(":")
-        sname, _, stype = stream.partition(":")
-        if stype.upper() not in ("$DATA", "") or (not sname and not stype) or ":" in stype:
+        sname, typed, stype = stream.partition(":")
+        if (typed and stype.upper() != "$DATA") or (not sname and not typed):
             raise fail(STATUS_OBJECT_NAME_INVALID, f"bad stream syntax: {last!r}")
+        if not sname:
+            stream_name = ""  # name::$DATA
         if sname:
             if len(sname) > MAX_COMPONENT or any(c in _BAD_STREAM_CHARS for c in sname):
                 raise fail(STATUS_OBJECT_NAME_INVALID, f"bad stream name {sname!r}")
             stream_name = sname
         if not base:
-            if not stream_name:
+            if not stream_name:  # "::$DATA" alone, or ":"
                 raise fail(STATUS_OBJECT_NAME_INVALID, f"bad path component {last!r}")
             parts = parts[:-1]  # a stream of the directory named by the rest ("dir\:s" / ":s")
         else:

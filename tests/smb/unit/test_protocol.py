@@ -381,3 +381,28 @@ def test_each_negotiated_signing_algorithm(smbd, alg):
     r = c.tree_connect()
     assert r.status == 0 and cr.verify_signature(c.signing_key, r.raw, alg)
     c.close()
+
+
+def test_stop_drains_requests_in_flight(smbd_factory):
+    """Stopping the server (what SIGTERM does) lets a request already being handled finish
+    and its response go out before the connection closes."""
+    import time as _t
+
+    def slow_flush(ctx, req):
+        _t.sleep(0.5)
+        return Response(w.FlushResponse())
+
+    st = smbd_factory()
+    c = logged_on(st)
+    tid = c.tree_connect().header.tree_id
+    with handler(Command.SMB2_FLUSH, slow_flush, blocking=True):
+        c.send_raw(c.compound([c.build(Command.SMB2_FLUSH, w.FlushRequest(file_id=FileId(1, 1)).pack(),
+                                       tree_id=tid)]))
+        _t.sleep(0.1)  # the handler is running in the pool now
+        stopper = threading.Thread(target=st.stop)
+        stopper.start()
+        r = c.recv()[0]
+        assert r.header.command == Command.SMB2_FLUSH and r.status == 0
+        assert c.closed_by_server(timeout=10)
+        stopper.join(15)
+    st.stop = lambda: None  # already stopped; the fixture's teardown must not stop it twice
