@@ -96,3 +96,21 @@ def test_directory_streams(store, share, root):
     d = create(store, share, "d", access=FILE_READ_DATA, disposition=D.FILE_OPEN,
                options=FILE_DIRECTORY_FILE).open
     assert _streams(store, d) == [(":meta:$DATA", 10)]
+
+
+def test_stream_name_syntax_and_directory_data_stream(store, share, root):
+    from wsd_smb.store.constants import FILE_DIRECTORY_FILE
+    from wsd_smb.store.errors import STATUS_FILE_IS_A_DIRECTORY
+    from wsd_smb.store.paths import split_name_stream
+
+    assert split_name_stream("a:s") == (["a"], "s")
+    assert split_name_stream("a::$DATA") == (["a"], "")
+    for bad in ("a:s:", "a:", "a:s:$FOO", "::$DATA"):
+        assert status_of(split_name_stream, bad) == STATUS_OBJECT_NAME_INVALID
+    (root / "d").mkdir()
+    create(store, share, "d", access=0x1f01ff, share_access=0, disposition=D.FILE_OPEN,
+           options=FILE_DIRECTORY_FILE)
+    # the directory's (absent) data stream: answered before any share-mode check
+    assert status_of(create, store, share, "d::$DATA", disposition=D.FILE_OPEN) == STATUS_FILE_IS_A_DIRECTORY
+    assert status_of(create, store, share, "d::$DATA", disposition=D.FILE_OPEN,
+                     options=FILE_DIRECTORY_FILE) == STATUS_NOT_A_DIRECTORY
