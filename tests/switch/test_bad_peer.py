@@ -149,10 +149,11 @@ def test_lost_negotiation_message_times_out_on_both_sides(provider, switches):
     t = threading.Thread(target=acc)
     t.start()
     t0 = time.monotonic()
-    # the acceptor's deadline starts a moment earlier (at WSPAccept): its close may reach us first
-    with pytest.raises((errors.WSAETIMEDOUT, errors.WSAECONNRESET)):
+    # whichever side's deadline expires first closes; the other may see that close (a reset) first
+    with pytest.raises((errors.WSAETIMEDOUT, errors.WSAECONNRESET)) as ei:
         s.connect(("127.0.0.1", port))
     t.join(10)
-    assert isinstance(box["accept"], errors.WSAETIMEDOUT)
+    assert isinstance(box["accept"], (errors.WSAETIMEDOUT, errors.WSAECONNRESET))
+    assert isinstance(ei.value, errors.WSAETIMEDOUT) or isinstance(box["accept"], errors.WSAETIMEDOUT)
     assert time.monotonic() - t0 < 6
     assert c.providers[provider].stats["dropped_send"] == 1
