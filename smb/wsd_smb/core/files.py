@@ -533,6 +533,9 @@ def ioctl(ctx: RequestContext, req: IoctlRequest) -> Response:
     if req.max_output_response > ctx.connection.max_transact_size or \
             len(req.input) > ctx.connection.max_transact_size:
         raise fail(STATUS_INVALID_PARAMETER, "IOCTL larger than MaxTransactSize")
+    if tuple(req.file_id) == (0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFF):
+        # server-level FSCTLs (QUERY_NETWORK_INTERFACE_INFO: no multichannel here, 3.3.5.15.11)
+        raise fail(STATUS_NOT_SUPPORTED, f"FSCTL 0x{code:08x} without a file")
     o = _lookup(ctx, req.file_id)
     if isinstance(o, _PipeOpen):
         if code != FSCTL_PIPE_TRANSCEIVE:
