@@ -696,18 +696,19 @@ class Connection:
         parts = []
         for i, o in enumerate(outs):
             last = i == len(outs) - 1
-            raw = o.header.pack() + o.body
+            raw = bytearray(o.header.pack())
+            raw += o.body
             if not last:
                 raw += b"\0" * ((-len(raw)) % 8)
-                raw = raw[:20] + struct.pack("<I", len(raw)) + raw[24:]
+                struct.pack_into("<I", raw, 20, len(raw))
             if o.after_pack is not None:
-                o.after_pack(raw)
+                o.after_pack(bytes(raw))
             if o.sign and enc_session is None and o.sign_key:
-                raw = cr.sign(o.sign_key, raw, self._signing_algorithm())
+                cr.sign_in_place(o.sign_key, raw, self._signing_algorithm())
             elif o.sign and enc_session is None and o.session is not None:
-                raw = cr.sign(self._signing_key(o.session), raw, self._signing_algorithm())
+                cr.sign_in_place(self._signing_key(o.session), raw, self._signing_algorithm())
             parts.append(raw)
-        msg = b"".join(parts)
+        msg = parts[0] if len(parts) == 1 else b"".join(parts)
         if enc_session is not None:
             msg = cr.encrypt_message(enc_session.encryption_key, enc_session.session_id, msg,
                                      self.cipher_id or cr.AES_128_CCM)

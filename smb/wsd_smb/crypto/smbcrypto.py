@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM
 from cryptography.exceptions import InvalidTag
 
 __all__ = [
-    "kdf", "derive_session_keys", "sign", "verify_signature", "encrypt_message", "decrypt_message",
+    "kdf", "derive_session_keys", "sign", "sign_in_place", "verify_signature", "encrypt_message", "decrypt_message",
     "preauth_hash", "SessionKeys", "CIPHER_KEY_SIZE", "DecryptError",
 ]
 
@@ -91,6 +91,13 @@ def _mac(key: bytes, zeroed, algorithm: int) -> bytes:
     raise ValueError(f"unknown signing algorithm {algorithm}")
 
 
+def sign_in_place(key: bytes, b: bytearray, algorithm: int) -> None:
+    """Set SMB2_FLAGS_SIGNED and the Signature of the message in *b* (no copy)."""
+    struct.pack_into("<I", b, 16, struct.unpack_from("<I", b, 16)[0] | 0x8)
+    b[48:64] = bytes(16)
+    b[48:64] = _mac(key, b, algorithm)
+
+
 def sign(key: bytes, msg: bytes, algorithm: int) -> bytes:
     """Return *msg* (one SMB2 message, header first) with SMB2_FLAGS_SIGNED set and its
     Signature filled in (MS-SMB2 3.1.4.1).  One copy of the message."""
@@ -119,7 +126,8 @@ def encrypt_message(key: bytes, session_id: int, msg: bytes, cipher: int, nonce:
         aead = AESGCM(key)
     aad = nonce_field + struct.pack("<IHHQ", len(msg), 0, 1, session_id)
     ct = aead.encrypt(nonce, msg, aad)
-    return b"\xfdSMB" + ct[-16:] + aad + ct[:-16]
+    mv = memoryview(ct)
+    return b"".join((b"\xfdSMB", mv[-16:], aad, mv[:-16]))
 
 
 def decrypt_message(key: bytes, transform: bytes, cipher: int) -> bytes:

@@ -543,6 +543,13 @@ class ObjectStore:
             check = access | (FILE_WRITE_DATA if overwrite else 0)
             if self._share_conflict(fobj.opens, check, share_access):
                 raise fail(STATUS_SHARING_VIOLATION, fobj.path)
+        if access & DELETE:
+            # deleting the file deletes its streams: an open stream that does not share
+            # delete blocks it (smbtorture smb2.streams.delete)
+            for key, sobj in self.files.items():
+                if len(key) == 3 and key[:2] == (st.st_dev, st.st_ino) and any(
+                        not so.share_access & FILE_SHARE_DELETE for so in sobj.opens):
+                    raise fail(STATUS_SHARING_VIOLATION, f"stream {sobj.path} is open")
         writable = not is_dir and bool(access & (FILE_WRITE_DATA | FILE_APPEND_DATA) or overwrite)
         fd = self._open_fd(r, is_dir, writable)
         try:

@@ -71,7 +71,7 @@ class Share:
         return os.open(self.path, _DIR_FLAGS)
 
 
-_BAD_STREAM_CHARS = frozenset("\\/:") | frozenset(chr(c) for c in range(0x20))
+_BAD_STREAM_CHARS = frozenset("\\/:\0")  # NTFS stream names may hold anything else
 
 
 def split_name(name: str, *, leading_separator_ok: bool = False) -> list[str]:

@@ -180,28 +180,33 @@ class Structure:
 
     # ------------------------------------------------------------------ pack
     def pack(self, base: int = 64) -> bytes:
-        """Pack; *base* is the offset of this structure from the SMB2 header start."""
+        """Pack; *base* is the offset of this structure from the SMB2 header start.
+        Buffers are copied once (large READ data goes straight into the result)."""
         values: dict[str, Any] = {}
-        tail = bytearray()
+        tail: list[bytes] = []
         pos = self.FIXED_SIZE
         for b in self.BUFFERS:
-            data = bytes(getattr(self, snake(b.name)))
+            data = getattr(self, snake(b.name))
+            n = len(data)
             if b.offset is None:
-                values[b.length] = len(data)
-                tail += data
-                pos += len(data)
+                values[b.length] = n
+                tail.append(data)
+                pos += n
                 continue
             pad = _pad(base + pos, b.align)
-            if data:
-                tail += b"\0" * pad
+            if n:
+                if pad:
+                    tail.append(b"\0" * pad)
                 pos += pad
                 values[b.offset] = base + pos
-                tail += data
-                pos += len(data)
+                tail.append(data)
+                pos += n
             else:
                 values[b.offset] = 0 if b.offset_if_empty == "zero" else base + pos + pad
-            values[b.length] = len(data)
-        tail += self._pack_extra(base, pos)
+            values[b.length] = n
+        extra = self._pack_extra(base, pos)
+        if extra:
+            tail.append(extra)
         args = []
         for f in self._all:
             if f.name in values:
@@ -214,9 +219,10 @@ class Structure:
                 v = FileId(*v).pack()
             args.append(v)
         try:
-            out = self._st.pack(*args) + bytes(tail)
+            head = self._st.pack(*args)
         except struct.error as e:
             raise ValueError(f"{type(self).__name__}.pack: {e}") from None
+        out = b"".join([head, *tail])
         if self.STRUCTURE_SIZE is not None and len(out) < self.STRUCTURE_SIZE:
             out += b"\0" * (self.STRUCTURE_SIZE - len(out))
         return out
