@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import os
 
 
 def _switch_start_server():
@@ -19,8 +20,10 @@ def _switch_start_server():
 
 
 async def start_server(client_connected_cb, host: str, port: int, **kw):
-    start = _switch_start_server() or asyncio.start_server
-    return await start(client_connected_cb, host, port, **kw)
+    """Listen through the switch (wsd.aio); WSD_SMB_TRANSPORT=asyncio forces plain asyncio
+    (for comparing the two paths)."""
+    start = None if os.environ.get("WSD_SMB_TRANSPORT") == "asyncio" else _switch_start_server()
+    return await (start or asyncio.start_server)(client_connected_cb, host, port, **kw)
 
 
 class DirectTcpFramer:
