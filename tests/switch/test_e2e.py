@@ -50,6 +50,7 @@ def steps_of(records):
 
 @pytest.mark.parametrize("provider", ALL)
 def test_accept_mediation_and_transfer(provider, switches):
+    """WSD-A1 (tcp path), WSD-A2..A6 (order of steps), WSD-A3 (same thread), WSD-A4 (CF_ACCEPT), WSD-D1 (64 B .. 3 MiB)."""
     sw = switches(table_for(provider))
     trace = []
     sw.trace_sinks.append(trace.append)
@@ -106,6 +107,7 @@ def test_accept_mediation_and_transfer(provider, switches):
 
 @pytest.mark.parametrize("provider", SAN)
 def test_reject_gives_peer_WSAECONNREFUSED_after_condition_WSD_A7_A8(provider, switches):
+    """WSD-A4 (CF_REJECT), WSD-A7 (WSPAccept fails with WSAECONNREFUSED), WSD-A8 (peer told only afterwards)."""
     sw = switches(table_for(provider))
     l, port = listener(sw)
     marks = {}
@@ -142,6 +144,7 @@ def test_reject_on_tcp_path_resets_the_peer(switches):
 
 @pytest.mark.parametrize("provider", SAN)
 def test_queued_requests_are_not_lost_WSD_A6(provider, switches):
+    """WSD-A6: ResetEvent then SetEvent again while requests are queued: none is lost."""
     sw = switches(table_for(provider))
     l, port = listener(sw)
     peers = [start_peer({"provider": provider, "addr": ["127.0.0.1", port], "sizes": [8]}) for _ in range(4)]
@@ -160,6 +163,7 @@ def test_queued_requests_are_not_lost_WSD_A6(provider, switches):
 @pytest.mark.parametrize("provider", [p for p in SAN if p == "zmq"])
 @pytest.mark.parametrize("flow_control", [False, True])
 def test_negotiation_before_receives_posted_is_delivered_in_order_WSD_N2(provider, flow_control, switches):
+    """WSD-N2: the negotiation message (and data) arriving before any receive is posted is held and delivered."""
     sw = switches(table_for(provider), provider_options={provider: {"faults": {"delay_post": 0.4},
                                                                     "flow_control": flow_control}})
     l, port = listener(sw)
@@ -185,6 +189,7 @@ def test_negotiation_before_receives_posted_is_delivered_in_order_WSD_N2(provide
 
 @pytest.mark.parametrize("provider", ALL)
 def test_accept_ex_completes_with_first_data_WSD_X1(provider, switches):
+    """WSD-X1: AcceptEx with an initial buffer completes only with the peer's first data."""
     sw = switches(table_for(provider))
     l, port = listener(sw)
     peer = start_peer({"provider": provider, "addr": ["127.0.0.1", port], "sizes": [300],
@@ -200,6 +205,7 @@ def test_accept_ex_completes_with_first_data_WSD_X1(provider, switches):
 
 @pytest.mark.parametrize("provider", SAN)
 def test_cancel_closes_the_accepting_san_socket_WSD_X2(provider, switches):
+    """WSD-X2: cancelling the accept calls WSPCloseSocket on the accepting SAN socket."""
     sw = switches(table_for(provider))
     trace = []
     sw.trace_sinks.append(trace.append)

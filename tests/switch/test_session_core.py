@@ -28,6 +28,7 @@ def test_connector_posts_receives_before_sending_negotiation_WSD_N1():
 
 
 def test_acceptor_posts_before_answering_and_states_count_WSD_N4():
+    """WSD-N4: receives posted before the answer; the answer states how many."""
     c = S.SessionProtocol(S.Role.CONNECTOR, S.SessionConfig(recv_count=4))
     a = S.SessionProtocol(S.Role.ACCEPTOR, S.SessionConfig(recv_count=6, recv_size=4096))
     cacts = c.start(0.0)

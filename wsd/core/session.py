@@ -202,15 +202,23 @@ class ProtocolViolation(Exception):
 class SessionProtocol:
     """The session protocol of one SAN connection; see the module docstring."""
 
-    def __init__(self, role: Role, config: SessionConfig | None = None, *, name: str = ""):
+    def __init__(self, role: Role, config: SessionConfig | None = None, *, name: str = "", recv_memory=None):
+        """``recv_memory``: where the posted receive buffers live (a writable buffer of at least
+        ``recv_count * recv_size`` bytes, e.g. a span of a native ring or a shared segment); by
+        default a private bytearray.  The provider only ever sees the buffers posted from it."""
         self.role = role
         self.config = config or SessionConfig()
         self.config.validate()
         self.name = name
         c = self.config
-        self._recv_mem = bytearray(c.recv_count * c.recv_size)
+        need = c.recv_count * c.recv_size
+        if recv_memory is None:
+            recv_memory = bytearray(need)
+        elif len(memoryview(recv_memory).cast("B")) < need:
+            raise errors.WSAEINVAL(f"recv_memory smaller than {need} bytes")
+        self._recv_mem = recv_memory
         self._send_mem = bytearray(c.send_count * c.recv_size)
-        rm, sm = memoryview(self._recv_mem), memoryview(self._send_mem)
+        rm, sm = memoryview(self._recv_mem).cast("B"), memoryview(self._send_mem)
         #: the pool of receive buffers the driver posts (``PostRecv(i)``)
         self.recv_buffers = [rm[i * c.recv_size:(i + 1) * c.recv_size] for i in range(c.recv_count)]
         #: the pool of registered send buffers (``PostSend(i, n)``); peer's receive_size bounds use
