@@ -135,6 +135,7 @@ class _Chain:
 _NO_SESSION_CMDS = {Command.SMB2_NEGOTIATE, Command.SMB2_SESSION_SETUP, Command.SMB2_ECHO, Command.SMB2_CANCEL}
 _CREDIT_PAYLOAD = 65536
 FSCTL_VALIDATE_NEGOTIATE_INFO = 0x00140204
+_MAX_PREAUTH_SESSIONS = 64  # logons in progress per connection (bounds what a client can pin)
 
 
 class Connection:
@@ -875,6 +876,8 @@ class Connection:
             return self._refuse_binding(chain, el)
         reauth = False
         if h.session_id == 0:
+            if len(self.preauth_session_table) >= _MAX_PREAUTH_SESSIONS:
+                return self._error(chain, el, ntstatus.STATUS_REQUEST_NOT_ACCEPTED, None)
             sid = self.server.new_session_id()
             session = Session(session_id=sid, connection=self, session_global_id=self.server.allocate_global_id(),
                               creation_time=now, idle_time=now)

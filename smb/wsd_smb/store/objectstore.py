@@ -661,14 +661,27 @@ class ObjectStore:
                 except OSError as e:
                     log.warning("close(%d) of %s: %s", o.fd, fobj.path, e)
                 if not fobj.opens:
-                    if fobj.delete_pending:
-                        self._unlink(fobj)
-                    self.files.pop(fobj.key, None)
+                    if fobj.delete_pending and fobj.stream is None and self._streams_open(fobj.key):
+                        pass  # the file goes when its last open stream closes (kept delete-pending)
+                    else:
+                        if fobj.delete_pending:
+                            self._unlink(fobj)
+                        self.files.pop(fobj.key, None)
+                    if fobj.stream is not None:
+                        base = self.files.get(fobj.key[:2])
+                        if base is not None and not base.opens and base.delete_pending \
+                                and not self._streams_open(base.key):
+                            self._unlink(base)
+                            self.files.pop(base.key, None)
                 elif had_locks:
                     wake += self._retry_waiters(fobj)
         for p, status in wake:
             p.on_complete(status)
         return info
+
+    def _streams_open(self, key: tuple) -> bool:
+        """Does any named stream of the file *key* (dev, ino) have opens?"""
+        return any(len(k) == 3 and k[:2] == key and f.opens for k, f in self.files.items())
 
     def _unlink(self, fobj: FileObject) -> None:
         if fobj.stream is not None:
@@ -1130,8 +1143,10 @@ class ObjectStore:
             raise fail(STATUS_ACCESS_DENIED, "no DELETE access")
         if o.share.read_only:
             raise fail(STATUS_ACCESS_DENIED, "read-only share")
-        if o.stream is not None or new_name.startswith(":"):
-            raise fail(STATUS_NOT_SUPPORTED_, "renaming streams")
+        if new_name.startswith(":"):
+            return self._rename_stream(o, new_name, replace_if_exists)
+        if o.stream is not None:
+            raise fail(STATUS_INVALID_PARAMETER, "a stream can only be renamed to another stream")
         parts = split_name(new_name, leading_separator_ok=True)
         if not parts:
             raise fail(STATUS_OBJECT_NAME_INVALID, "empty target name")
@@ -1179,6 +1194,40 @@ class ObjectStore:
                 fobj.rel = dst.rel[:-1] + [target_name]
                 for oo in fobj.opens:
                     oo.path_name = fobj.path
+
+    def _rename_stream(self, o: Open, new_name: str, replace_if_exists: bool) -> None:
+        """Rename a named stream to ``:new[:$DATA]`` of the same file (MS-FSA 2.1.5.14.11)."""
+        _, new = split_name_stream("x" + new_name)
+        if not new:
+            raise fail(STATUS_NOT_SUPPORTED_, "renaming to or from the data stream")
+        if o.stream is None:
+            raise fail(STATUS_NOT_SUPPORTED_, "renaming the data stream")
+        with o.io_lock, self.mutex:
+            if o.closed:
+                raise fail(STATUS_FILE_CLOSED)
+            p = fd_path(o.fd)
+            try:
+                existing = find_stream(p, new)
+                if existing is not None and existing.casefold() != o.stream.casefold():
+                    if not replace_if_exists:
+                        raise fail(STATUS_OBJECT_NAME_COLLISION, f":{existing}")
+                    tkey = o.file.key[:2] + (existing.casefold(),)
+                    if tkey in self.files and self.files[tkey].opens:
+                        raise fail(STATUS_ACCESS_DENIED, "target stream is open")
+                    remove_stream(p, existing)
+                data = read_stream(p, o.stream)
+                write_stream(p, new, data)
+                if new != o.stream:
+                    remove_stream(p, o.stream)
+            except OSError as e:
+                raise from_oserror(e) from None
+            fobj = o.file
+            self.files.pop(fobj.key, None)
+            fobj.key = fobj.key[:2] + (new.casefold(),)
+            fobj.stream = new
+            self.files[fobj.key] = fobj
+            for oo in fobj.opens:
+                oo.path_name = fobj.path
 
     # ------------------------------------------------------------------ LOCK
     def lock(self, o: Open, elements: list[tuple[int, int, int]],

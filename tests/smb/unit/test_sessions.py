@@ -409,3 +409,17 @@ def test_session_binding_refused_signed_with_the_global_session_key(smbd, d1, d2
     assert c1.tree_connect().status == 0  # the original session is unharmed
     c1.close()
     c2.close()
+
+
+def test_logons_in_progress_are_bounded(smbd):
+    import spnego
+    c = RawClient(smbd.host, smbd.port)
+    c.negotiate()
+    statuses = []
+    for _ in range(70):
+        tok = spnego.client(USER, PASSWORD, hostname="wsd").step()
+        statuses.append(c.request(Command.SMB2_SESSION_SETUP, w.SessionSetupRequest(security_buffer=tok),
+                                  session_id=0).status)
+    assert statuses[:64] == [ntstatus.STATUS_MORE_PROCESSING_REQUIRED] * 64
+    assert set(statuses[64:]) == {ntstatus.STATUS_REQUEST_NOT_ACCEPTED}
+    c.close()
