@@ -114,3 +114,34 @@ def test_stream_name_syntax_and_directory_data_stream(store, share, root):
     assert status_of(create, store, share, "d::$DATA", disposition=D.FILE_OPEN) == STATUS_FILE_IS_A_DIRECTORY
     assert status_of(create, store, share, "d::$DATA", disposition=D.FILE_OPEN,
                      options=FILE_DIRECTORY_FILE) == STATUS_NOT_A_DIRECTORY
+
+
+def test_stream_rename(store, share, root):
+    s = create(store, share, "r:old", disposition=D.FILE_CREATE).open
+    store.write(s, 0, b"payload")
+    create(store, share, "r:taken", disposition=D.FILE_CREATE)
+    assert status_of(store.rename, s, ":taken", False) == STATUS_OBJECT_NAME_COLLISION
+    store.rename(s, ":New:$DATA", False)
+    assert s.path == "r:New"
+    assert sorted(n for n in os.listxattr(root / "r") if n.startswith("user.wsd.stream.")) == \
+        ["user.wsd.stream.New", "user.wsd.stream.taken"]
+    assert store.read(create(store, share, "r:new", disposition=D.FILE_OPEN).open, 0, 10) == b"payload"
+
+
+def test_file_deleted_after_its_open_streams(store, share, root):
+    from wsd_smb.store.constants import FILE_SHARE_DELETE, FILE_SHARE_READ, FILE_SHARE_WRITE
+
+    sh = FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE
+    s = create(store, share, "z:s", share_access=sh, disposition=D.FILE_CREATE).open
+    f = create(store, share, "z", share_access=sh, disposition=D.FILE_OPEN).open
+    store.set_disposition(f, True)
+    store.close(f)
+    assert (root / "z").exists()                       # waits for the stream's open
+    assert status_of(create, store, share, "z", disposition=D.FILE_OPEN) == STATUS_DELETE_PENDING
+    assert status_of(create, store, share, "z:s", disposition=D.FILE_OPEN) == STATUS_DELETE_PENDING
+    store.close(s)
+    assert not (root / "z").exists()
+    # and a stream open that does not share delete blocks opening the file for DELETE
+    t = create(store, share, "y:s", share_access=FILE_SHARE_READ, disposition=D.FILE_CREATE).open
+    assert status_of(create, store, share, "y", disposition=D.FILE_OPEN) == STATUS_SHARING_VIOLATION
+    store.close(t)
