@@ -35,7 +35,11 @@ PINS = HERE / "smbtorture_pins.json"
 SUITES = [
     "smb2.connect", "smb2.read", "smb2.rw", "smb2.session", "smb2.getinfo", "smb2.setinfo", "smb2.dir",
     "smb2.rename", "smb2.delete-on-close-perms", "smb2.lock", "smb2.create",
+    # beyond the first list, still fast (seconds): durable handles (DH-*), compounds, credits, FSCTLs
+    "smb2.durable-open", "smb2.durable-v2-open", "smb2.compound", "smb2.credits", "smb2.ioctl",
 ]
+#: Slow on Samba (lease 3 min, oplock 2 min: they wait out break timeouts); run with WSD_SMBTORTURE_SUITES=all.
+SLOW_SUITES = ["smb2.lease", "smb2.oplock"]
 
 PASS = {"success", "xfail"}
 _RESULT = re.compile(r"^(success|successful|failure|fail|error|skip|xfail|uxsuccess): (.+?)( \[)?$")

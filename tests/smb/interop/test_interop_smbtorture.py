@@ -12,6 +12,7 @@ Knobs (environment):
                                   pinned cases (quick CI mode); off: skip.
   WSD_SMBTORTURE_BUDGET=S         seconds per suite (default 150)
   WSD_SMBTORTURE_STALL=S          kill smbtorture after S s without output (default 30)
+  WSD_SMBTORTURE_SUITES=all       also the slow suites (smb2.lease, smb2.oplock: minutes each)
 """
 from __future__ import annotations
 
@@ -20,17 +21,18 @@ import socket
 
 import pytest
 
-from smbtorture_runner import PASS, SMBTORTURE, SUITES, load_pins, run_suite
+from smbtorture_runner import PASS, SLOW_SUITES, SMBTORTURE, SUITES, load_pins, run_suite
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
 MODE = os.environ.get("WSD_SMBTORTURE", "full")
 BUDGET = float(os.environ.get("WSD_SMBTORTURE_BUDGET", "150"))
 STALL = float(os.environ.get("WSD_SMBTORTURE_STALL", "30"))
+RUN_SUITES = SUITES + (SLOW_SUITES if os.environ.get("WSD_SMBTORTURE_SUITES") == "all" else [])
 
 
-@pytest.mark.timeout(int(BUDGET) + 120)
-@pytest.mark.parametrize("suite", SUITES)
+@pytest.mark.timeout(int(max(BUDGET, 400)) + 120)
+@pytest.mark.parametrize("suite", RUN_SUITES)
 def test_smbtorture(smb_server, suite, client_conf, torture_report):
     if MODE == "off":
         pytest.skip("WSD_SMBTORTURE=off")
@@ -41,7 +43,8 @@ def test_smbtorture(smb_server, suite, client_conf, torture_report):
     if MODE == "pinned" and not pins:
         pytest.skip(f"WSD_SMBTORTURE=pinned and nothing of {suite} is pinned for {srv.kind}")
     r = run_suite(srv.host, srv.port, srv.share, srv.creds, suite, cases=sorted(pins) if MODE == "pinned" else None,
-                  budget=BUDGET, stall=STALL, client_conf=str(client_conf))
+                  budget=max(BUDGET, 400) if suite in SLOW_SUITES else BUDGET, stall=STALL,
+                  client_conf=str(client_conf))
     torture_report.append((srv.kind, r, pins))
 
     assert srv.alive(), f"{srv.kind} server exited during {suite}"
