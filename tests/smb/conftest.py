@@ -44,8 +44,10 @@ class _Holder:
         if self.server is not None and not self.server.alive():
             self.server.stop()
             self.server = None
-        if self.server is None:
+        attempts = 2  # a fresh port and directory once more if the first start fails
+        while self.server is None:
             self.generation += 1
+            attempts -= 1
             srv = self.cls(self.root / f"run{self.generation}")
             try:
                 srv.start()
@@ -53,7 +55,9 @@ class _Holder:
                 self.skip_reason = str(e)
                 pytest.skip(self.skip_reason)
             except (RuntimeError, TimeoutError) as e:
-                pytest.fail(f"{srv.kind} server did not start: {e}\n--- log ---\n{srv.log_tail()}")
+                if attempts <= 0:
+                    pytest.fail(f"{srv.kind} server did not start: {e}\n--- log ---\n{srv.log_tail()}")
+                continue
             self.server = srv
         return self.server
 
