@@ -24,7 +24,7 @@ def pytest_collection_modifyitems(config, items):
             continue
         reason = KNOWN.get(f"{path.name}::{item.name}")
         if reason:
-            item.add_marker(pytest.mark.xfail(strict=True, reason=reason + " (see docs/interop.md; remove the entry "
+            item.add_marker(pytest.mark.xfail(strict=True, reason=reason + " (remove the entry "
                                               "from tests/smb/interop/wsd_known_failures.json once it passes)"))
 
 
