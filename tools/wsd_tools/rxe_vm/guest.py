@@ -72,7 +72,8 @@ echo "wsd-rxe-vm: stage 2 at $(cut -d' ' -f1 /proc/uptime) s guest uptime"
 . /wsdrun/config
 hostname wsd-rxe-vm 2>/dev/null
 mkdir -p "$WSD_GUEST_PROJECT"
-mount -t 9p -o trans=virtio,version=9p2000.L,msize={MSIZE} {TAG_PROJECT} "$WSD_GUEST_PROJECT" \\
+mount -t 9p -o trans=virtio,version=9p2000.L,msize={MSIZE}${{WSD_PROJECT_CACHE:+,cache=$WSD_PROJECT_CACHE}} \\
+    {TAG_PROJECT} "$WSD_GUEST_PROJECT" \\
     || fail "mount project at $WSD_GUEST_PROJECT"
 ip link set lo up
 setup_rxe() {{

@@ -41,7 +41,7 @@ GUEST_PACKAGES = (
     "python3-pyverbs",
     "python3-pytest",
     "python3-pytest-timeout",
-    "python3-cffi-backend",
+    "python3-cffi-backend",   # enough for the prebuilt wsd_ring; python3-cffi (pycparser) breaks debootstrap
     "python3-zmq",
     "python3-cryptography",
     "rdma-core",
@@ -371,6 +371,10 @@ def build(spec: Spec | None = None, force: bool = False, echo=sys.stderr) -> Ima
             os.rename(work, final)
             log.step(f"done: {final} ({manifest['rootfs_bytes'] / 2**20:.0f} MiB root)")
         except BaseException:
+            dlog = work / "rootfs" / "debootstrap" / "debootstrap.log"
+            if dlog.exists():
+                shutil.copy2(dlog, root / "last-debootstrap.log")
+                log.step(f"failed; debootstrap's own log: {root / 'last-debootstrap.log'}")
             shutil.rmtree(work, ignore_errors=True)
             raise
         finally:

@@ -91,7 +91,8 @@ def qemu_command(image: Image, project: Path, rundir: Path, smp: int, mem_mib: i
 def _prepare_rundir(rundir: Path, guest_project: str, guest_cwd: str, mode: str,
                     argv: list[str], env: dict[str, str]) -> None:
     (rundir / "stage2.sh").write_text(guest.STAGE2)
-    cfg = {"WSD_MODE": mode, "WSD_GUEST_PROJECT": guest_project, "WSD_CWD": guest_cwd}
+    cfg = {"WSD_MODE": mode, "WSD_GUEST_PROJECT": guest_project, "WSD_CWD": guest_cwd,
+           "WSD_PROJECT_CACHE": os.environ.get("WSD_RXE_VM_PROJECT_CACHE", "")}
     (rundir / "config").write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in cfg.items()))
     lines = ["# written by wsd-rxe-vm: the command to run in the guest\n"]
     lines += [f"export {k}={shlex.quote(v)}\n" for k, v in env.items()]
