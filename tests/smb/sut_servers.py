@@ -228,6 +228,12 @@ class SambaServer(SmbServer):
             self.procs.append(subprocess.Popen([SAMBA_SMBD, *common], stdout=log, stderr=subprocess.STDOUT,
                                                stdin=subprocess.DEVNULL, start_new_session=True))
             wait_port(self.host, self.port, 30, self.procs[-1])
+            # smbd listens before samba-dcerpcd has its pipes up: wait for srvsvc (smbclient -L needs it)
+            deadline = time.monotonic() + 30
+            while not (self.root / "ncalrpc" / "np" / "srvsvc").exists():
+                if time.monotonic() > deadline or self.procs[0].poll() is not None:
+                    raise TimeoutError("samba-dcerpcd did not create its srvsvc pipe within 30s")
+                time.sleep(0.05)
         except BaseException:
             self.stop()
             raise
