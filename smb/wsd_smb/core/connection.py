@@ -911,24 +911,25 @@ class Connection:
         try:
             token, done = session.auth.step(req.security_buffer)
         except (NtlmError, SpnegoError) as e:
-            log.warning("event=logon_failed client=%s session_id=0x%x reason=%r", self.client_address,
-                        session.session_id, str(e))
+            log.warning("event=logon_failed client=%s session_id=0x%x reauth=%d reason=%r", self.client_address,
+                        session.session_id, reauth, str(e))
             session.auth = None
-            self._teardown_session(session, run_hooks=False)
-            return self._error(chain, el, ntstatus.STATUS_LOGON_FAILURE, None)
+            return self._fail_logon(chain, el, session, reauth, now)
+        # During re-authentication the session has keys: its SESSION_SETUP responses are
+        # signed (clients that sign the request insist on a signed answer).
+        reauth_sign = reauth and session.has_session_key and (h.is_signed or session.signing_required)
         if not done:
             def after(raw: bytes, s=session) -> None:
                 if track_hash:
                     s.preauth_integrity_hash_value = cr.preauth_hash(s.preauth_integrity_hash_value, raw)
 
             self._respond(chain, el, None, w.SessionSetupResponse(security_buffer=token).pack(HEADER_SIZE),
-                          STATUS_MORE_PROCESSING_REQUIRED, session=session, sign=False, after_pack=after)
+                          STATUS_MORE_PROCESSING_REQUIRED, session=session, sign=reauth_sign, after_pack=after)
             return None
         ntlm = session.auth.ntlm
         session.auth = None
         if not ntlm.complete:  # SPNEGO reject
-            self._teardown_session(session, run_hooks=False)
-            return self._error(chain, el, ntstatus.STATUS_LOGON_FAILURE, None)
+            return self._fail_logon(chain, el, session, reauth, now)
         # Re-authentication (MS-SMB2 3.3.5.5.3) may change the identity (smbtorture's
         # reauth2-5 switch to anonymous and back); the keys of the first logon stay.
         session.is_anonymous = ntlm.is_anonymous
@@ -983,6 +984,25 @@ class Connection:
         sign = session.has_session_key and (self.dialect >= 0x0300 or session.signing_required or h.is_signed)
         self._respond(chain, el, None, w.SessionSetupResponse(session_flags=flags, security_buffer=token)
                       .pack(HEADER_SIZE), STATUS_SUCCESS, session=session, sign=sign)
+        return None
+
+    def _fail_logon(self, chain: _Chain, el: _Element, session: Session, reauth: bool, now: float):
+        """STATUS_LOGON_FAILURE; the session is deleted (MS-SMB2 3.3.5.5.3; a failed
+        re-authentication deletes it too, closing its opens through the file layer's hooks).
+        A failed re-authentication is answered signed with the session's key."""
+        h = el.header
+        key = self._signing_key(session) if (reauth and session.has_session_key
+                                             and (h.is_signed or session.signing_required)) else b""
+        works = self._teardown_session(session, run_hooks=reauth)
+        if key:
+            rh = self._response_header(h, ntstatus.STATUS_LOGON_FAILURE)
+            chain.out.append(_Out(rh, w.ErrorResponse().pack(), None, True, None, key))
+            chain.last_status = ntstatus.STATUS_LOGON_FAILURE
+        else:
+            self._error(chain, el, ntstatus.STATUS_LOGON_FAILURE, None)
+        if works:
+            chain.pending = (el, None, RequestContext(self, self.server, h, now), None)
+            return Work(works[0].fn)
         return None
 
     def _refuse_binding(self, chain: _Chain, el: _Element):

@@ -95,6 +95,11 @@ class RawClient:
                        async_id=async_id)
         return h.pack() + body
 
+    def verify(self, r: Reply) -> bool:
+        """Is the reply signed with this client's session signing key?"""
+        key = self.signing_key if self.dialect >= 0x0300 else self.session_key
+        return bool(r.header.flags & SMB2_FLAGS_SIGNED) and cr.verify_signature(key, r.raw, self.signing_alg)
+
     def sign_msg(self, raw: bytes) -> bytes:
         key = self.signing_key if self.dialect >= 0x0300 else self.session_key
         return cr.sign(key, raw, self.signing_alg)
@@ -169,6 +174,7 @@ class RawClient:
         token = ctx.step()
         sid = self.session_id if session_id is None else session_id
         preauth = self.preauth
+        self.setup_replies: list[Reply] = []
         while True:
             req = w.SessionSetupRequest(security_mode=1, security_buffer=token)
             raw = self.build(Command.SMB2_SESSION_SETUP, req.pack(), session_id=sid)
@@ -177,6 +183,7 @@ class RawClient:
             self.send_raw(raw)
             rsp_raw = self.recv_raw()
             r = Reply(rsp_raw)
+            self.setup_replies.append(r)
             preauth = cr.preauth_hash(preauth, raw)
             sid = r.header.session_id
             body = w.SessionSetupResponse.unpack(rsp_raw)

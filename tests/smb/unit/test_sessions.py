@@ -154,6 +154,7 @@ def test_reauthentication_keeps_session(smbd, dialect):
     time.sleep(0.05)
     r = c.session_setup(USER, PASSWORD, session_id=c.session_id)
     assert r.status == 0 and r.header.session_id == sid
+    assert all(c.verify(x) for x in c.setup_replies)  # re-authentication is answered signed
     assert s.state is SessionState.Valid and s.session_id == sid and s.creation_time == created
     assert s.session_key == key and s.signing_key == signing_key  # keys stay (MS-SMB2 3.3.5.5.3)
     assert tid in s.tree_connect_table  # the session kept its tree connects
@@ -375,6 +376,8 @@ def test_failed_reauth_deletes_the_session(smbd):
     c.negotiate(dialects=(0x0311,))
     assert c.session_setup(USER, PASSWORD).status == 0
     assert c.session_setup(USER, "wrong", session_id=c.session_id).status == ntstatus.STATUS_LOGON_FAILURE
+    # every response of the re-authentication, the failure included, is signed with the session's key
+    assert len(c.setup_replies) == 2 and all(c.verify(r) for r in c.setup_replies)
     assert smbd.call(lambda: dict(smbd.server.global_session_table)) == {}
     assert c.tree_connect().status == ntstatus.STATUS_USER_SESSION_DELETED
     c.close()
