@@ -166,3 +166,33 @@ def test_console_timeout(tmp_path):
     script.write_text("import time\nprint('" + guest.MARK_BEGIN + "', flush=True)\ntime.sleep(60)\n")
     res = vm._drive([sys.executable, str(script)], tmp_path, 2, False, io.BytesIO(), io.StringIO())
     assert res.status == 124 and res.total_seconds < 20
+
+
+def test_missing_host_tools_are_installed_with_apt_get(tmp_path, monkeypatch):
+    """A missing tool makes the harness apt-get install its package (a stand-in apt-get here)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    log = tmp_path / "apt.log"
+    fake_apt = bindir / "apt-get"
+    fake_apt.write_text(
+        "#!/bin/sh\n"
+        f"echo \"$*\" >> {log}\n"
+        f"printf '#!/bin/sh\\nexit 0\\n' > {bindir}/wsd-fake-tool && chmod +x {bindir}/wsd-fake-tool\n")
+    fake_apt.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:/usr/bin:/bin")
+    monkeypatch.setattr(hostenv, "HOST_TOOLS", {"wsd-fake-tool": "wsd-fake-pkg"})
+    monkeypatch.setattr(hostenv, "is_root", lambda: True)
+    monkeypatch.setattr(hostenv, "static_busybox", lambda: "/bin/busybox")
+    assert hostenv.missing_tools() == ["wsd-fake-tool"]
+    hostenv.ensure_host_tools(install=True, log=io.StringIO())
+    calls = log.read_text().splitlines()
+    assert len(calls) == 1 and calls[0].endswith("install --no-install-recommends wsd-fake-pkg")
+    assert "DPkg::Lock::Timeout=600" in calls[0]
+    assert hostenv.missing_tools() == []
+
+
+def test_missing_host_tools_without_root_is_a_host_error(monkeypatch):
+    monkeypatch.setattr(hostenv, "HOST_TOOLS", {"wsd-fake-tool-absent": "wsd-fake-pkg"})
+    monkeypatch.setattr(hostenv, "is_root", lambda: False)
+    with pytest.raises(hostenv.HostError, match="wsd-fake-pkg"):
+        hostenv.ensure_host_tools(install=True, log=io.StringIO())
