@@ -236,7 +236,7 @@ class Connection:
             ops = list(self.async_command_list.values())
             self.async_command_list.clear()
         for op in ops:
-            op.cancel()
+            op.cancel("connection_lost")
         works = []
         for s in list(self.session_table.values()):
             works += self._teardown_session(s, run_hooks=True)
@@ -1094,7 +1094,7 @@ class Connection:
         with self._lock:
             ops = [op for op in self.async_command_list.values() if op.session is session]
         for op in ops:
-            op.cancel()
+            op.cancel("session_closed")
         if not run_hooks:
             return []
         server = self.server

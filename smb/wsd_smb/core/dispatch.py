@@ -91,6 +91,7 @@ class AsyncOp:
         self.message_id = header.message_id
         self.on_cancel = on_cancel
         self.cancelled = False
+        self.cancel_reason = ""
         self.done = False
         self._lock = threading.Lock()
         #: filled in by the core: the session/tree the request ran on
@@ -106,11 +107,15 @@ class AsyncOp:
         self.connection.async_completed(self, result)
         return True
 
-    def cancel(self) -> None:
-        """Used by the core for SMB2 CANCEL (MS-SMB2 3.3.5.16)."""
+    def cancel(self, reason: str = "cancel") -> None:
+        """Used by the core for SMB2 CANCEL (MS-SMB2 3.3.5.16, reason "cancel") and when
+        the operation's session ("session_closed": LOGOFF, failed re-auth, PreviousSessionId)
+        or connection ("connection_lost") goes away; ``cancel_reason`` tells on_cancel which
+        (CHANGE_NOTIFY answers STATUS_NOTIFY_CLEANUP rather than STATUS_CANCELLED for the latter)."""
         if self.done or self.cancelled:
             return
         self.cancelled = True
+        self.cancel_reason = reason
         if self.on_cancel is not None:
             self.on_cancel(self)
         else:

@@ -178,6 +178,7 @@ def test_async_interim_then_cancel(smbd):
         c.send_raw(c.compound([cancel]))
         final = c.recv()[0]
         assert final.status == ntstatus.STATUS_CANCELLED and final.header.message_id == mid
+        assert ops[0].cancelled and ops[0].cancel_reason == "cancel"
         assert final.header.async_id == interim.header.async_id and final.header.credit == 0
         assert cr.verify_signature(c.signing_key, final.raw, c.signing_alg)
         # a sync CANCEL naming the MessageId works too
@@ -406,3 +407,25 @@ def test_stop_drains_requests_in_flight(smbd_factory):
         assert c.closed_by_server(timeout=10)
         stopper.join(15)
     st.stop = lambda: None  # already stopped; the fixture's teardown must not stop it twice
+
+
+def test_logoff_cancels_pending_async_ops_with_reason(smbd):
+    ops = []
+
+    def notify(ctx, req):
+        op = ctx.go_async(on_cancel=lambda o: o.complete(ntstatus.NtStatusError(0x0000010B)))  # NOTIFY_CLEANUP
+        ops.append(op)
+        return op
+
+    c = logged_on(smbd)
+    tid = c.tree_connect().header.tree_id
+    with handler(Command.SMB2_CHANGE_NOTIFY, notify):
+        body = w.ChangeNotifyRequest(output_buffer_length=4096, file_id=FileId(1, 1)).pack()
+        interim = c.request(Command.SMB2_CHANGE_NOTIFY, body, tree_id=tid, no_wait_final=True)
+        assert interim.status == ntstatus.STATUS_PENDING
+        c.send_raw(c.compound([c.build(Command.SMB2_LOGOFF, w.LogoffRequest().pack())]))
+        got = {r.header.command: r for r in c.recv() + c.recv()}
+        assert got[Command.SMB2_LOGOFF].status == 0
+        assert got[Command.SMB2_CHANGE_NOTIFY].status == 0x0000010B
+        assert ops[0].cancel_reason == "session_closed"
+    c.close()
