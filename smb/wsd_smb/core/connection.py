@@ -763,9 +763,8 @@ class Connection:
         caps = 0
         if dialect != 0x0202:
             caps |= w.SMB2_GLOBAL_CAP_LARGE_MTU | getattr(self.server, "extra_capabilities", 0)
+        # MS-SMB2 3.3.5.4: the ENCRYPTION capability is for 3.0/3.0.2; 3.1.1 negotiates a cipher
         if dialect in (0x0300, 0x0302) and self.client_capabilities & w.SMB2_GLOBAL_CAP_ENCRYPTION:
-            caps |= w.SMB2_GLOBAL_CAP_ENCRYPTION
-        if dialect == 0x0311 and self.cipher_id:
             caps |= w.SMB2_GLOBAL_CAP_ENCRYPTION
         if dialect < 0x0210:
             caps &= ~w.SMB2_GLOBAL_CAP_LEASING
