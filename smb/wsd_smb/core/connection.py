@@ -688,6 +688,8 @@ class Connection:
         if session.encrypt_data:
             return True
         if tree is None and h is not None:
+            if h.command == Command.SMB2_TREE_CONNECT:
+                return False  # the client learns Share.EncryptData from this very response
             tree = session.tree_connect_table.get(h.tree_id)
         return bool(tree is not None and tree.share.encrypt_data)
 

@@ -117,10 +117,13 @@ def load(path: str | None = None, *, host: str | None = None, port: int | None =
             raise ConfigError(f"--share wants NAME=PATH, got {spec!r}")
         cfg.add_share(Share(name, p))
     for spec in users:
-        parts = spec.split(":")
-        if len(parts) < 2 or len(parts) > 3 or (len(parts) == 3 and parts[2] != "admin"):
+        name, sep, password = spec.partition(":")  # the password may itself contain ':'
+        admin = password.endswith(":admin")
+        if admin:
+            password = password[: -len(":admin")]
+        if not sep or not name or not password:
             raise ConfigError(f"--user wants NAME:PASSWORD[:admin], got {spec!r}")
-        user = _user(parts[0], parts[1], admin=len(parts) == 3)
+        user = _user(name, password, admin=admin)
         cfg.users[user.name.lower()] = user
     for sh in cfg.shares.values():
         if sh.type == "disk" and not Path(sh.local_path).is_dir():

@@ -50,7 +50,8 @@ class RawClient:
         hdr = self._recv_exact(4)
         n = int.from_bytes(hdr, "big")
         data = self._recv_exact(n)
-        if data[:4] == b"\xfdSMB":
+        self.last_encrypted = data[:4] == b"\xfdSMB"
+        if self.last_encrypted:
             data = cr.decrypt_message(self.decryption_key, data, self.cipher or cr.AES_128_CCM)
         return data
 

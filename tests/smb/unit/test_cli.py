@@ -118,5 +118,9 @@ def test_bad_arguments_exit_2(tmp_path):
     bad.write_text("[server\n")
     r = subprocess.run(EXE + ["--config", str(bad)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
+    from wsd_smb.server.config import load
+    st = load(None, shares=[f"s={tmp_path}"], users=["eve:pa:ss:admin", "joe:x:y"])
+    assert st.server.users["eve"].is_admin and st.server.users["eve"].nt_hash == md4("pa:ss".encode("utf-16-le"))
+    assert not st.server.users["joe"].is_admin and st.server.users["joe"].nt_hash == md4("x:y".encode("utf-16-le"))
     r = subprocess.run(EXE + ["--share", f"x={tmp_path / 'missing'}"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "not a directory" in r.stderr

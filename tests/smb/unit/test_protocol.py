@@ -429,3 +429,27 @@ def test_logoff_cancels_pending_async_ops_with_reason(smbd):
         assert got[Command.SMB2_CHANGE_NOTIFY].status == 0x0000010B
         assert ops[0].cancel_reason == "session_closed"
     c.close()
+
+
+def test_share_encrypt_data(smbd_factory, tmp_path):
+    """Share.EncryptData: the TREE_CONNECT response says so (SMB2_SHAREFLAG_ENCRYPT_DATA);
+    plaintext requests on that tree are refused, encrypted ones served and answered encrypted."""
+    from wsd_smb.core.state import Share
+
+    st = smbd_factory()
+    d = tmp_path / "secret"
+    d.mkdir()
+    st.server.config.add_share(Share("secret", str(d), encrypt_data=True))
+    c = logged_on(st)
+    r = c.tree_connect("secret")
+    assert r.status == 0
+    assert not c.last_encrypted  # the TREE_CONNECT answer itself is plaintext (signed)
+    rsp = w.TreeConnectResponse.unpack(r.raw)
+    assert rsp.share_flags & w.SMB2_SHAREFLAG_ENCRYPT_DATA
+    tid = r.header.tree_id
+    q = w.QueryInfoRequest(info_type=2, file_info_class=1, output_buffer_length=1024, file_id=FileId(1, 1))
+    assert c.request(Command.SMB2_QUERY_INFO, q, tree_id=tid).status == ntstatus.STATUS_ACCESS_DENIED
+    c.encrypt = True
+    c.send_raw(c.compound([c.build(Command.SMB2_TREE_DISCONNECT, w.TreeDisconnectRequest().pack(), tree_id=tid)]))
+    assert c.recv()[0].status == 0 and c.last_encrypted
+    c.close()
