@@ -199,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=300.0, help="seconds per suite")
     ap.add_argument("--stall", type=float, default=60.0, help="kill after this many seconds without output")
     ap.add_argument("--update-pins", action="store_true", help="write the passing cases into the pin file")
+    ap.add_argument("--add-only", action="store_true",
+                    help="with --update-pins: add newly passing cases, never drop a pinned one (regressions stay visible)")
     ap.add_argument("--json", help="write all per-case results here")
     ap.add_argument("--show-failures", action="store_true")
     ap.add_argument("--repeat", type=int, default=1,
@@ -229,7 +231,11 @@ def main(argv: list[str] | None = None) -> int:
                     if st not in PASS and st != "skip":
                         print(f"  {st}: {c}: {r.details.get(c, '').strip()[:300]}")
             if a.update_pins:
-                pins.setdefault(a.target, {})[s] = sorted(stable)
+                old = set(pins.setdefault(a.target, {}).get(s, [])) if a.add_only else set()
+                lost = old - stable
+                if lost:
+                    print(f"  REGRESSION, pinned but not passing: {sorted(lost)}")
+                pins[a.target][s] = sorted(stable | old)
             if not srv.alive():
                 print(f"!! {a.target} server died during {s}; log tail:\n{srv.log_tail()[-3000:]}")
                 srv.stop()
