@@ -783,7 +783,6 @@ class Connection:
 
     def _negotiate(self, chain: _Chain, el: _Element, now: float):
         """MS-SMB2 3.3.5.4."""
-        h = el.header
         if self.negotiate_dialect not in (0xFFFF, 0x02FF) or len(chain.elements) > 1:
             raise ProtocolViolation("second NEGOTIATE or compounded NEGOTIATE")
         try:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..ntstatus import STATUS_CANCELLED, STATUS_SUCCESS, NtStatusError
 from ..wire.base import Structure
-from ..wire.header import Command, Smb2Header
+from ..wire.header import Smb2Header
 
 if TYPE_CHECKING:  # pragma: no cover
     from .connection import Connection
