@@ -14,6 +14,7 @@ from .transport import DirectTcpFramer, start_server
 log = logging.getLogger("wsd_smb.server")
 
 _MAX_QUEUED = 64  # messages buffered per connection before we stop reading
+_MAX_QUEUED_BYTES = 32 * 1024 * 1024  # ... or this many bytes of them
 
 
 def load_file_handlers() -> None:
@@ -79,7 +80,8 @@ class SmbServer:
         reason = "eof"
         try:
             while not state.closed:
-                while len(conn._queue) > _MAX_QUEUED and not state.closed:
+                while (len(conn._queue) > _MAX_QUEUED or sum(len(d) for d, _ in conn._queue) > _MAX_QUEUED_BYTES) \
+                        and not state.closed:
                     state.drained.clear()
                     await state.drained.wait()
                 data = await reader.read(256 * 1024)
