@@ -85,6 +85,7 @@ class ServerConfig:
     allow_anonymous: bool = False
     guest_user: str = "guest"
     session_lifetime: float = 0.0  # 0 = sessions never expire; else Session.ExpirationTime = logon + lifetime
+    logon_timeout: float = 60.0  # a connection without a valid session after this long is dropped (0 = never)
     max_transact_size: int = 8 * 1024 * 1024
     max_read_size: int = 8 * 1024 * 1024
     max_write_size: int = 8 * 1024 * 1024

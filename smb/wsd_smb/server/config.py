@@ -8,6 +8,7 @@
     signing_required = true
     encrypt_data = false        # require encryption on every session (SMB 3.x)
     session_lifetime = 0        # seconds; 0 = sessions never expire (else re-auth needed)
+    logon_timeout = 60          # seconds a connection may stay without a logged-on session
     allow_guest = false
     allow_anonymous = false
     dialects = ["2.0.2", "2.1", "3.0", "3.0.2", "3.1.1"]
@@ -91,7 +92,7 @@ def load(path: str | None = None, *, host: str | None = None, port: int | None =
                       ("session_lifetime", "session_lifetime"), ("allow_guest", "allow_guest"),
                       ("allow_anonymous", "allow_anonymous"), ("reject_unencrypted_access", "reject_unencrypted_access"),
                       ("max_read_size", "max_read_size"), ("max_write_size", "max_write_size"),
-                      ("max_transact_size", "max_transact_size")):
+                      ("max_transact_size", "max_transact_size"), ("logon_timeout", "logon_timeout")):
         if key in srv:
             setattr(cfg, attr, type(getattr(cfg, attr))(srv[key]))
     if "dialects" in srv:

@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ..core.connection import Close, Connection, Send, Work
-from ..core.state import Server
+from ..core.state import Server, SessionState
 from .transport import DirectTcpFramer, start_server
 
 log = logging.getLogger("wsd_smb.server")
@@ -77,6 +77,8 @@ class SmbServer:
         conn.wakeup = lambda: loop.call_soon_threadsafe(state.on_wakeup)
         framer = DirectTcpFramer(self.server.config.max_message_size)
         log.info("event=connect client=%s", addr)
+        timeout = self.server.config.logon_timeout
+        watchdog = loop.call_later(timeout, state.logon_deadline, addr) if timeout > 0 else None
         reason = "eof"
         try:
             while not state.closed:
@@ -103,6 +105,8 @@ class SmbServer:
         except asyncio.CancelledError:
             reason = "server stopping"
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             # drain: requests already received finish and their responses are written
             deadline = time.monotonic() + self.drain_timeout
             while not conn.closed and state.busy() and time.monotonic() < deadline:
@@ -171,6 +175,17 @@ class _ConnState:
         if self.closed and self.conn.closed:
             return
         self.handle(self.conn.work_done(work, time.time()))
+        self.drained.set()
+
+    def logon_deadline(self, addr: str) -> None:
+        """No logged-on session after ServerConfig.logon_timeout: drop the connection
+        (idle or half-done connections must not pin resources)."""
+        if self.closed or any(s.state is SessionState.Valid for s in self.conn.session_table.values()):
+            return
+        log.warning("event=disconnect client=%s reason='no logon within %ss'", addr,
+                    self.conn.server.config.logon_timeout)
+        self.closed = True
+        self.writer.close()
         self.drained.set()
 
     def on_wakeup(self) -> None:

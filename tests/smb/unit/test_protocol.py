@@ -453,3 +453,15 @@ def test_share_encrypt_data(smbd_factory, tmp_path):
     c.send_raw(c.compound([c.build(Command.SMB2_TREE_DISCONNECT, w.TreeDisconnectRequest().pack(), tree_id=tid)]))
     assert c.recv()[0].status == 0 and c.last_encrypted
     c.close()
+
+
+def test_connection_without_logon_is_dropped_after_logon_timeout(smbd_factory):
+    st = smbd_factory(logon_timeout=0.5)
+    idle = RawClient(st.host, st.port)
+    idle.negotiate()
+    c = logged_on(st)  # a logged-on connection stays
+    assert idle.closed_by_server(timeout=5)
+    import time as _t
+    _t.sleep(0.6)
+    assert echo(c).status == 0
+    c.close()
