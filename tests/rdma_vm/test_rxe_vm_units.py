@@ -196,3 +196,32 @@ def test_missing_host_tools_without_root_is_a_host_error(monkeypatch):
     monkeypatch.setattr(hostenv, "is_root", lambda: False)
     with pytest.raises(hostenv.HostError, match="wsd-fake-pkg"):
         hostenv.ensure_host_tools(install=True, log=io.StringIO())
+
+
+def _elf_with_note(name: bytes, ntype: int) -> bytes:
+    """A minimal ELF64 little-endian image whose one PT_NOTE holds one note."""
+    import struct
+    desc = struct.pack("<I", 0x1000000)
+    note = struct.pack("<III", len(name) + 1, len(desc), ntype) + name + b"\0"
+    note += b"\0" * (-len(note) % 4) + desc
+    ehdr = bytearray(64)
+    ehdr[:6] = b"\x7fELF\x02\x01"
+    struct.pack_into("<Q", ehdr, 0x20, 64)            # e_phoff
+    struct.pack_into("<HH", ehdr, 0x36, 56, 1)         # e_phentsize, e_phnum
+    phdr = struct.pack("<IIQQQQQQ", 4, 0, 64 + 56, 0, 0, len(note), len(note), 4)  # PT_NOTE
+    return bytes(ehdr) + phdr + note
+
+
+def test_pvh_vmlinux_is_found_inside_a_compressed_kernel():
+    import gzip
+    import lzma
+    pvh = _elf_with_note(b"Xen", 18)
+    assert image._has_pvh_note(pvh)
+    assert not image._has_pvh_note(_elf_with_note(b"Xen", 17))
+    assert not image._has_pvh_note(_elf_with_note(b"GNU", 18))
+    setup = b"MZ" + bytes(500)                         # the bzImage's real-mode part
+    assert image.extract_pvh_vmlinux(setup + lzma.compress(pvh, format=lzma.FORMAT_XZ) + b"trailer") == pvh
+    assert image.extract_pvh_vmlinux(setup + gzip.compress(pvh)) == pvh
+    no_pvh = _elf_with_note(b"Xen", 17)
+    assert image.extract_pvh_vmlinux(setup + lzma.compress(no_pvh, format=lzma.FORMAT_XZ)) is None
+    assert image.extract_pvh_vmlinux(setup) is None

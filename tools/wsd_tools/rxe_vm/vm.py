@@ -77,7 +77,7 @@ def qemu_command(image: Image, project: Path, rundir: Path, smp: int, mem_mib: i
            "-machine", "pc,accel=tcg", "-cpu", "max",
            "-smp", str(smp), "-m", str(mem_mib),
            "-display", "none", "-nic", "none", "-no-reboot",
-           "-kernel", str(image.kernel), "-initrd", str(image.initrd),
+           "-kernel", str(image.boot_kernel), "-initrd", str(image.initrd),
            "-append", " ".join([KERNEL_CMDLINE, os.environ.get("WSD_RXE_VM_APPEND", "")]).strip(),
            "-serial", "mon:stdio" if interactive else "stdio"]
     for ident, path, tag, ro in shares:
