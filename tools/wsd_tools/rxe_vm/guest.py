@@ -77,13 +77,11 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize={MSIZE}${{WSD_PROJECT_CACHE:+
     || fail "mount project at $WSD_GUEST_PROJECT"
 ip link set lo up
 setup_rxe() {{
-    modprobe dummy numdummies=0 &&
+    echo "options dummy numdummies=0" > /etc/modprobe.d/wsd-rxe-vm.conf &&
+    modprobe -a dummy rdma_rxe ib_uverbs rdma_ucm &&
     ip link add {GUEST_NETDEV} type dummy &&
     ip addr add {GUEST_ADDR}/{GUEST_PREFIX} dev {GUEST_NETDEV} &&
     ip link set {GUEST_NETDEV} up &&
-    modprobe rdma_rxe &&
-    modprobe ib_uverbs &&
-    modprobe rdma_ucm &&
     rdma link add {GUEST_RDMA_DEV} type rxe netdev {GUEST_NETDEV}
 }}
 setup_rxe > /wsdrun/setup.log 2>&1 || fail "rxe set-up (see setup.log): $(tail -n 3 /wsdrun/setup.log)"
