@@ -202,3 +202,26 @@ def test_orderly_close_delivers_everything_then_eof():
     assert p.read_all(p.a) == b"last words"
     n, _ = p.a.p.recv_into(bytearray(10), 0.0)
     assert n == 0 and p.a.p.peer_eof
+
+
+def test_bounced_rdma_send_then_close_never_reports_eof_before_the_data_WSD_D1():
+    """A mid-size RDMA send completes for the application at once (bounce copy); a close right after
+    must not let the receiver see end of stream before that transfer's bytes."""
+    p = Pair()
+    p.start()
+    data = os.urandom(200_000)
+    op, acts = p.c.p.send(data, 0.0)
+    p.apply(p.c, acts)                             # registered and announced (no RDMA run yet)...
+    assert op.bounced and op.done                  # ...so the caller's send is complete already
+    p.apply(p.c, p.c.p.close(0.0))
+    # deliver the wire messages (ADVERT, DISCONNECT) before running any RDMA read
+    while p.wire:
+        dst, raw = p.wire.popleft()
+        p.deliver(dst, raw)
+    assert p.a.p.peer_eof
+    with pytest.raises(BlockingIOError):
+        p.a.p.recv_into(bytearray(10), 0.0)       # not EOF: the RDMA read is still under way
+    p.run()
+    assert p.read_all(p.a) == data
+    assert p.a.p.recv_into(bytearray(10), 0.0)[0] == 0
+    assert p.c.p.close_done and not p.c.regs

@@ -78,11 +78,14 @@ class State(enum.Enum):
 
 @dataclass
 class SessionConfig:
-    recv_count: int = 16               # receive buffers posted per connection
+    recv_count: int = 32               # receive buffers posted per connection
     recv_size: int = 16384             # size of each (every message fits: WSD-N4)
-    send_count: int = 16               # registered send buffers per connection
+    send_count: int = 32               # registered send buffers per connection
     negotiation_timeout: float = 5.0   # seconds to complete WSD-N1..N4
     rdma_threshold: int = 65536        # sends this large or larger go by RDMA
+    zcopy_threshold: int = 1 << 20     # RDMA sends smaller than this are copied to a bounce buffer first,
+                                       # so the application's send returns once the transfer is announced
+                                       # (pipelining); larger ones use the application's buffer (zero copy)
     max_rdma_length: int = 1 << 30     # largest single RDMA transfer accepted from a peer
     rdma_timeout: float = 30.0         # an RDMA transfer must finish within this
     can_rdma_read: bool = True         # from the provider's capabilities
@@ -171,6 +174,7 @@ class SendOp:
     done: bool = False
     error: int = 0
     deadline: float | None = None
+    bounced: bool = False
 
     def __len__(self) -> int:
         return len(self.data)
@@ -264,7 +268,10 @@ class SessionProtocol:
     @property
     def readable(self) -> bool:
         """True if :meth:`recv_into` would return without waiting (data, EOF or an error)."""
-        return bool(self._incoming and self._incoming[0].ready) or self.peer_eof or self.state is State.CLOSED
+        q = self._incoming
+        if q:
+            return q[0].ready or (self.state is State.CLOSED and bool(self.error))
+        return self.peer_eof or self.state is State.CLOSED
 
     @property
     def connected(self) -> bool:
@@ -643,6 +650,9 @@ class SessionProtocol:
         op = SendOp(view, mode)
         if mode != "inline":
             op.cookie = self._cookie()
+            if len(view) < self.config.zcopy_threshold:
+                op.data = memoryview(bytearray(view))     # bounce copy: the caller's buffer is free now
+                op.bounced = True
         out: list = []
         if len(view) == 0:
             op.done = True
@@ -673,10 +683,14 @@ class SessionProtocol:
                 q.popleft()
                 if e.slot >= 0:
                     self._repost(e.slot, out)
-        if n == 0 and not (q and q[0].ready):
+        if n == 0 and want:
+            if q:   # the next data is an RDMA transfer still under way: never EOF before it
+                if self.state is State.CLOSED and self.error:
+                    raise errors.from_code(self.error, self.close_reason)
+                raise errors.WSAEWOULDBLOCK()
             if self.state is State.CLOSED and self.error and not self.peer_eof:
                 raise errors.from_code(self.error, self.close_reason)
-            if not (self.peer_eof or self.state is State.CLOSED) and want:
+            if not (self.peer_eof or self.state is State.CLOSED):
                 raise errors.WSAEWOULDBLOCK()
         self.stats["bytes_read"] += n
         if out and self.state is State.CONNECTED:
@@ -762,6 +776,8 @@ class SessionProtocol:
                 op.state = "advertised"
                 op.deadline = now + self.config.rdma_timeout
                 sends.popleft()
+                if op.bounced:
+                    self._complete_op(op, 0, out)
             else:  # rdma_write
                 if not self._can_send(control=False):
                     break
@@ -771,15 +787,19 @@ class SessionProtocol:
                 op.deadline = now + self.config.rdma_timeout
                 self._inflight[op.cookie] = op
                 sends.popleft()
+                if op.bounced:
+                    self._complete_op(op, 0, out)
         if (self.local_closed and not self.disconnect_sent and not sends and not ctl
                 and self._can_send(control=True)):
             self._emit(MSG_DISCONNECT, b"", out)
             self.disconnect_sent = True
 
     def _complete_op(self, op: SendOp, error: int, out: list) -> None:
+        # (deadlines matter only while an op is in _inflight; leaving it is what ends them)
+        if op.done:          # a bounced send was completed for the application already
+            return
         op.done = True
         op.error = error
-        op.deadline = None
         out.append(SendDone(op))
 
     # ------------------------------------------------------------------ abort
@@ -792,10 +812,10 @@ class SessionProtocol:
         self.close_reason = reason
         self.deadline = None
         for op in list(self._sends) + list(self._inflight.values()):
-            if not op.done:
-                self._complete_op(op, code, out)
-                if op.descriptor is not None:
-                    out.append(DeregisterRdma(op.descriptor))
+            self._complete_op(op, code, out)
+            if op.descriptor is not None:
+                out.append(DeregisterRdma(op.descriptor))
+                op.descriptor = None
         self._sends.clear()
         self._inflight.clear()
         for e in self._rdma_in.values():
