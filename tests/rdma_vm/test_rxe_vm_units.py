@@ -148,7 +148,12 @@ def test_console_markers_give_output_and_status(tmp_path):
     out = io.BytesIO()
     res = vm._drive(_fake_qemu(tmp_path, console), tmp_path, 30, False, out, io.StringIO())
     assert res.status == 7 and res.harness_error is None
-    assert out.getvalue() == b"hello\nworld\n\n"
+    assert out.getvalue() == b"hello\nworld\n\n" == res.output
+    # Output without a final newline stays byte-exact.
+    console = guest.MARK_BEGIN + "\r\nno newline" + guest.MARK_EXIT + "0@@\r\n"
+    out = io.BytesIO()
+    res = vm._drive(_fake_qemu(tmp_path, console), tmp_path, 30, False, out, io.StringIO())
+    assert res.status == 0 and out.getvalue() == b"no newline"
 
 
 def test_console_setup_failure_and_missing_marker(tmp_path):

@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -327,6 +328,13 @@ def main(argv: list[str] | None = None) -> int:
     sp.set_defaults(func=cmd_shell)
 
     args = p.parse_args(argv)
+
+    def _terminate(signum, _frame):
+        # Unwind through the `finally` blocks that kill QEMU and remove the run dir.
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _terminate)
     return args.func(args)
 
 

@@ -103,7 +103,6 @@ cd "$WSD_CWD" 2>/dev/null || cd "$WSD_GUEST_PROJECT"
 /bin/sh /wsdrun/cmd.sh </dev/null 2>&1
 rc=$?
 echo "$rc" > /wsdrun/rc
-echo ""
 echo "{MARK_EXIT}$rc@@"
 poweroff_now
 """

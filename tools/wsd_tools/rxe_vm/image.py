@@ -379,6 +379,7 @@ def build(spec: Spec | None = None, force: bool = False, echo=sys.stderr) -> Ima
         work.mkdir()
         log = _Log(root / "last-build.log", echo)
         log.f.truncate(0)
+        done = False
         try:
             kver = spec.kernel_release
             log.step(f"image {spec.key}: kernel {spec.kernel_package} {spec.kernel_package_version}, "
@@ -445,13 +446,13 @@ def build(spec: Spec | None = None, force: bool = False, echo=sys.stderr) -> Ima
                 shutil.rmtree(old, ignore_errors=True)
             os.rename(work, final)
             log.step(f"done: {final} ({manifest['rootfs_bytes'] / 2**20:.0f} MiB root)")
-        except BaseException:
-            dlog = work / "rootfs" / "debootstrap" / "debootstrap.log"
-            if dlog.exists():
-                shutil.copy2(dlog, root / "last-debootstrap.log")
-                log.step(f"failed; debootstrap's own log: {root / 'last-debootstrap.log'}")
-            shutil.rmtree(work, ignore_errors=True)
-            raise
+            done = True
         finally:
+            if not done:      # failed or interrupted: keep debootstrap's log, drop the work dir
+                dlog = work / "rootfs" / "debootstrap" / "debootstrap.log"
+                if dlog.exists():
+                    shutil.copy2(dlog, root / "last-debootstrap.log")
+                    log.step(f"failed; debootstrap's own log: {root / 'last-debootstrap.log'}")
+                shutil.rmtree(work, ignore_errors=True)
             log.close()
         return Image(final)

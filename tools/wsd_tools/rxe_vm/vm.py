@@ -32,6 +32,8 @@ from .image import Image
 # WSD_RXE_VM_APPEND adds kernel parameters (debugging: e.g. "loglevel=7").
 KERNEL_CMDLINE = "console=ttyS0 quiet loglevel=1 panic=-1 rdinit=/init"
 
+POWEROFF_GRACE = 20.0     # seconds from the exit marker to QEMU exiting before it is killed
+
 SOURCE_ROOTS = ("", "providers", "native", "tools", "smb")
 SYSTEM_DIRS = ("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/root", "/run", "/sbin",
                "/sys", "/tmp", "/usr", "/var", "/wsdrun")
@@ -164,48 +166,62 @@ def _drive(cmd: list[str], rundir: Path, timeout: float, verbose: bool, out, err
                 boot_s = time.monotonic() - t0
             return
         if state == "body":
-            if line.startswith(mexit) and line.endswith(b"@@"):
-                status = int(line[len(mexit):-2])
+            # The marker follows the command's last byte; if that was not a
+            # newline, what precedes the marker is unterminated output.
+            head, sep, tail = line.rpartition(mexit)
+            if sep and tail.endswith(b"@@") and tail[:-2].isdigit():
+                status = int(tail[:-2])
                 state = "done"
+                if head:
+                    output.extend(head)
+                    out.write(head)
+                    out.flush()
                 return
             output.extend(line + b"\n")
             out.write(line + b"\n")
             out.flush()
 
     open_streams = 2
-    while open_streams:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            timed_out = True
-            break
-        for key, _ in sel.select(timeout=min(remaining, 1.0)):
-            chunk = os.read(key.fileobj.fileno(), 65536)
-            if not chunk:
-                sel.unregister(key.fileobj)
-                open_streams -= 1
-                continue
-            if key.data == "err":
-                qemu_err.extend(chunk)
-                continue
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                handle_line(line)
-        if state == "done" and proc.poll() is not None:
-            break
-    if pending and not timed_out:
-        handle_line(pending)
-    # Give the guest a moment to power off after the exit marker, then make sure.
+    done_at: float | None = None
     try:
-        proc.wait(timeout=0 if timed_out else 20)
-    except subprocess.TimeoutExpired:
-        pass
-    if proc.poll() is None:
+        while open_streams:
+            now = time.monotonic()
+            if state == "done":
+                done_at = done_at or now
+                if proc.poll() is not None or now - done_at > POWEROFF_GRACE:
+                    break
+            remaining = deadline - now
+            if remaining <= 0:
+                timed_out = True
+                break
+            for key, _ in sel.select(timeout=min(remaining, 1.0)):
+                chunk = os.read(key.fileobj.fileno(), 65536)
+                if not chunk:
+                    sel.unregister(key.fileobj)
+                    open_streams -= 1
+                    continue
+                if key.data == "err":
+                    qemu_err.extend(chunk)
+                    continue
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    handle_line(line)
+        if pending and not timed_out:
+            handle_line(pending)
+        # Give the guest a moment to power off after the exit marker.
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
+            proc.wait(timeout=0 if timed_out or done_at else POWEROFF_GRACE)
+        except subprocess.TimeoutExpired:
             pass
-        proc.wait()
+    finally:
+        # Also on Ctrl-C: QEMU runs in its own session and would outlive us.
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
     sel.close()
     proc.stdout.close()
     proc.stderr.close()
