@@ -520,6 +520,10 @@ def lock(ctx: RequestContext, req: LockRequest) -> Response | AsyncOp:
 
 
 # ====================================================================== IOCTL
+FSCTL_QUERY_NETWORK_INTERFACE_INFO = 0x001401FC
+FSCTL_PIPE_WAIT = 0x00110018
+_SERVER_LEVEL_FSCTLS = frozenset({FSCTL_QUERY_NETWORK_INTERFACE_INFO, FSCTL_PIPE_WAIT})
+
 @register(Command.SMB2_IOCTL)
 @_traced
 def ioctl(ctx: RequestContext, req: IoctlRequest) -> Response:
@@ -533,8 +537,9 @@ def ioctl(ctx: RequestContext, req: IoctlRequest) -> Response:
     if req.max_output_response > ctx.connection.max_transact_size or \
             len(req.input) > ctx.connection.max_transact_size:
         raise fail(STATUS_INVALID_PARAMETER, "IOCTL larger than MaxTransactSize")
-    if tuple(req.file_id) == (0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFF):
-        # server-level FSCTLs (QUERY_NETWORK_INTERFACE_INFO: no multichannel here, 3.3.5.15.11)
+    if tuple(req.file_id) == (0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFF) and code in _SERVER_LEVEL_FSCTLS:
+        # server-level FSCTLs take no file (QUERY_NETWORK_INTERFACE_INFO: no multichannel here,
+        # 3.3.5.15.11; PIPE_WAIT); any other FSCTL with this FileId names no open: FILE_CLOSED below
         raise fail(STATUS_NOT_SUPPORTED, f"FSCTL 0x{code:08x} without a file")
     o = _lookup(ctx, req.file_id)
     if isinstance(o, _PipeOpen):
