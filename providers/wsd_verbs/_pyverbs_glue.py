@@ -1,0 +1,185 @@
+"""What pyverbs 44 does not expose, read from the C structures beneath it.
+
+pyverbs (Debian's python3-pyverbs 44) wraps ``rdma_cm_event``, ``rdma_cm_id``,
+``rdma_event_channel`` and ``ibv_comp_channel`` but gives Python neither the
+channels' file descriptors nor an event's ``id`` / ``listen_id`` / ``status``
+nor a connection's addresses.  A provider that serves many connections on one
+CM event channel needs all of them, so this module reads them:
+
+* the C pointer that each of those Cython objects holds as its first own field
+  (after ``PyObject_HEAD``, ``__weakref__``, ``logger`` and the vtable pointer
+  of ``PyverbsObject``/``PyverbsCM``).  :func:`calibrate` finds that offset
+  once, by checking it against a fresh ``CMEventChannel`` (its
+  ``rdma_event_channel`` starts with the fd, which must be the new
+  ``/dev/infiniband/rdma_cm`` descriptor of this process) and a fresh
+  ``CompChannel`` (``ibv_comp_channel.fd`` must be the new
+  ``anon_inode:[infinibandevent]`` descriptor).  If either check fails the
+  provider reports itself unavailable instead of guessing.
+* fields of the librdmacm structures at their ABI offsets (``<rdma/rdma_cma.h>``,
+  x86-64): ``rdma_cm_event`` = {id, listen_id, event, status, ...};
+  ``rdma_cm_id`` = {verbs, channel, context, qp, route{addr{src sockaddr_storage,
+  dst sockaddr_storage}, ...}, ...}.
+
+Buffer addresses (for registering the switch's own memory with
+``ibv_reg_mr``) come from the buffer protocol through ``ctypes.pythonapi``.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import struct
+import threading
+
+__all__ = ["calibrate", "ptr_of", "event_fields", "cm_id_addrs", "comp_channel_fd", "event_channel_fd",
+           "buffer_address", "LayoutError", "FD_CREATE_LOCK"]
+
+_SIZE_PTR = ctypes.sizeof(ctypes.c_void_p)
+_offset: int | None = None
+# Channel constructors open one fd each; nothing else in this process opens rdma_cm/infinibandevent
+# descriptors concurrently as long as every creation goes through this lock.
+FD_CREATE_LOCK = threading.Lock()
+
+# rdma_cm_event (x86-64): id @0, listen_id @8, event @16 (enum, int), status @20 (int)
+_EV_ID, _EV_LISTEN, _EV_TYPE, _EV_STATUS = 0, 8, 16, 20
+# rdma_cm_id: verbs @0, channel @8, context @16, qp @24, route.addr.src @32, route.addr.dst @160
+_ID_CHANNEL, _ID_SRC, _ID_DST = 8, 32, 160
+
+
+class LayoutError(RuntimeError):
+    """pyverbs' objects are not laid out as this module expects."""
+
+
+def _word(addr: int) -> int:
+    return ctypes.c_void_p.from_address(addr).value or 0
+
+
+def _int(addr: int) -> int:
+    return ctypes.c_int.from_address(addr).value
+
+
+def _fds(match: str) -> set[int]:
+    out = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if match in os.readlink(f"/proc/self/fd/{name}"):
+                out.add(int(name))
+        except OSError:
+            pass
+    return out
+
+
+def _candidate_offsets(obj) -> list[int]:
+    size = type(obj).__basicsize__
+    return list(range(2 * _SIZE_PTR, size - _SIZE_PTR + 1, _SIZE_PTR))
+
+
+def calibrate(ctx) -> int:
+    """Find (once) the offset of the C pointer in pyverbs' wrapper objects; raises LayoutError."""
+    global _offset
+    if _offset is not None:
+        return _offset
+    from pyverbs.cmid import CMEventChannel
+    from pyverbs.cq import CompChannel
+
+    with FD_CREATE_LOCK:
+        before = _fds("rdma_cm")
+        ch = CMEventChannel()
+        new_cm = _fds("rdma_cm") - before
+        before = _fds("infinibandevent")
+        cc = CompChannel(ctx)
+        new_cc = _fds("infinibandevent") - before
+    try:
+        if len(new_cm) != 1 or len(new_cc) != 1:
+            raise LayoutError(f"cannot identify the channel descriptors (rdma_cm {sorted(new_cm)}, "
+                              f"comp {sorted(new_cc)})")
+        (cm_fd,), (cc_fd,) = new_cm, new_cc
+        referents = {id(o) for o in __import__("gc").get_referents(ch)}
+        found = None
+        for off in _candidate_offsets(ch):
+            p = _word(id(ch) + off)
+            if not p or p in referents or p == id(type(ch)):
+                continue
+            if p < 4096:
+                continue
+            if _int(p) == cm_fd and _int(_word(id(cc) + off) + _SIZE_PTR) == cc_fd:
+                found = off
+                break
+        if found is None:
+            raise LayoutError("pyverbs object layout not recognised (channel fds not found)")
+        _offset = found
+        return found
+    finally:
+        cc.close()
+        ch.close()
+
+
+def ptr_of(obj) -> int:
+    """The C pointer held by a pyverbs CMEvent / CMID / CMEventChannel / CompChannel."""
+    if _offset is None:
+        raise LayoutError("calibrate() first")
+    return _word(id(obj) + _offset)
+
+
+def event_channel_fd(ch) -> int:
+    return _int(ptr_of(ch))
+
+
+def comp_channel_fd(cc) -> int:
+    return _int(ptr_of(cc) + _SIZE_PTR)
+
+
+def event_fields(ev) -> tuple[int, int, int, int]:
+    """(id pointer, listen_id pointer, event type, status) of a CMEvent (checked against pyverbs)."""
+    p = ptr_of(ev)
+    if not p:
+        raise LayoutError("CMEvent has no event")
+    etype = _int(p + _EV_TYPE)
+    if etype != ev.event_type:
+        raise LayoutError(f"CMEvent layout mismatch (type {etype} != {ev.event_type})")
+    return _word(p + _EV_ID), _word(p + _EV_LISTEN), etype, _int(p + _EV_STATUS)
+
+
+def _sockaddr(addr: int) -> tuple[str, int] | None:
+    family = ctypes.c_ushort.from_address(addr).value
+    if family == socket.AF_INET:
+        raw = ctypes.string_at(addr, 8)
+        port = struct.unpack_from(">H", raw, 2)[0]
+        return socket.inet_ntop(socket.AF_INET, raw[4:8]), port
+    if family == socket.AF_INET6:
+        raw = ctypes.string_at(addr, 24)
+        port = struct.unpack_from(">H", raw, 2)[0]
+        return socket.inet_ntop(socket.AF_INET6, raw[8:24]), port
+    return None
+
+
+def cm_id_addrs(id_ptr: int) -> tuple[tuple[str, int] | None, tuple[str, int] | None]:
+    """(source, destination) addresses of an rdma_cm_id."""
+    if not id_ptr:
+        return None, None
+    return _sockaddr(id_ptr + _ID_SRC), _sockaddr(id_ptr + _ID_DST)
+
+
+class _PyBuffer(ctypes.Structure):
+    _fields_ = [("buf", ctypes.c_void_p), ("obj", ctypes.c_void_p), ("len", ctypes.c_ssize_t),
+                ("itemsize", ctypes.c_ssize_t), ("readonly", ctypes.c_int), ("ndim", ctypes.c_int),
+                ("format", ctypes.c_char_p), ("shape", ctypes.c_void_p), ("strides", ctypes.c_void_p),
+                ("suboffsets", ctypes.c_void_p), ("internal", ctypes.c_void_p)]
+
+
+_get_buffer = ctypes.pythonapi.PyObject_GetBuffer
+_get_buffer.argtypes = [ctypes.py_object, ctypes.POINTER(_PyBuffer), ctypes.c_int]
+_get_buffer.restype = ctypes.c_int
+_release_buffer = ctypes.pythonapi.PyBuffer_Release
+_release_buffer.argtypes = [ctypes.POINTER(_PyBuffer)]
+_release_buffer.restype = None
+
+
+def buffer_address(obj) -> tuple[int, int, bool]:
+    """(address, length, writable) of a C-contiguous buffer (the caller keeps ``obj`` alive)."""
+    b = _PyBuffer()
+    _get_buffer(obj, ctypes.byref(b), 0)       # PyBUF_SIMPLE: contiguous bytes; raises BufferError
+    try:
+        return b.buf or 0, b.len, not b.readonly
+    finally:
+        _release_buffer(ctypes.byref(b))
