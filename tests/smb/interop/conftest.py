@@ -32,7 +32,7 @@ def pytest_collection_modifyitems(config, items):
 def payload(tmp_path_factory) -> Path:
     """A few MiB of random bytes whose length is not a multiple of any I/O size."""
     p = tmp_path_factory.mktemp("payload") / "payload.bin"
-    p.write_bytes(os.urandom(3 * 1024 * 1024 + 54321))
+    p.write_bytes(os.urandom(9 * 1024 * 1024 + 54321))  # > one 8 MiB multi-credit I/O
     return p
 
 
