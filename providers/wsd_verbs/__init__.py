@@ -862,6 +862,7 @@ class VerbsProvider(ServiceProvider):
         with self._lock:
             mr = self._register(addr, n, access)
             self._rdma[(addr, mr.rkey)] = (mr, buffer, n)
+            self.stats["rdma_register_write" if flags & MEM_WRITE else "rdma_register_read"] += 1
         return DESCRIPTOR.pack(_MAGIC, addr, n, mr.rkey, flags)
 
     def WSPDeregisterRdmaMemory(self, s, descriptor: bytes) -> None:

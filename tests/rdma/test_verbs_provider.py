@@ -1,0 +1,208 @@
+"""The ``verbs`` provider's SPI on a real RDMA device, without the switch.
+
+Two provider instances (two verbs contexts, two CM event channels, two progress
+threads) in this process: one listens, one connects.  Work requests and
+completions are real: SEND/RECV into posted registered buffers, RDMA READ and
+RDMA WRITE with the peer's rkey, WSAENOBUFS when registration is refused,
+FD_CLOSE with WSAECONNRESET and flushed receives when the peer closes.
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+
+import pytest
+
+from rdma_probe import rdma_skip_reason
+
+_reason = rdma_skip_reason()
+if _reason:
+    pytest.skip(_reason, allow_module_level=True)
+
+from wsd import errors  # noqa: E402
+from wsd.events import CompletionQueue, EventObject, Overlapped  # noqa: E402
+from wsd.spi import CF_ACCEPT, FD_ACCEPT, FD_CLOSE, FD_CONNECT, MEM_READ, MEM_WRITE  # noqa: E402
+from wsd_verbs import DESCRIPTOR, VerbsProvider  # noqa: E402
+
+
+class Upcalls:
+    def __init__(self):
+        self.handles = {}
+        self.calls = []
+
+    def WPUCreateSocketHandle(self, provider_name, provider_socket):
+        h = 0x1000 + 4 * len(self.handles)
+        self.handles[h] = provider_socket
+        return h
+
+    def WPUCloseSocketHandle(self, h):
+        self.handles.pop(h, None)
+
+    def SetEvent(self, ev):
+        self.calls.append(("SetEvent", ev.name))
+        ev.set()
+
+    def ResetEvent(self, ev):
+        self.calls.append(("ResetEvent", ev.name))
+        ev.reset()
+
+
+def wait_cq(cq: CompletionQueue, n: int, timeout: float = 60.0):
+    got = []
+    deadline = time.monotonic() + timeout
+    while len(got) < n:
+        left = deadline - time.monotonic()
+        assert left > 0, f"only {len(got)} of {n} completions"
+        from wsd.events import wait_any
+        wait_any([cq], min(left, 0.5))
+        got += cq.poll()
+    return got
+
+
+@pytest.fixture
+def pair():
+    """(acceptor provider, its socket, connector provider, its socket), connected."""
+    a, b = VerbsProvider(), VerbsProvider()
+    ua, ub = Upcalls(), Upcalls()
+    a.WSPStartup(ua)
+    b.WSPStartup(ub)
+    port = random.randrange(20000, 60000)
+    ls = a.WSPSocket()
+    a.WSPBind(ls, ("127.0.0.1", port))
+    a.WSPListen(ls, 4)
+    acc_ev = EventObject("accept")
+    a.WSPEventSelect(ls, acc_ev, FD_ACCEPT)
+    cs = b.WSPSocket()
+    b.WSPBind(cs, ("0.0.0.0", 0))
+    con_ev = EventObject("connect")
+    b.WSPEventSelect(cs, con_ev, FD_CONNECT | FD_CLOSE)
+    with pytest.raises(errors.WSAEWOULDBLOCK):
+        b.WSPConnect(cs, ("127.0.0.1", port))
+    assert acc_ev.wait(30), "no FD_ACCEPT"
+    assert a.WSPEnumNetworkEvents(ls).network_events & FD_ACCEPT
+    s = a.WSPAccept(ls, lambda *args: CF_ACCEPT, None)
+    assert a.WSPSwitchSocket(s) in ua.handles
+    assert con_ev.wait(30), "no FD_CONNECT"
+    ne = b.WSPEnumNetworkEvents(cs)
+    assert ne.network_events & FD_CONNECT and ne.error(FD_CONNECT) == 0
+    yield a, s, b, cs
+    for p in (a, b):
+        p.WSPCleanup()
+
+
+def test_send_recv_rdma_read_write_with_real_keys(pair):
+    a, s, b, cs = pair
+    cq_a, cq_b = CompletionQueue("a"), CompletionQueue("b")
+    # a posts registered receive buffers; b sends from registered memory
+    rbuf = bytearray(4 * 4096)
+    ha = a.WSPRegisterMemory(s, rbuf, MEM_WRITE)
+    views = [memoryview(rbuf)[i * 4096:(i + 1) * 4096] for i in range(4)]
+    for i, v in enumerate(views):
+        a.WSPRecv(s, [v], Overlapped(cq_a, ("r", i)))
+    sbuf = bytearray(os.urandom(3000))
+    hb = b.WSPRegisterMemory(cs, sbuf, MEM_READ)
+    b.WSPSend(cs, [memoryview(sbuf)], Overlapped(cq_b, "s"))
+    b.WSPSend(cs, [b"unregistered bytes"], Overlapped(cq_b, "s2"))      # bounce-copied
+    (c1, c2) = wait_cq(cq_a, 2)
+    assert (c1.overlapped.context, c1.error, c1.transferred) == (("r", 0), 0, 3000)
+    assert bytes(views[0][:3000]) == bytes(sbuf)
+    assert (c2.overlapped.context, c2.error, c2.transferred) == (("r", 1), 0, 18)
+    assert bytes(views[1][:18]) == b"unregistered bytes"
+    assert sorted(c.overlapped.context for c in wait_cq(cq_b, 2)) == ["s", "s2"]
+
+    # RDMA READ: b reads a's region with the rkey in a's descriptor
+    src = bytearray(os.urandom(1 << 20))
+    desc = a.WSPRegisterRdmaMemory(s, src, MEM_READ)
+    magic, addr, length, rkey, flags = DESCRIPTOR.unpack(desc)
+    assert magic == b"WSDv" and length == 1 << 20 and rkey and flags == MEM_READ
+    target = bytearray(1 << 20)
+    ht = b.WSPRegisterMemory(cs, target, MEM_WRITE)
+    b.WSPRdmaRead(cs, [memoryview(target)], desc, 0, Overlapped(cq_b, "read"))
+    (c,) = wait_cq(cq_b, 1)
+    assert (c.overlapped.context, c.error, c.transferred) == ("read", 0, 1 << 20)
+    assert target == src
+
+    # RDMA WRITE at an offset into a region registered for remote write
+    dst = bytearray(1 << 16)
+    wdesc = a.WSPRegisterRdmaMemory(s, dst, MEM_WRITE)
+    payload = bytearray(os.urandom(1000))
+    hp = b.WSPRegisterMemory(cs, payload, MEM_READ)
+    b.WSPRdmaWrite(cs, [memoryview(payload)], wdesc, 5000, Overlapped(cq_b, "write"))
+    (c,) = wait_cq(cq_b, 1)
+    assert (c.overlapped.context, c.error, c.transferred) == ("write", 0, 1000)
+    assert dst[5000:6000] == payload and dst[:5000] == bytes(5000)
+    # beyond the advertised length: refused before anything is posted
+    with pytest.raises(errors.WSAEINVAL):
+        b.WSPRdmaWrite(cs, [memoryview(payload)], wdesc, (1 << 16) - 10, Overlapped(cq_b, "oob"))
+    for h in (hb, ht, hp):
+        b.WSPDeregisterMemory(cs, h)
+    a.WSPDeregisterMemory(s, ha)
+    a.WSPDeregisterRdmaMemory(s, desc)
+    a.WSPDeregisterRdmaMemory(s, wdesc)
+    with pytest.raises(errors.WSAEINVAL):
+        a.WSPDeregisterRdmaMemory(s, wdesc)
+
+
+def test_registration_beyond_the_limit_is_WSAENOBUFS():
+    p = VerbsProvider(max_registered_bytes=1 << 20)
+    p.WSPStartup(Upcalls())
+    try:
+        s = p.WSPSocket()
+        ok = p.WSPRegisterRdmaMemory(s, bytearray(1 << 19), MEM_READ)
+        with pytest.raises(errors.WSAENOBUFS):
+            p.WSPRegisterRdmaMemory(s, bytearray(1 << 20), MEM_READ)
+        p.WSPDeregisterRdmaMemory(s, ok)
+        p.WSPDeregisterRdmaMemory(s, p.WSPRegisterRdmaMemory(s, bytearray(1 << 20), MEM_READ))
+    finally:
+        p.WSPCleanup()
+
+
+def test_send_before_the_receive_is_posted_waits_for_it_RNR_flow_control(pair):
+    """WSD-N2 with NIC flow control: a SEND that finds no receive is retried until one is posted."""
+    a, s, b, cs = pair
+    cq_a, cq_b = CompletionQueue("a"), CompletionQueue("b")
+    b.WSPSend(cs, [b"early"], Overlapped(cq_b, "early"))
+    time.sleep(1.0)
+    assert len(cq_a) == 0 and len(cq_b) == 0        # nothing delivered, nothing lost, send not completed
+    buf = bytearray(256)
+    a.WSPRecv(s, [memoryview(buf)], Overlapped(cq_a, "r"))
+    (c,) = wait_cq(cq_a, 1)
+    assert c.error == 0 and bytes(buf[:c.transferred]) == b"early"
+    (c,) = wait_cq(cq_b, 1)
+    assert c.overlapped.context == "early" and c.error == 0
+
+
+def test_peer_close_gives_FD_CLOSE_and_flushes_receives_WSAECONNRESET(pair):
+    a, s, b, cs = pair
+    cq_a = CompletionQueue("a")
+    ev = EventObject("close")
+    a.WSPEventSelect(s, ev, FD_CLOSE)
+    bufs = [bytearray(128) for _ in range(3)]
+    for i, buf in enumerate(bufs):
+        a.WSPRecv(s, [memoryview(buf)], Overlapped(cq_a, i))
+    b.WSPCloseSocket(cs)
+    assert ev.wait(30), "no FD_CLOSE"
+    ne = a.WSPEnumNetworkEvents(s)
+    assert ne.network_events & FD_CLOSE and ne.error(FD_CLOSE) == errors.WSAECONNRESET.wsa_code
+    comps = wait_cq(cq_a, 3)
+    assert sorted(c.overlapped.context for c in comps) == [0, 1, 2]
+    assert {c.error for c in comps} == {errors.WSAECONNRESET.wsa_code}
+    with pytest.raises(errors.WSAECONNRESET):
+        a.WSPSend(s, [b"x"], Overlapped(cq_a, "late"))
+
+
+def test_connect_to_a_port_without_listener_is_refused():
+    p = VerbsProvider()
+    p.WSPStartup(Upcalls())
+    try:
+        cs = p.WSPSocket()
+        ev = EventObject("c")
+        p.WSPEventSelect(cs, ev, FD_CONNECT)
+        with pytest.raises(errors.WSAEWOULDBLOCK):
+            p.WSPConnect(cs, ("127.0.0.1", random.randrange(20000, 60000)))
+        assert ev.wait(30)
+        ne = p.WSPEnumNetworkEvents(cs)
+        assert ne.error(FD_CONNECT) in (errors.WSAECONNREFUSED.wsa_code, errors.WSAEHOSTUNREACH.wsa_code)
+    finally:
+        p.WSPCleanup()
