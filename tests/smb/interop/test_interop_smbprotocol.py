@@ -271,3 +271,66 @@ def test_smbprotocol_lowlevel_unencrypted_request_rejected(smb_server):
         assert not (srv.share_path / "plain.bin").exists()
     finally:
         conn.disconnect(close=False)  # no LOGOFF: it would go out unencrypted too
+
+
+CIPHERS = {"AES-128-CCM": 0x0001, "AES-128-GCM": 0x0002, "AES-256-CCM": 0x0003, "AES-256-GCM": 0x0004}
+SIGNING = {"HMAC-SHA256": 0x0000, "AES-CMAC": 0x0001, "AES-GMAC": 0x0002}
+
+
+def _small_cycle(srv, session: Session, name: str) -> None:
+    tree = TreeConnect(session, rf"\\{srv.host}\{srv.share}")
+    tree.connect()
+    data = _data(200_000)
+    f = Open(tree, name)
+    f.create(ImpersonationLevel.Impersonation,
+             FilePipePrinterAccessMask.GENERIC_READ | FilePipePrinterAccessMask.GENERIC_WRITE
+             | FilePipePrinterAccessMask.DELETE,
+             FileAttributes.FILE_ATTRIBUTE_NORMAL, ShareAccess.FILE_SHARE_READ, CreateDisposition.FILE_OVERWRITE_IF,
+             CreateOptions.FILE_NON_DIRECTORY_FILE | CreateOptions.FILE_DELETE_ON_CLOSE)
+    f.write(data, 0)
+    assert f.read(0, len(data)) == data
+    assert (srv.share_path / name).read_bytes() == data
+    f.close()
+    assert not (srv.share_path / name).exists()
+    tree.disconnect()
+
+
+@pytest.mark.parametrize("cipher", list(CIPHERS))
+def test_smbprotocol_311_cipher(smb_server, cipher):
+    """SMB 3.1.1 encryption with the one cipher the client offers (negotiate context, MS-SMB2 2.2.3.1.2)."""
+    srv = smb_server
+    conn = Connection(uuid.uuid4(), srv.host, srv.port, require_signing=True)
+    conn.connect(dialect=Dialects.SMB_3_1_1, timeout=TIMEOUT, preferred_encryption_algos=[CIPHERS[cipher]])
+    try:
+        assert conn.cipher_id == CIPHERS[cipher]
+        spy = FrameSpy(conn)
+        session = Session(conn, srv.user, srv.password, require_encryption=True)
+        session.connect()
+        spy.mark = len(spy.frames)
+        _small_cycle(srv, session, f"cipher_{cipher}.bin")
+        frames = spy.since_mark()
+        assert frames and all(f[:4] == b"\xfdSMB" for f in frames), [FrameSpy.describe(f) for f in frames]
+        session.disconnect()
+    finally:
+        conn.disconnect()
+
+
+@pytest.mark.parametrize("algo", list(SIGNING))
+def test_smbprotocol_311_signing_algorithm(smb_server, algo):
+    """SMB 3.1.1 signing with the one algorithm the client offers (SMB2_SIGNING_CAPABILITIES, 2.2.3.1.7)."""
+    srv = smb_server
+    conn = Connection(uuid.uuid4(), srv.host, srv.port, require_signing=True)
+    conn.connect(dialect=Dialects.SMB_3_1_1, timeout=TIMEOUT, preferred_signing_algos=[SIGNING[algo]])
+    try:
+        assert conn.signing_algorithm_id == SIGNING[algo]
+        spy = FrameSpy(conn)
+        session = Session(conn, srv.user, srv.password, require_encryption=False)
+        session.connect()
+        spy.mark = len(spy.frames)
+        _small_cycle(srv, session, f"sign_{algo}.bin")
+        frames = spy.since_mark()
+        unsigned = [FrameSpy.describe(f) for f in frames if not struct.unpack_from("<I", f, 16)[0] & SMB2_FLAGS_SIGNED]
+        assert frames and not unsigned, unsigned
+        session.disconnect()
+    finally:
+        conn.disconnect()
