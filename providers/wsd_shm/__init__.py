@@ -571,8 +571,8 @@ class ShmProvider(ServiceProvider):
                 os.close(f)
             if req in lst.queue:
                 lst.queue.remove(req)
-            if req.peer_pid and not _pid_alive(req.peer_pid):
-                sweep_dead_segments(req.peer_pid)
+            if req.peer_pid:
+                self._sweep_when_dead(req.peer_pid, 0)
             self._drop_request(req)
             return
         if req.hdr is not None:
@@ -844,8 +844,21 @@ class ShmProvider(ServiceProvider):
             c.close_signalled = True
             self._signal(c, FD_CLOSE, errors.WSAECONNRESET.wsa_code)
         self._pump_tx(c)
-        if c.peer_pid and not _pid_alive(c.peer_pid):
-            sweep_dead_segments(c.peer_pid)
+        if c.peer_pid:
+            self._sweep_when_dead(c.peer_pid, 0)
+
+    def _sweep_when_dead(self, pid: int, tries: int) -> None:
+        """Unlink a vanished peer's segments once its process is really gone.
+
+        The kernel closes a killed process's sockets before the process is
+        dead in /proc, so end of file may come first: look again every 50 ms,
+        for up to 5 s (a peer that merely closed its socket stays alive and
+        keeps its segments).
+        """
+        if not _pid_alive(pid):
+            sweep_dead_segments(pid)
+        elif tries < 100:
+            self._at(time.monotonic() + 0.05, self._sweep_when_dead, pid, tries + 1)
 
     def _reset_local(self, c: _Conn, error: int, why: str) -> None:
         """We end the connection (a protocol fault of the peer): it sees EOF, we see FD_CLOSE."""
