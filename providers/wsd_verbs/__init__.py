@@ -123,8 +123,8 @@ class VerbsProvider(ServiceProvider):
     def __init__(self, device: str | None = None, nic_addr: str | None = None, port_num: int = 1,
                  rdma_read: bool = True, rdma_write: bool = True, connect_timeout: float = 10.0,
                  max_send_wr: int = 128, max_recv_wr: int = 128, cq_entries: int = 8192,
-                 rd_atomic: int = 16, min_rnr_timer: int = 7, max_registered_bytes: int | None = None,
-                 **options):
+                 rd_atomic: int = 16, min_rnr_timer: int = 7, ack_timeout: int = 18,
+                 max_registered_bytes: int | None = None, **options):
         super().__init__(**options)
         self.device = device or os.environ.get("WSD_RDMA_DEV") or None
         self.nic_addr = nic_addr or os.environ.get("WSD_RDMA_ADDR") or None
@@ -135,6 +135,7 @@ class VerbsProvider(ServiceProvider):
         self.cq_entries = cq_entries
         self.rd_atomic = rd_atomic
         self.min_rnr_timer = min_rnr_timer
+        self.ack_timeout = ack_timeout
         self.max_registered_bytes = max_registered_bytes
         self.capabilities = ProviderCapabilities(rdma_read=rdma_read, rdma_write=rdma_write, flow_control=True,
                                                  max_message=1 << 30)
@@ -477,7 +478,10 @@ class VerbsProvider(ServiceProvider):
         s.qp.modify(attr, mask | e.IBV_QP_MIN_RNR_TIMER)
         attr, mask = s.cmid.init_qp_attr(e.IBV_QPS_RTS)
         attr.rnr_retry = 7            # 7 = retry for ever: the NIC's flow control
-        s.qp.modify(attr, mask | e.IBV_QP_RNR_RETRY)
+        # local ACK timeout 4.096 us * 2^ack_timeout per try (18: ~1.07 s, x 8 tries): a starved guest
+        # must not lose the connection; a peer that died is noticed through rdma_cm's DISCONNECTED
+        attr.timeout = max(attr.timeout, self.ack_timeout)
+        s.qp.modify(attr, mask | e.IBV_QP_RNR_RETRY | e.IBV_QP_TIMEOUT)
 
     def _conn_param(self, s: _Sock):
         from pyverbs.cmid import ConnParam

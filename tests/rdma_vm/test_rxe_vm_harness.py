@@ -94,6 +94,16 @@ def test_in_vm_rdma_suite_passes(rxe_image):
     assert r.returncode == 0, out[-4000:] + r.stderr[-2000:]
     for name in names:
         assert f"PASSED tests/rdma/test_rxe_smoke.py::{name}" in out, out[-4000:]
+    # the verbs provider: its own tests, and the switch's end-to-end tests over it
+    for path in sorted((ROOT / "tests" / "rdma").glob("test_verbs_*.py")):
+        tree = ast.parse(path.read_text())
+        for n in tree.body:
+            if isinstance(n, ast.FunctionDef) and n.name.startswith("test_"):
+                assert f"PASSED tests/rdma/{path.name}::{n.name}" in out, out[-4000:]
+    for case in ("test_accept_mediation_and_transfer", "test_reject_gives_peer_WSAECONNREFUSED_after_condition"
+                 "_WSD_A7_A8", "test_accept_ex_completes_with_first_data_WSD_X1",
+                 "test_cancel_closes_the_accepting_san_socket_WSD_X2"):
+        assert f"PASSED tests/switch/test_e2e.py::{case}[verbs]" in out, out[-4000:]
     summary = out.strip().splitlines()[-1]
     assert "passed" in summary and "failed" not in summary and "error" not in summary, summary
 

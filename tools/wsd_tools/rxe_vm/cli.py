@@ -166,12 +166,21 @@ def cmd_run(args) -> int:
     return _finish(_run_in_vm(args, argv), "run")
 
 
+# What `wsd-rxe-vm test` runs when the arguments name no test paths: tests/rdma (the smoke tests and the
+# verbs provider's tests) plus the switch's end-to-end tests restricted to the verbs provider. The -k
+# keeps every tests/rdma module (test_rxe_*, test_verbs_*) and only the [verbs] cases of tests/switch;
+# a -k given by the caller comes later on the command line and replaces it.
+DEFAULT_TEST_TARGETS = ("tests/rdma", "tests/switch/test_e2e.py", "tests/switch/test_bad_peer.py",
+                        "-k", "rxe or verbs")
+
+
 def cmd_test(args) -> int:
     project = find_project(args.project)
     extra = _strip_dashdash(args.pytest_args)
-    # Default target tests/rdma, unless the arguments name test paths themselves.
+    # Default targets (above), unless the arguments name test paths themselves.
     names_paths = any(not a.startswith("-") and (project / a.split("::", 1)[0]).exists() for a in extra)
-    argv = ["python3", "-m", "pytest", "-p", "no:cacheprovider", *([] if names_paths else ["tests/rdma"]), *extra]
+    argv = ["python3", "-m", "pytest", "-p", "no:cacheprovider",
+            *([] if names_paths else DEFAULT_TEST_TARGETS), *extra]
     return _finish(_run_in_vm(args, argv, cwd=project), "test")
 
 
