@@ -211,7 +211,7 @@ class _Conn:
     __slots__ = ("id", "state", "event", "mask", "events", "errors", "switch_handle", "local", "peer",
                  "listening", "queue", "backlog", "path", "lsock", "sock", "rx", "tx", "ring_names",
                  "posted", "txq", "peer_pid", "peer_gone", "close_signalled", "post_delay_until",
-                 "delay_timer", "peer_maps", "connect_deadline", "fds")
+                 "delay_timer", "peer_maps", "connect_deadline", "fds", "close_reported")
 
     def __init__(self, cid: int):
         self.id = cid
@@ -236,6 +236,7 @@ class _Conn:
         self.peer_pid = 0
         self.peer_gone = False
         self.close_signalled = False
+        self.close_reported = False
         self.post_delay_until = 0.0
         self.delay_timer = False
         self.peer_maps: collections.OrderedDict = collections.OrderedDict()
@@ -516,6 +517,8 @@ class ShmProvider(ServiceProvider):
         c = self._get(s)
         with self._lock:
             ne = NetworkEvents(c.events & (c.mask or ~0), dict(c.errors))
+            if ne.network_events & FD_CLOSE:
+                c.close_reported = True
             c.events = 0
             c.errors = {}
             if c.listening and c.queue:
@@ -934,7 +937,13 @@ class ShmProvider(ServiceProvider):
             if c.state != "connected":
                 raise errors.WSAENOTCONN()
             if c.peer_gone:
-                raise errors.WSAECONNRESET("peer closed or died")
+                if c.close_reported:
+                    raise errors.WSAECONNRESET("peer closed or died")
+                # like a TCP send after the peer closed: it completes and the bytes are dropped; the end
+                # is reported by FD_CLOSE and failed receives, after every message the peer sent
+                self.stats["dropped_after_peer_gone"] += 1
+                overlapped.cq.post(overlapped, 0, len(data))
+                return None
             if not c.txq:
                 try:
                     ok = c.tx.push(data)
@@ -956,7 +965,7 @@ class ShmProvider(ServiceProvider):
             data, ov = q[0]
             if c.peer_gone or c.state != "connected":
                 q.popleft()
-                ov.cq.post(ov, errors.WSAECONNRESET.wsa_code, 0)
+                ov.cq.post(ov, errors.WSAECONNRESET.wsa_code if c.close_reported else 0, 0)
                 continue
             try:
                 ok = c.tx.push(data)
