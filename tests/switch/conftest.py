@@ -7,29 +7,11 @@ import sys
 import pytest
 
 import wsd
-from wsd.registry import create_provider, provider_entry_points
 
 HERE = os.path.dirname(__file__)
 sys.path.insert(0, HERE)
 
-
-def available_san_providers() -> list[str]:
-    """Every registered SAN provider that can run on this machine (zmq; shm and verbs where present)."""
-    out = []
-    for name in sorted(provider_entry_points()):
-        if name == "tcp":
-            continue
-        try:
-            p = create_provider(name)
-        except wsd.WsaError:
-            continue
-        if p.is_san and p.availability().ok:
-            out.append(name)
-    return out
-
-
-SAN = available_san_providers()
-ALL = ["tcp"] + SAN
+from switch_env import ALL, SAN, available_san_providers, table_for  # noqa: E402,F401
 
 
 @pytest.fixture(autouse=True)
@@ -52,5 +34,3 @@ def switches():
         sw.close()
 
 
-def table_for(provider: str):
-    return [] if provider == "tcp" else [("127.0.0.0/8", provider)]

@@ -15,7 +15,7 @@ import time
 import pytest
 
 import wsd
-from conftest import SAN, table_for
+from switch_env import SAN, table_for
 from wsd import errors
 from wsd.core.wire import MSG_DATA
 

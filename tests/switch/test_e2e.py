@@ -15,7 +15,7 @@ import time
 import pytest
 
 import wsd
-from conftest import ALL, SAN, table_for
+from switch_env import ALL, SAN, table_for
 from peer import pattern
 from wsd import errors
 from wsd.spi import CF_ACCEPT, CF_REJECT

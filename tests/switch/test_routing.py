@@ -4,7 +4,7 @@ import threading
 import pytest
 
 import wsd
-from conftest import SAN, table_for
+from switch_env import SAN, table_for
 from wsd import errors
 from wsd.registry import create_provider
 
