@@ -46,10 +46,8 @@ import zmq
 
 from wsd import errors
 from wsd.events import Overlapped
-from wsd.spi import (
-    CF_ACCEPT, FD_ACCEPT, FD_CLOSE, FD_CONNECT, MEM_READ, MEM_WRITE, Availability, NetworkEvents,
-    ProviderCapabilities, ServiceProvider,
-)
+from wsd.sanbase import SanProviderBase, SanSocketState
+from wsd.spi import FD_CLOSE, FD_CONNECT, MEM_READ, MEM_WRITE, Availability, ProviderCapabilities
 
 log = logging.getLogger("wsd.zmq")
 
@@ -71,37 +69,33 @@ DESC_SIZE = _desc.size
 MAX_PRIVATE_BYTES = 64 << 20
 
 
-class _Conn:
-    __slots__ = ("id", "state", "peer_nic", "peer_conn", "posted", "private", "event", "mask", "events",
-                 "errors", "switch_handle", "local", "peer", "listening", "queue", "backlog", "endpoint",
-                 "private_bytes", "pending_acks", "rnr", "connect_deadline", "post_delay_until")
+class _Request:
+    """A queued connection request (``caller``/``caller_data`` as the base class expects)."""
+
+    __slots__ = ("req_conn", "reply_nic", "caller", "caller_data")
+
+    def __init__(self, req_conn: int, reply_nic: str, caller: tuple, caller_data: bytes):
+        self.req_conn, self.reply_nic, self.caller, self.caller_data = req_conn, reply_nic, caller, caller_data
+
+
+class _Conn(SanSocketState):
+    __slots__ = ("peer_nic", "peer_conn", "posted", "private", "private_bytes", "rnr", "endpoint",
+                 "connect_deadline", "post_delay_until")
 
     def __init__(self, cid: int):
-        self.id = cid
-        self.state = "new"           # new | bound | listening | connecting | connected | closed | reset
+        super().__init__(cid)
         self.peer_nic = None
         self.peer_conn = 0
         self.posted = collections.deque()     # (view, overlapped)
         self.private = collections.deque()    # bytes held before a receive was posted (WSD-N2)
         self.private_bytes = 0
         self.rnr = collections.deque()        # (bytes, sender nic, msg id): flow-controlled, unacked
-        self.event = None
-        self.mask = 0
-        self.events = 0
-        self.errors = {}
-        self.switch_handle = None
-        self.local = ("0.0.0.0", 0)
-        self.peer = None
-        self.listening = False
-        self.queue = collections.deque()      # connection requests (listening sockets)
-        self.backlog = 0
         self.endpoint = None
-        self.pending_acks = {}
         self.connect_deadline = None
         self.post_delay_until = 0.0
 
 
-class ZmqProvider(ServiceProvider):
+class ZmqProvider(SanProviderBase):
     name = "zmq"
     is_san = True
 
@@ -122,9 +116,6 @@ class ZmqProvider(ServiceProvider):
                                                  flow_control=flow_control)
         self.stats = collections.Counter()
         self.nic_id = uuid.uuid4().bytes
-        self._lock = threading.RLock()
-        self._conns: dict[int, _Conn] = {}
-        self._ids = itertools.count(1)
         self._ports = itertools.count(40000)
         self._regions: dict[int, tuple[memoryview, int]] = {}
         self._region_ids = itertools.count(1)
@@ -369,23 +360,12 @@ class ZmqProvider(ServiceProvider):
             s.send_multipart(frames, copy=len(frames[-1]) < 65536)
 
     # ------------------------------------------------------------------ sockets
-    def _get(self, s: int) -> _Conn:
-        c = self._conns.get(s)
-        if c is None:
-            raise errors.WSAENOTSOCK(f"zmq provider has no socket {s}")
-        return c
+    def _new_socket_state(self, sid: int) -> _Conn:
+        return _Conn(sid)
 
-    def WSPSocket(self, family=None, type=None, protocol=0) -> int:
+    def _check_started(self) -> None:
         if not self._started:
             raise errors.WSAENETDOWN("zmq provider not started")
-        with self._lock:
-            c = _Conn(next(self._ids))
-            self._conns[c.id] = c
-        c.switch_handle = self.upcalls.WPUCreateSocketHandle(self.name, c.id)
-        return c.id
-
-    def WSPSwitchSocket(self, s):
-        return self._get(s).switch_handle
 
     def WSPBind(self, s, addr) -> None:
         c = self._get(s)
@@ -394,15 +374,6 @@ class ZmqProvider(ServiceProvider):
             port = next(self._ports)
         c.local = (host, port)
         c.state = "bound"
-
-    def WSPGetSockName(self, s):
-        return self._get(s).local
-
-    def WSPGetPeerName(self, s):
-        c = self._get(s)
-        if c.peer is None:
-            raise errors.WSAENOTCONN()
-        return c.peer
 
     def _listen_endpoint(self, host: str, port: int) -> str:
         if self.transport == "ipc":
@@ -432,33 +403,6 @@ class ZmqProvider(ServiceProvider):
         c.backlog = max(1, backlog)
         c.state = "listening"
 
-    def WSPEventSelect(self, s, event, network_events) -> None:
-        c = self._get(s)
-        with self._lock:
-            c.event, c.mask = event, network_events
-            if c.events & network_events and event is not None:
-                self.upcalls.SetEvent(event)
-
-    def _signal(self, c: _Conn, bit: int, error: int = 0) -> None:
-        c.events |= bit
-        if error:
-            c.errors[bit] = error
-        if c.event is not None and c.mask & bit:
-            self.upcalls.SetEvent(c.event)
-
-    def WSPEnumNetworkEvents(self, s) -> NetworkEvents:
-        c = self._get(s)
-        with self._lock:
-            ne = NetworkEvents(c.events & (c.mask or ~0), {b: e for b, e in c.errors.items()})
-            c.events = 0
-            c.errors = {}
-            # a listening socket with queued requests keeps FD_ACCEPT until they are taken
-            if c.listening and c.queue:
-                c.events |= FD_ACCEPT
-            elif c.event is not None:
-                self.upcalls.ResetEvent(c.event)
-        return ne
-
     # ------------------------------------------------------------------ connection requests
     def _on_connreq(self, body) -> None:
         (req_conn,) = _u64.unpack(body[0].bytes)
@@ -481,47 +425,28 @@ class ZmqProvider(ServiceProvider):
                                           self.nic_endpoint.encode(), listen_addr.encode()])
                 return
             sh, _, sp = src_addr.rpartition(":")
-            lst.queue.append((req_conn, reply_nic, (sh, int(sp)), caller_data))
-            # WSD-A2: signal the event object registered for FD_ACCEPT
-            self._signal(lst, FD_ACCEPT)
+            # WSD-A2: queue it and signal the event object registered for FD_ACCEPT
+            self._queue_request(lst, _Request(req_conn, reply_nic, (sh, int(sp)), caller_data))
 
-    def WSPAccept(self, s, condition, callback_data) -> int:
-        lst = self._get(s)
-        with self._lock:
-            if not lst.listening:
-                raise errors.WSAEINVAL("socket is not listening")
-            if not lst.queue:
-                raise errors.WSAEWOULDBLOCK()
-            req_conn, reply_nic, caller, caller_data = lst.queue.popleft()
-        # WSD-A3: the condition function runs on this thread, before WSPAccept returns
-        verdict = CF_ACCEPT
-        if condition is not None:
-            verdict = condition(caller, caller_data or None, lst.local, None, callback_data)
-        with self._lock:
-            # WSD-A6: reset the event; signal again at once if more requests are queued
-            if lst.event is not None:
-                self.upcalls.ResetEvent(lst.event)
-                if lst.queue:
-                    self._signal(lst, FD_ACCEPT)
-            if verdict != CF_ACCEPT:
-                # WSD-A7/A8: tell the peer only now, then fail WSPAccept
-                self._send_to(reply_nic, [K_CONNREP, _connrep.pack(req_conn, 0, errors.WSAECONNREFUSED.wsa_code),
-                                          self.nic_endpoint.encode(), f"{lst.local[0]}:{lst.local[1]}".encode()])
-                raise errors.WSAECONNREFUSED("rejected by the condition function")
-            # WSD-A5: internal state, WPUCreateSocketHandle, return our descriptor
-            c = _Conn(next(self._ids))
-            c.state = "connected"
-            c.peer_nic = reply_nic
-            c.peer_conn = req_conn
-            c.peer = caller
-            c.local = lst.local
-            self._conns[c.id] = c
-            if self.faults.get("delay_post"):
-                c.post_delay_until = time.monotonic() + float(self.faults["delay_post"])
-        c.switch_handle = self.upcalls.WPUCreateSocketHandle(self.name, c.id)
-        self._send_to(reply_nic, [K_CONNREP, _connrep.pack(req_conn, c.id, 0), self.nic_endpoint.encode(),
-                                  f"{lst.local[0]}:{lst.local[1]}".encode()])
-        return c.id
+    # accept mediation (WSD-A3..A8) is SanProviderBase.WSPAccept; these are the fabric's parts
+    def _refuse_request(self, lst: _Conn, req: _Request) -> None:
+        self._send_to(req.reply_nic, [K_CONNREP, _connrep.pack(req.req_conn, 0, errors.WSAECONNREFUSED.wsa_code),
+                                      self.nic_endpoint.encode(), f"{lst.local[0]}:{lst.local[1]}".encode()])
+
+    def _accept_request(self, lst: _Conn, req: _Request) -> _Conn:
+        c = self._add_socket()
+        c.state = "connected"
+        c.peer_nic = req.reply_nic
+        c.peer_conn = req.req_conn
+        c.peer = req.caller
+        c.local = lst.local
+        if self.faults.get("delay_post"):
+            c.post_delay_until = time.monotonic() + float(self.faults["delay_post"])
+        return c
+
+    def _complete_accept(self, lst: _Conn, c: _Conn, req: _Request) -> None:
+        self._send_to(req.reply_nic, [K_CONNREP, _connrep.pack(req.req_conn, c.id, 0), self.nic_endpoint.encode(),
+                                      f"{lst.local[0]}:{lst.local[1]}".encode()])
 
     def WSPConnect(self, s, addr, caller_data=None) -> None:
         c = self._get(s)
@@ -573,9 +498,8 @@ class ZmqProvider(ServiceProvider):
                 self._send_to(c.peer_nic, [K_DISC, _u64.pack(c.peer_conn)])
             if c.listening and c.endpoint:
                 ep = c.endpoint
-                for req_conn, reply_nic, _, _ in c.queue:
-                    self._send_to(reply_nic, [K_CONNREP, _connrep.pack(req_conn, 0, errors.WSAECONNREFUSED.wsa_code),
-                                              self.nic_endpoint.encode(), b""])
+                for req in c.queue:
+                    self._refuse_request(c, req)
                 c.queue.clear()
 
                 def unbind():
