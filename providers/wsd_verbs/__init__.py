@@ -331,20 +331,19 @@ class VerbsProvider(ServiceProvider):
                     log.error("verbs progress: %s", e)
 
     def _on_comp_channel(self) -> None:
+        # One event per readiness report (epoll is level-triggered: a second queued event wakes us
+        # again), so the common case raises no EAGAIN exception -- pyverbs' exceptions are costly.
         from pyverbs.pyverbs_error import PyverbsRDMAError
-        got = 0
-        while True:
-            try:
-                self._cc.get_cq_event(self._cq)
-            except PyverbsRDMAError as e:
-                if getattr(e, "error_code", None) in (_errno.EAGAIN, _errno.EWOULDBLOCK) or got:
-                    break
+        try:
+            self._cc.get_cq_event(self._cq)
+        except PyverbsRDMAError as e:
+            if getattr(e, "error_code", None) not in (_errno.EAGAIN, _errno.EWOULDBLOCK):
                 raise
-            got += 1
-        if got:
-            self._cq.ack_events(got)
-        self._cq.req_notify()
+        else:
+            self._cq.ack_events(1)
         self._drain_cq()
+        self._cq.req_notify()
+        self._drain_cq()                # what completed between the drain and re-arming
 
     def _drain_cq(self) -> None:
         cq = self._cq
