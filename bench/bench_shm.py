@@ -311,6 +311,8 @@ def run(quick: bool = False) -> list[dict]:
                    "64 KiB GB/s": "sendall(64 KiB) per call"}[metric]
             if path == "switch-shm" and metric == "64 KiB GB/s":
                 how += " (RDMA read: registration copy + read copy + recv copy)"
+            if path == "memcpy":
+                how = f"memoryview copy of the same {chunk} B buffer in this process (cache-resident)"
             if path == "switch-shm-inline":
                 how += " (session recv_size 128 KiB, 64 KiB inline)"
             note = f"{how}; median of {len(v)}/{reps} (min {_fmt(min(v))}, max {_fmt(max(v))})"

@@ -299,6 +299,7 @@ class ShmProvider(ServiceProvider):
             raise errors.WSAEPROVIDERFAILEDINIT(_ring_import_error)
         os.makedirs(self.shm_dir, mode=0o700, exist_ok=True)
         sweep_dead_segments()
+        self._sweep_stale_listeners()
         self._ep = select.epoll()
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._register(self._wake_fd, ("wake", None))
@@ -485,10 +486,25 @@ class ShmProvider(ServiceProvider):
             c.state = "listening"
             self._register(ls.fileno(), ("listen", c))
 
+    def _sweep_stale_listeners(self) -> None:
+        """Remove rendezvous files whose listener died without closing (nobody accepts on them)."""
+        try:
+            names = [n for n in os.listdir(self.shm_dir) if n.startswith("l-")]
+        except OSError:
+            return
+        for n in names:
+            path = os.path.join(self.shm_dir, n)
+            if self._stale(path):
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+
     @staticmethod
     def _stale(path: str) -> bool:
         """A rendezvous socket file nobody listens on (its process died)."""
         t = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        t.settimeout(0.2)           # a live listener with a full backlog: not stale
         try:
             t.connect(path)
         except (ConnectionRefusedError, FileNotFoundError):

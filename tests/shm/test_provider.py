@@ -415,3 +415,23 @@ def test_sigkilled_connector_after_accept_leaves_no_segment(providers, closing, 
             child.kill()
             child.communicate()
     a.WSPCloseSocket(l)
+
+
+def test_stale_rendezvous_file_of_a_dead_listener_is_replaced(providers, closing, shm_dir):
+    import socket
+    path = os.path.join(shm_dir, f"l-127.0.0.1-{PORT}")
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    dead.bind(path)                 # bound, never listening, closed without unlink: like a killed listener
+    dead.close()
+    b = providers()
+    c, cev = start_connect(b, closing)
+    assert connect_result(b, c, cev) == errors.WSAECONNREFUSED.wsa_code
+    b.WSPCloseSocket(c)
+    a = providers()
+    l, lev = listen(a, closing)     # the stale file is replaced
+    c, cev = start_connect(b, closing)
+    acc = accept(a, l, lev)
+    assert connect_result(b, c, cev) == 0
+    for p, s in ((a, acc), (b, c), (a, l)):
+        p.WSPCloseSocket(s)
+    assert not os.path.exists(path)
