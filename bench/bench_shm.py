@@ -310,7 +310,7 @@ def run(quick: bool = False) -> list[dict]:
                    "64 B msg/s, batched": f"sendall of {BATCH} x 64 B records per call",
                    "64 KiB GB/s": "sendall(64 KiB) per call"}[metric]
             if path == "switch-shm" and metric == "64 KiB GB/s":
-                how += " (RDMA read: registration copy + read copy + recv copy)"
+                how += " (default session: the shm provider asks for 64 KiB inline, RDMA from 256 KiB)"
             if path == "memcpy":
                 how = f"memoryview copy of the same {chunk} B buffer in this process (cache-resident)"
             if path == "switch-shm-inline":

@@ -92,6 +92,10 @@ class ProviderCapabilities:
     rdma_write: bool = True
     flow_control: bool = False     # does the NIC hold sends until a receive is posted?
     max_message: int = 1 << 20     # largest single send the NIC accepts
+    # where inline messages are cheaper than RDMA on this fabric (shared memory: "RDMA" is more
+    # copies), the provider may ask for bigger receive buffers and a higher RDMA threshold
+    receive_size: int | None = None
+    rdma_threshold: int | None = None
 
 
 @dataclass(slots=True)

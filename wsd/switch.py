@@ -80,6 +80,10 @@ class SanConnection:
         caps = provider.capabilities
         cfg.can_rdma_read = cfg.can_rdma_read and caps.rdma_read
         cfg.can_rdma_write = cfg.can_rdma_write and caps.rdma_write
+        if caps.receive_size:
+            cfg.recv_size = max(cfg.recv_size, caps.receive_size)
+        if caps.rdma_threshold:
+            cfg.rdma_threshold = max(cfg.rdma_threshold, caps.rdma_threshold)
         self.core = S.SessionProtocol(role, cfg, name=f"{provider.name}:{ps}")
         self._mem = [provider.WSPRegisterMemory(ps, self.core._recv_mem, MEM_WRITE),
                      provider.WSPRegisterMemory(ps, self.core._send_mem, MEM_READ)]

@@ -259,8 +259,12 @@ class ShmProvider(ServiceProvider):
         self.shm_dir = shm_dir or os.environ.get("WSD_SHM_DIR") or f"/tmp/wsd-shm-{os.getuid()}"
         self.pool_bytes = pool_bytes
         self.faults = dict(faults or {})
+        # "RDMA" here is extra copies through shm regions: ask the switch to send up to 64 KiB inline
+        # (receive buffers of 64 KiB + header) and to use RDMA only from 256 KiB on
         self.capabilities = ProviderCapabilities(rdma_read=rdma_read, rdma_write=rdma_write, flow_control=False,
-                                                 max_message=ring_bytes - 8)
+                                                 max_message=ring_bytes - 8,
+                                                 receive_size=min(65536 + 64, ring_bytes // 4),
+                                                 rdma_threshold=256 << 10)
         self.stats = collections.Counter()
         self.nic = secrets.token_hex(4)
         self._lock = threading.RLock()
