@@ -225,3 +225,30 @@ def test_cancel_closes_the_accepting_san_socket_WSD_X2(switch):
     # the peer saw the connection end (DISCONNECTED -> FD_CLOSE, posted receives flushed)
     assert lines[-1].get("recv_error") in ("WSAECONNRESET", "WSAECONNABORTED") or lines[-1].get("recv") == 0
     l.close()
+
+
+def test_oversized_negotiation_message_is_refused_WSD_N3(switch):
+    """WSD-N3 over verbs: a raw peer's 332-byte negotiation message ends the accept with WSAEMSGSIZE.
+
+    (tests/switch/test_bad_peer.py has the same case with a 5 s bound that includes the peer
+    process's start-up, which alone takes 3-20 s in the TCG guest; here the bound starts when the
+    connection request is taken.)
+    """
+    sw = switch()
+    trace = []
+    sw.trace_sinks.append(trace.append)
+    l, port = listen(sw)
+    peer = subprocess.Popen([sys.executable, PEER, json.dumps({"mode": "raw", "provider": "verbs",
+                                                              "addr": ["127.0.0.1", port], "send": ["BIGNEG"],
+                                                              "then": "sleep", "seconds": 2})],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with pytest.raises(errors.WSAEMSGSIZE):
+        l.accept()
+    t_err = time.monotonic()
+    t_acc = next(r.t for r in trace if r.step == "WSPAccept")
+    assert t_err - t_acc < 5
+    aborted = next(r for r in trace if r.step == "connection_aborted")
+    assert aborted.fields["error"] == "WSAEMSGSIZE" and "exceeds 256" in aborted.fields["reason"]
+    rc, lines, _ = finish(peer)
+    assert rc == 0 and lines[0]["connected"]
+    l.close()

@@ -169,9 +169,13 @@ def cmd_run(args) -> int:
 # What `wsd-rxe-vm test` runs when the arguments name no test paths: tests/rdma (the smoke tests and the
 # verbs provider's tests) plus the switch's end-to-end tests restricted to the verbs provider. The -k
 # keeps every tests/rdma module (test_rxe_*, test_verbs_*) and only the [verbs] cases of tests/switch;
-# a -k given by the caller comes later on the command line and replaces it.
+# a -k given by the caller comes later on the command line and replaces it. Two bad-peer cases are left
+# out for verbs (docs/verbs.md): credit_overrun assumes a NIC without flow control (with RC's RNR retry
+# the extra messages wait at the sender, so whether the overrun is seen races with the credit grant),
+# and the N3 case's 5 s bound includes the peer process's start-up, 3-20 s in the TCG guest (the verbs
+# tests cover N3 with the bound taken from the connection request).
 DEFAULT_TEST_TARGETS = ("tests/rdma", "tests/switch/test_e2e.py", "tests/switch/test_bad_peer.py",
-                        "-k", "rxe or verbs")
+                        "-k", "(rxe or verbs) and not test_credit_overrun and not test_negotiation_message_over_256")
 
 
 def cmd_test(args) -> int:
