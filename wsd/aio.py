@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 
 from . import errors
-from .core import session as S
 from .switch import SanConnection, Switch, TcpConnection
 
 log = logging.getLogger("wsd.aio")

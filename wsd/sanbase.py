@@ -14,7 +14,9 @@ the fabric-specific hooks:
 ``_complete_accept(listener, conn, request)``
     tell the peer "accepted" (after ``WPUCreateSocketHandle``, lock not held);
 ``_request_gone(request)``
-    optional: True if the requester vanished while it was queued.
+    optional: True if the requester vanished while it was queued;
+``_events_reported(conn, network_events)``
+    optional: see what ``WSPEnumNetworkEvents`` reports.
 
 Requests are any object with ``caller`` (address) and ``caller_data``.
 """
@@ -82,6 +84,9 @@ class SanProviderBase(ServiceProvider):
     def _request_gone(self, request: Any) -> bool:
         return False
 
+    def _events_reported(self, c: SanSocketState, ne: NetworkEvents) -> None:
+        """Called (lock held) with what WSPEnumNetworkEvents is about to report."""
+
     # -- the socket table ------------------------------------------------------------------
     def _get(self, s: int) -> SanSocketState:
         c = self._conns.get(s)
@@ -134,6 +139,7 @@ class SanProviderBase(ServiceProvider):
         c = self._get(s)
         with self._lock:
             ne = NetworkEvents(c.events & (c.mask or ~0), dict(c.errors))
+            self._events_reported(c, ne)
             c.events = 0
             c.errors = {}
             # a listening socket with queued requests keeps FD_ACCEPT until they are taken

@@ -34,7 +34,7 @@ from .core import session as S
 from .events import CompletionQueue, EventObject, Overlapped
 from .registry import create_provider
 from .spi import (
-    CF_ACCEPT, CF_REJECT, FD_ACCEPT, FD_CLOSE, FD_CONNECT, MEM_READ, MEM_READWRITE, MEM_WRITE, ServiceProvider,
+    CF_ACCEPT, CF_REJECT, FD_ACCEPT, FD_CLOSE, MEM_READ, MEM_WRITE, ServiceProvider,
     fd_names,
 )
 

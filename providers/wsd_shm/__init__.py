@@ -64,10 +64,8 @@ import threading
 import time
 
 from wsd import errors
-from wsd.spi import (
-    CF_ACCEPT, FD_ACCEPT, FD_CLOSE, FD_CONNECT, MEM_READ, MEM_WRITE, Availability, NetworkEvents,
-    ProviderCapabilities, ServiceProvider,
-)
+from wsd.sanbase import SanProviderBase, SanSocketState
+from wsd.spi import FD_CLOSE, FD_CONNECT, MEM_READ, MEM_WRITE, Availability, ProviderCapabilities
 
 from .wire import (
     HOST_LEN, MAX_CALLER_DATA, NAME_LEN, ConnectReply, ConnectRequest, MalformedStructure, RdmaDescriptor,
@@ -206,26 +204,18 @@ class _Request:
         self.source = None
         self.done = False
 
+    @property
+    def caller(self):
+        return self.source
 
-class _Conn:
-    __slots__ = ("id", "state", "event", "mask", "events", "errors", "switch_handle", "local", "peer",
-                 "listening", "queue", "backlog", "path", "lsock", "sock", "rx", "tx", "ring_names",
-                 "posted", "txq", "peer_pid", "peer_gone", "close_signalled", "post_delay_until",
-                 "delay_timer", "peer_maps", "connect_deadline", "fds", "close_reported")
+
+class _Conn(SanSocketState):
+    __slots__ = ("path", "lsock", "sock", "rx", "tx", "ring_names", "posted", "txq", "peer_pid", "peer_gone",
+                 "close_signalled", "post_delay_until", "delay_timer", "peer_maps", "connect_deadline", "fds",
+                 "close_reported")
 
     def __init__(self, cid: int):
-        self.id = cid
-        self.state = "new"     # new | bound | listening | connecting | connected | closed
-        self.event = None
-        self.mask = 0
-        self.events = 0
-        self.errors: dict[int, int] = {}
-        self.switch_handle = None
-        self.local = ("0.0.0.0", 0)
-        self.peer = None
-        self.listening = False
-        self.queue: collections.deque[_Request] = collections.deque()
-        self.backlog = 0
+        super().__init__(cid)     # state: new | bound | listening | connecting | connected | closed
         self.path = None          # listening: the rendezvous socket's path
         self.lsock = None         # listening: the rendezvous socket
         self.sock = None          # connecting/connected: the SEQPACKET liveness channel
@@ -244,7 +234,7 @@ class _Conn:
         self.fds: list[int] = []
 
 
-class ShmProvider(ServiceProvider):
+class ShmProvider(SanProviderBase):
     name = "shm"
     is_san = True
 
@@ -267,9 +257,6 @@ class ShmProvider(ServiceProvider):
                                                  rdma_threshold=256 << 10)
         self.stats = collections.Counter()
         self.nic = secrets.token_hex(4)
-        self._lock = threading.RLock()
-        self._conns: dict[int, _Conn] = {}
-        self._ids = itertools.count(1)
         self._ports = itertools.count(40000)
         self._seg_ids = itertools.count(1)
         self._local_mem: dict[int, memoryview] = {}
@@ -425,23 +412,12 @@ class ShmProvider(ServiceProvider):
                     fn(*args)
 
     # ------------------------------------------------------------------ sockets
-    def _get(self, s: int) -> _Conn:
-        c = self._conns.get(s)
-        if c is None:
-            raise errors.WSAENOTSOCK(f"shm provider has no socket {s}")
-        return c
+    def _new_socket_state(self, sid: int) -> _Conn:
+        return _Conn(sid)
 
-    def WSPSocket(self, family=None, type=None, protocol=0) -> int:
+    def _check_started(self) -> None:
         if not self._started:
             raise errors.WSAENETDOWN("shm provider not started")
-        with self._lock:
-            c = _Conn(next(self._ids))
-            self._conns[c.id] = c
-        c.switch_handle = self.upcalls.WPUCreateSocketHandle(self.name, c.id)
-        return c.id
-
-    def WSPSwitchSocket(self, s):
-        return self._get(s).switch_handle
 
     def WSPBind(self, s, addr) -> None:
         c = self._get(s)
@@ -452,15 +428,6 @@ class ShmProvider(ServiceProvider):
             port = next(self._ports)
         c.local = (host, port)
         c.state = "bound"
-
-    def WSPGetSockName(self, s):
-        return self._get(s).local
-
-    def WSPGetPeerName(self, s):
-        c = self._get(s)
-        if c.peer is None:
-            raise errors.WSAENOTCONN()
-        return c.peer
 
     def _listen_path(self, host: str, port: int) -> str:
         return os.path.join(self.shm_dir, f"l-{host}-{port}")
@@ -519,33 +486,9 @@ class ShmProvider(ServiceProvider):
             t.close()
         return False
 
-    def WSPEventSelect(self, s, event, network_events) -> None:
-        c = self._get(s)
-        with self._lock:
-            c.event, c.mask = event, network_events
-            if c.events & network_events and event is not None:
-                self.upcalls.SetEvent(event)
-
-    def _signal(self, c: _Conn, bit: int, error: int = 0) -> None:
-        c.events |= bit
-        if error:
-            c.errors[bit] = error
-        if c.event is not None and c.mask & bit:
-            self.upcalls.SetEvent(c.event)
-
-    def WSPEnumNetworkEvents(self, s) -> NetworkEvents:
-        c = self._get(s)
-        with self._lock:
-            ne = NetworkEvents(c.events & (c.mask or ~0), dict(c.errors))
-            if ne.network_events & FD_CLOSE:
-                c.close_reported = True
-            c.events = 0
-            c.errors = {}
-            if c.listening and c.queue:
-                c.events |= FD_ACCEPT     # still queued: FD_ACCEPT stays until taken
-            elif c.event is not None:
-                self.upcalls.ResetEvent(c.event)
-        return ne
+    def _events_reported(self, c: _Conn, ne) -> None:
+        if ne.network_events & FD_CLOSE:
+            c.close_reported = True
 
     # ------------------------------------------------------------------ listening side
     def _on_listen(self, lst: _Conn) -> None:
@@ -646,49 +589,29 @@ class ShmProvider(ServiceProvider):
             self._refuse(req.sock, f"rings: {e}")
             self._drop_request(req)
             return
-        lst.queue.append(req)
+        self._queue_request(lst, req)        # WSD-A2: queue it, signal FD_ACCEPT
         self.stats["requests"] += 1
-        self._signal(lst, FD_ACCEPT)        # WSD-A2
 
-    def WSPAccept(self, s, condition, callback_data) -> int:
-        lst = self._get(s)
-        with self._lock:
-            if not lst.listening:
-                raise errors.WSAEINVAL("socket is not listening")
-            while lst.queue and lst.queue[0].done:
-                lst.queue.popleft()
-            if not lst.queue:
-                raise errors.WSAEWOULDBLOCK()
-            req = lst.queue.popleft()
-        # WSD-A3: the condition function runs on this thread, before WSPAccept returns
-        verdict = CF_ACCEPT
-        if condition is not None:
-            verdict = condition(req.source, req.caller_data or None, lst.local, None, callback_data)
-        with self._lock:
-            # WSD-A6: reset the event; signal again at once if more requests are queued
-            if lst.event is not None:
-                self.upcalls.ResetEvent(lst.event)
-                if lst.queue:
-                    self._signal(lst, FD_ACCEPT)
-            if req.done:
-                # the connector vanished while the condition function ran: nothing to accept
-                raise errors.WSAEWOULDBLOCK("the connecting peer went away before the accept")
-            if verdict != CF_ACCEPT:
-                # WSD-A7/A8: tell the peer only now, then fail WSPAccept
-                self._refuse(req.sock, "rejected by the condition function")
-                self._drop_request(req)
-                raise errors.WSAECONNREFUSED("rejected by the condition function")
-            # WSD-A5: internal state, WPUCreateSocketHandle, then our descriptor
-            c = _Conn(next(self._ids))
-            c.state = "connected"
-            c.peer, c.local, c.peer_pid = req.source, lst.local, req.peer_pid
-            c.sock, c.rx, c.tx = req.sock, req.c2a, req.a2c
-            req.c2a = req.a2c = None
-            self._unregister(req.sock.fileno())
-            self._conns[c.id] = c
-            if self.faults.get("delay_post"):
-                c.post_delay_until = time.monotonic() + float(self.faults["delay_post"])
-        c.switch_handle = self.upcalls.WPUCreateSocketHandle(self.name, c.id)
+    # accept mediation (WSD-A3..A8) is SanProviderBase.WSPAccept; these are the fabric's parts
+    def _request_gone(self, req: _Request) -> bool:
+        return req.done       # the connector vanished while its request was queued
+
+    def _refuse_request(self, lst: _Conn, req: _Request) -> None:
+        self._refuse(req.sock, "rejected by the condition function")
+        self._drop_request(req)
+
+    def _accept_request(self, lst: _Conn, req: _Request) -> _Conn:
+        c = self._add_socket()
+        c.state = "connected"
+        c.peer, c.local, c.peer_pid = req.source, lst.local, req.peer_pid
+        c.sock, c.rx, c.tx = req.sock, req.c2a, req.a2c
+        req.c2a = req.a2c = None
+        self._unregister(req.sock.fileno())
+        if self.faults.get("delay_post"):
+            c.post_delay_until = time.monotonic() + float(self.faults["delay_post"])
+        return c
+
+    def _complete_accept(self, lst: _Conn, c: _Conn, req: _Request) -> None:
         with self._lock:
             self._attach_fds(c)
             try:
@@ -698,7 +621,6 @@ class ShmProvider(ServiceProvider):
             except OSError as e:
                 self._peer_gone(c, f"reply failed: {e}")
         self.stats["accepted"] += 1
-        return c.id
 
     def _attach_fds(self, c: _Conn) -> None:
         c.fds = [c.sock.fileno(), c.rx.readable_fd, c.tx.writable_fd]

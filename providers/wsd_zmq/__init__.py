@@ -45,7 +45,6 @@ import uuid
 import zmq
 
 from wsd import errors
-from wsd.events import Overlapped
 from wsd.sanbase import SanProviderBase, SanSocketState
 from wsd.spi import FD_CLOSE, FD_CONNECT, MEM_READ, MEM_WRITE, Availability, ProviderCapabilities
 

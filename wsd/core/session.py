@@ -38,8 +38,7 @@ from __future__ import annotations
 import collections
 import enum
 import logging
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from .. import errors
 from ..spi import MEM_READ, MEM_WRITE
