@@ -403,14 +403,23 @@ class VerbsProvider(ServiceProvider):
             return
         if etype == ce.RDMA_CM_EVENT_ADDR_RESOLVED:
             if s.state == "connecting":
-                s.cmid.resolve_route(max(100, int(self.connect_timeout * 1000)))
+                from pyverbs.pyverbs_error import PyverbsError
+                try:
+                    s.cmid.resolve_route(max(100, int(self.connect_timeout * 1000)))
+                except PyverbsError as err:
+                    self._connect_failed(s, errors.WSAEHOSTUNREACH.wsa_code, f"rdma_resolve_route: {err}")
         elif etype == ce.RDMA_CM_EVENT_ROUTE_RESOLVED:
             if s.state == "connecting":
                 self._connect_qp(s)
         elif etype == ce.RDMA_CM_EVENT_CONNECT_RESPONSE:
             if s.state == "connecting":
-                self._to_rtr_rts(s)
-                s.cmid.establish()
+                from pyverbs.pyverbs_error import PyverbsError
+                try:
+                    self._to_rtr_rts(s)
+                    s.cmid.establish()
+                except PyverbsError as err:
+                    self._connect_failed(s, errors.WSAECONNREFUSED.wsa_code, f"bringing the QP up: {err}")
+                    return
                 s.state = "connected"
                 s.connect_deadline = None
                 self._signal(s, FD_CONNECT)
@@ -487,12 +496,14 @@ class VerbsProvider(ServiceProvider):
         return ConnParam(resources=self.rd_atomic, depth=self.rd_atomic, retry=7, rnr_retry=7, qp_num=s.qp_num)
 
     def _connect_qp(self, s: _Sock) -> None:
+        from pyverbs.pyverbs_error import PyverbsError
         try:
             self._create_qp(s, s.cmid)
+            s.cmid.connect(self._conn_param(s))
         except errors.WsaError as e:
             self._connect_failed(s, e.wsa_code, str(e))
-            return
-        s.cmid.connect(self._conn_param(s))
+        except PyverbsError as e:
+            self._connect_failed(s, self._wsa(e, errors.WSAENOBUFS, "rdma_connect").wsa_code, str(e))
 
     def _qp_to_error(self, s: _Sock) -> None:
         from pyverbs.pyverbs_error import PyverbsError
