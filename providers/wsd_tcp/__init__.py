@@ -23,7 +23,7 @@ import threading
 
 from wsd import errors
 from wsd.spi import (
-    CF_ACCEPT, CF_REJECT, FD_ACCEPT, FD_CLOSE, FD_CONNECT, FD_READ, FD_WRITE, Availability, NetworkEvents,
+    CF_ACCEPT, FD_ACCEPT, FD_CLOSE, FD_CONNECT, FD_READ, FD_WRITE, Availability, NetworkEvents,
     ServiceProvider,
 )
 

@@ -11,7 +11,6 @@ import wsd
 HERE = os.path.dirname(__file__)
 sys.path.insert(0, HERE)
 
-from switch_env import ALL, SAN, available_san_providers, table_for  # noqa: E402,F401
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,6 @@ import time
 
 import pytest
 
-import wsd
 from switch_env import ALL, SAN, table_for
 from peer import pattern
 from wsd import errors

@@ -3,8 +3,7 @@ import threading
 
 import pytest
 
-import wsd
-from switch_env import SAN, table_for
+from switch_env import SAN
 from wsd import errors
 from wsd.registry import create_provider
 
@@ -83,7 +82,6 @@ def test_san_provider_that_cannot_bind_falls_back_to_tcp_WSD_C1(switches):
     class CannotBind(cls):
         def WSPBind(self, s, addr):
             raise errors.WSAEADDRNOTAVAIL("this NIC has no address")
-    trace = []
     srv, cli, c, a, l = _pair(switches, [("127.0.0.0/8", PROV)], [("127.0.0.0/8", PROV)],
                               client_providers={PROV: CannotBind()})
     assert c.path == "tcp"

@@ -1,6 +1,5 @@
 """wsd-accept: the listener's step-by-step trace, exit codes, --json, providers."""
 import json
-import os
 import subprocess
 import sys
 
