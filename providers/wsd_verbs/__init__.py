@@ -201,19 +201,20 @@ class VerbsProvider(ServiceProvider):
             try:
                 glue.calibrate(ctx)
             except glue.LayoutError as err:
-                return Availability(False, f"pyverbs {self._pyverbs_version()}: {err}")
+                return Availability(False, f"{self._pyverbs_version()}: {err}")
         finally:
             ctx.close()
         return Availability(True, f"{self.device} port {self.port_num} at {self.nic_addr} "
-                                  f"(pyverbs {self._pyverbs_version()})")
+                                  f"({self._pyverbs_version()}, rdma_cm + RC)")
 
     @staticmethod
     def _pyverbs_version() -> str:
+        """"pyverbs X" when the installed package has metadata (Debian's has none), else "pyverbs"."""
+        from importlib.metadata import PackageNotFoundError, version
         try:
-            from importlib.metadata import version
-            return version("pyverbs")
-        except Exception:  # noqa: BLE001 -- metadata may be missing for Debian's package; only a label
-            return "?"
+            return f"pyverbs {version('pyverbs')}"
+        except PackageNotFoundError:
+            return "pyverbs"
 
     def _ipv4_gid(self, ctx) -> str | None:
         from pyverbs.pyverbs_error import PyverbsRDMAError

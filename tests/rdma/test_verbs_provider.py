@@ -206,3 +206,10 @@ def test_connect_to_a_port_without_listener_is_refused():
         assert ne.error(FD_CONNECT) in (errors.WSAECONNREFUSED.wsa_code, errors.WSAEHOSTUNREACH.wsa_code)
     finally:
         p.WSPCleanup()
+
+
+def test_unavailable_device_gives_a_one_line_reason():
+    av = VerbsProvider(device="no-such-rdma-dev").availability()
+    assert not av.ok and "RDMA device no-such-rdma-dev not found" in av.reason and "\n" not in av.reason
+    with pytest.raises(errors.WSAEPROVIDERFAILEDINIT):
+        VerbsProvider(device="no-such-rdma-dev").WSPStartup(Upcalls())
