@@ -94,7 +94,7 @@ class _Sock:
 
     def __init__(self, sid: int):
         self.id = sid
-        self.state = "new"        # new | bound | listening | connecting | connected | reset | closed
+        self.state = "new"        # new | bound | listening | connecting | connected | resetting | reset | closed
         self.local = ("0.0.0.0", 0)
         self.peer = None
         self.mapped_peer = None
@@ -747,8 +747,9 @@ class VerbsProvider(ServiceProvider):
 
     def _reset(self, c: _Sock, error: int, why: str) -> None:
         """The connection died: QP to ERROR, fail what is outstanding, FD_CLOSE."""
-        if c.state in ("reset", "closed"):
+        if c.state in ("reset", "resetting", "closed"):
             return
+        c.state = "resetting"               # a failed completion met while draining does not recurse here
         self._drain_cq()                    # receives that completed before the end are delivered first
         c.state = "reset"
         log.info("verbs: connection %d reset: %s", c.id, why)
