@@ -53,10 +53,13 @@ def test_negotiation_message_over_256_bytes_WSD_N3(provider, switches, caplog):
     sw, l, port = listen(switches, provider)
     peer = start_raw({"provider": provider, "addr": ["127.0.0.1", port], "send": ["BIGNEG"], "then": "sleep",
                       "seconds": 2})
-    t0 = time.monotonic()
+    trace = []
+    sw.trace_sinks.append(trace.append)
     with caplog.at_level(logging.WARNING, logger="wsd.session"):
         with pytest.raises(errors.WSAEMSGSIZE):
             l.accept()
+    # from the connection request (not from the peer process's start-up) to the abort
+    t0 = next(r.t for r in trace if r.step == "WSPAccept")
     assert time.monotonic() - t0 < 5
     assert "exceeds 256" in caplog.text
     reap(peer)
@@ -87,6 +90,9 @@ def test_bad_control_message_after_negotiation(provider, raw, why, switches, cap
 @pytest.mark.parametrize("provider", SAN)
 def test_credit_overrun(provider, switches, caplog):
     sw, l, port = listen(switches, provider)
+    if sw.providers[provider].capabilities.flow_control:
+        pytest.skip("with NIC flow control the excess messages wait at the sender's NIC: "
+                    "whether they arrive before a grant is a race, not an overrun")
     one = struct.pack("<BBHI", MSG_DATA, 0, 0, 1).hex() + "41"
     posted = wsd.SessionConfig().recv_count
     # the switch posts `posted` receives; more messages than that without any grant overrun the credits
