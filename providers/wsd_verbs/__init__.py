@@ -50,10 +50,8 @@ import threading
 import time
 
 from wsd import errors
-from wsd.spi import (
-    FD_ACCEPT, FD_CLOSE, FD_CONNECT, MEM_READ, MEM_WRITE, Availability, NetworkEvents, ProviderCapabilities,
-    ServiceProvider,
-)
+from wsd.sanbase import SanProviderBase, SanSocketState
+from wsd.spi import FD_ACCEPT, FD_CLOSE, FD_CONNECT, MEM_READ, MEM_WRITE, Availability, ProviderCapabilities
 
 log = logging.getLogger("wsd.verbs")
 
@@ -103,26 +101,16 @@ class _Op:
         self.keep = keep
 
 
-class _Sock:
-    __slots__ = ("id", "state", "local", "peer", "event", "mask", "events", "errors", "switch_handle",
-                 "cmid", "cm_ptr", "listening", "queue", "qp", "qp_num", "ops", "send_outstanding",
-                 "send_backlog", "connect_deadline", "listener", "mapped_peer")
+class _Sock(SanSocketState):
+    __slots__ = ("cmid", "cm_ptr", "qp", "qp_num", "ops", "send_outstanding", "send_backlog", "connect_deadline",
+                 "listener", "mapped_peer")
 
     def __init__(self, sid: int):
-        self.id = sid
-        self.state = "new"        # new | bound | listening | connecting | connected | resetting | reset | closed
-        self.local = ("0.0.0.0", 0)
-        self.peer = None
+        super().__init__(sid)     # state: new | bound | listening | connecting | connected | resetting | reset | closed
         self.mapped_peer = None
-        self.event = None
-        self.mask = 0
-        self.events = 0
-        self.errors: dict[int, int] = {}
-        self.switch_handle = None
         self.cmid = None
         self.cm_ptr = 0
-        self.listening = False
-        self.queue = collections.deque()   # (child CMID, child pointer, caller address)
+        # queue holds (child CMID, child pointer, caller address)
         self.qp = None
         self.qp_num = None
         self.ops: set[int] = set()         # outstanding work-request ids
@@ -132,7 +120,7 @@ class _Sock:
         self.listener = None
 
 
-class VerbsProvider(ServiceProvider):
+class VerbsProvider(SanProviderBase):
     name = "verbs"
     is_san = True
 
@@ -156,9 +144,6 @@ class VerbsProvider(ServiceProvider):
         self.capabilities = ProviderCapabilities(rdma_read=rdma_read, rdma_write=rdma_write, flow_control=True,
                                                  max_message=1 << 30)
         self.stats = collections.Counter()
-        self._lock = threading.RLock()
-        self._socks: dict[int, _Sock] = {}
-        self._ids = itertools.count(1)
         self._by_cm: dict[int, _Sock] = {}          # rdma_cm_id pointer -> socket
         self._by_qpn: dict[int, _Sock] = {}
         self._pending_children: dict[int, _Sock] = {}   # child id pointer -> listener (queued requests)
@@ -289,7 +274,7 @@ class VerbsProvider(ServiceProvider):
         if not self._started:
             return
         with self._lock:
-            for s in list(self._socks):
+            for s in list(self._conns):
                 try:
                     self.WSPCloseSocket(s)
                 except errors.WsaError:
@@ -392,7 +377,7 @@ class VerbsProvider(ServiceProvider):
                     self._close_cmid(self._doomed.pop())
 
     def _check_deadlines(self, now: float) -> None:
-        for s in list(self._socks.values()):
+        for s in list(self._conns.values()):
             if s.state == "connecting" and s.connect_deadline and now >= s.connect_deadline:
                 log.info("verbs: connect to %s timed out", s.peer)
                 self._destroy_cm(s)
@@ -560,11 +545,12 @@ class VerbsProvider(ServiceProvider):
             s.cm_ptr = 0
 
     # ------------------------------------------------------------------ sockets
-    def _get(self, s: int) -> _Sock:
-        c = self._socks.get(s)
-        if c is None:
-            raise errors.WSAENOTSOCK(f"verbs provider has no socket {s}")
-        return c
+    def _new_socket_state(self, sid: int) -> _Sock:
+        return _Sock(sid)
+
+    def _check_started(self) -> None:
+        if not self._started:
+            raise errors.WSAENETDOWN("verbs provider not started")
 
     def _nic_host(self, host: str) -> str:
         try:
@@ -575,31 +561,10 @@ class VerbsProvider(ServiceProvider):
             return self.nic_addr
         return host
 
-    def WSPSocket(self, family=None, type=None, protocol=0) -> int:
-        if not self._started:
-            raise errors.WSAENETDOWN("verbs provider not started")
-        with self._lock:
-            c = _Sock(next(self._ids))
-            self._socks[c.id] = c
-        c.switch_handle = self.upcalls.WPUCreateSocketHandle(self.name, c.id)
-        return c.id
-
-    def WSPSwitchSocket(self, s):
-        return self._get(s).switch_handle
-
     def WSPBind(self, s, addr) -> None:
         c = self._get(s)
         c.local = (addr[0] or "0.0.0.0", int(addr[1]))
         c.state = "bound"
-
-    def WSPGetSockName(self, s):
-        return self._get(s).local
-
-    def WSPGetPeerName(self, s):
-        c = self._get(s)
-        if c.peer is None:
-            raise errors.WSAENOTCONN()
-        return c.peer
 
     def _new_cmid(self, s: _Sock):
         import pyverbs.cm_enums as ce
@@ -628,33 +593,9 @@ class VerbsProvider(ServiceProvider):
             c.listening = True
             c.state = "listening"
 
-    def WSPEventSelect(self, s, event, network_events) -> None:
-        c = self._get(s)
-        with self._lock:
-            c.event, c.mask = event, network_events
-            if c.events & network_events and event is not None:
-                self.upcalls.SetEvent(event)
-
-    def _signal(self, c: _Sock, bit: int, error: int = 0) -> None:
-        c.events |= bit
-        if error:
-            c.errors[bit] = error
-        if c.event is not None and c.mask & bit:
-            self.upcalls.SetEvent(c.event)
-
-    def WSPEnumNetworkEvents(self, s) -> NetworkEvents:
-        c = self._get(s)
-        with self._lock:
-            ne = NetworkEvents(c.events & (c.mask or ~0), dict(c.errors))
-            c.events = 0
-            c.errors = {}
-            if c.listening and c.queue:
-                c.events |= FD_ACCEPT          # queued requests keep FD_ACCEPT until taken
-            elif c.event is not None:
-                self.upcalls.ResetEvent(c.event)
-        return ne
-
     def WSPAccept(self, s, condition, callback_data) -> int:
+        # overrides SanProviderBase.WSPAccept: the QP is brought up and rdma_accept called under the
+        # lock, before WPUCreateSocketHandle (a failure there must not leave a switch descriptor)
         PyverbsError = _pv.PyverbsError
         from wsd.spi import CF_ACCEPT
         lst = self._get(s)
@@ -685,7 +626,7 @@ class VerbsProvider(ServiceProvider):
                 self.stats["rejected"] += 1
                 raise errors.WSAECONNREFUSED("rejected by the condition function")
             # WSD-A5: internal state, a QP in RTS, rdma_accept, WPUCreateSocketHandle
-            c = _Sock(next(self._ids))
+            c = self._new_socket_state(next(self._ids))
             c.cmid, c.cm_ptr = child, child_ptr
             c.peer = caller
             c.local = lst.local
@@ -703,7 +644,7 @@ class VerbsProvider(ServiceProvider):
                 self._close_cmid(child)
                 raise self._wsa(e, errors.WSAENOBUFS, "accepting a connection request") from None
             c.state = "connected"
-            self._socks[c.id] = c
+            self._conns[c.id] = c
             self._by_cm[child_ptr] = c
             self.stats["accepted"] += 1
         c.switch_handle = self.upcalls.WPUCreateSocketHandle(self.name, c.id)
@@ -739,7 +680,7 @@ class VerbsProvider(ServiceProvider):
     def WSPCloseSocket(self, s) -> None:
         PyverbsError = _pv.PyverbsError
         with self._lock:
-            c = self._socks.pop(s, None)
+            c = self._conns.pop(s, None)
             if c is None:
                 raise errors.WSAENOTSOCK(f"verbs provider has no socket {s}")
             if c.listening:
