@@ -47,6 +47,12 @@ static inline void put_hdr(wsd_ring *r, uint64_t pos, uint32_t len) {
     memcpy(r->data + (pos & r->mask), h, sizeof h);
 }
 
+/* A FILL record: the unused rest of a posted span, `fill` payload bytes. */
+static inline void put_fill(wsd_ring *r, uint64_t pos, uint32_t fill) {
+    uint32_t h[2] = {WSD_RING_FILL_LEN, fill};
+    memcpy(r->data + (pos & r->mask), h, sizeof h);
+}
+
 static inline void get_hdr(const wsd_ring *r, uint64_t pos, uint32_t *len, uint32_t *resv) {
     uint32_t h[2];
     memcpy(h, r->data + (pos & r->mask), sizeof h);
@@ -212,12 +218,11 @@ static inline int room(wsd_ring *r, uint64_t end) {
     return end - r->p_tail <= r->cap;
 }
 
-static void publish(wsd_ring *r, uint64_t newhead) {
+static void publish_head(wsd_ring *r, uint64_t newhead) {
     wsd_ring_hdr *h = r->hdr;
     /* P1: pairs with C1. All record bytes below newhead were written before. */
     atomic_store_explicit(&h->head, newhead, memory_order_release);
-    r->p_head = r->p_pend = newhead;
-    r->p_mode = 0;
+    r->p_head = newhead;
     /* P2: pairs with the consumer's fence C4 in arm_readable. */
     atomic_thread_fence(memory_order_seq_cst);
     if (unlikely(atomic_load_explicit(&h->consumer_waiting, memory_order_relaxed))) {
@@ -226,6 +231,12 @@ static void publish(wsd_ring *r, uint64_t newhead) {
         if (atomic_exchange_explicit(&h->consumer_waiting, 0, memory_order_acq_rel))
             wake(r->wake_consumer_fd);
     }
+}
+
+static void publish(wsd_ring *r, uint64_t newhead) {
+    r->p_pend = newhead;
+    r->p_mode = 0;
+    publish_head(r, newhead);
 }
 
 int64_t wsd_ring_reserve(wsd_ring *r, uint32_t n) {
@@ -364,6 +375,94 @@ int wsd_ring_commit_batch(wsd_ring *r, uint32_t k) {
     return 0;
 }
 
+int64_t wsd_ring_post(wsd_ring *r, uint32_t n) {
+    NEED_PRODUCER(r);
+    if (unlikely(n > wsd_ring_max_msg(r)))
+        return -EMSGSIZE;
+    if (unlikely(atomic_load_explicit(&r->hdr->consumer_closed, memory_order_relaxed)))
+        return -EPIPE;
+    if (r->p_mode != 3) { /* drops a single / batch reservation */
+        r->p_pend = r->p_head;
+        r->p_nres = 0;
+        r->p_mode = 3;
+    }
+    uint64_t pos = r->p_pend;
+    uint64_t rec = rec_size(n);
+    uint64_t off = pos & r->mask;
+    if (off + rec > r->cap) {
+        uint64_t padlen = r->cap - off;
+        if (r->p_nres == 0) {
+            /* Nothing posted: publish the PAD alone (see reserve). */
+            if (!room(r, pos + padlen))
+                return -EAGAIN;
+            put_hdr(r, pos, WSD_RING_PAD_LEN);
+            publish_head(r, pos + padlen);
+            r->p_pend = pos + padlen;
+            pos += padlen;
+        } else {
+            /* Published together with the span before it. */
+            if (!room(r, pos + padlen + rec))
+                return -EAGAIN;
+            put_hdr(r, pos, WSD_RING_PAD_LEN);
+            pos += padlen;
+        }
+    }
+    if (!room(r, pos + rec))
+        return -EAGAIN; /* (a PAD published above is simply skipped by the consumer) */
+    put_hdr(r, pos, n); /* the posted size, until commit_posted writes the real length */
+    r->p_pend = pos + rec;
+    r->p_nres++;
+    return (int64_t)(WSD_RING_HDR_SIZE + (pos & r->mask) + WSD_RING_REC_HDR);
+}
+
+int wsd_ring_commit_posted(wsd_ring *r, const uint32_t *lens, uint32_t k) {
+    if (k == 0)
+        return 0;
+    if (!r->is_producer || r->p_mode != 3 || k > r->p_nres)
+        return -EINVAL;
+    /* Pass 1: check every length against its span (nothing written yet). */
+    uint64_t pos = r->p_head;
+    for (uint32_t j = 0; j < k;) {
+        uint32_t len, resv;
+        get_hdr(r, pos, &len, &resv);
+        if (len == WSD_RING_PAD_LEN) {
+            pos += r->cap - (pos & r->mask);
+            continue;
+        }
+        if (lens[j] > len)
+            return -EINVAL;
+        pos += rec_size(len);
+        j++;
+    }
+    /* Pass 2: real lengths, and a FILL record over each span's unused rest. */
+    pos = r->p_head;
+    for (uint32_t j = 0; j < k;) {
+        uint32_t len, resv;
+        get_hdr(r, pos, &len, &resv);
+        if (len == WSD_RING_PAD_LEN) {
+            pos += r->cap - (pos & r->mask);
+            continue;
+        }
+        uint64_t rec = rec_size(len), used = rec_size(lens[j]);
+        put_hdr(r, pos, lens[j]);
+        if (rec > used) /* both are multiples of 8: at least 8 bytes, room for the FILL header */
+            put_fill(r, pos + used, (uint32_t)(rec - used - WSD_RING_REC_HDR));
+        pos += rec;
+        j++;
+    }
+    r->p_nres -= k;
+    if (r->p_nres == 0) {
+        publish(r, pos); /* pos == p_pend */
+    } else {
+        publish_head(r, pos);
+    }
+    return 0;
+}
+
+uint32_t wsd_ring_posted(const wsd_ring *r) {
+    return r->p_mode == 3 ? r->p_nres : 0;
+}
+
 int wsd_ring_push(wsd_ring *r, const void *data, uint32_t n) {
     int64_t off = wsd_ring_reserve(r, n);
     if (off < 0)
@@ -424,7 +523,8 @@ static inline int more(wsd_ring *r, uint64_t pos) {
 }
 
 /* Decode the record at pos (pos < c_head). Returns its length, or
- * WSD_RING_PAD_LEN with *next set past the PAD; -1 for a corrupt record. */
+ * WSD_RING_PAD_LEN with *next set past a PAD or FILL record (both are
+ * skipped); -1 for a corrupt record. */
 static inline int64_t decode(const wsd_ring *r, uint64_t pos, uint64_t *next) {
     uint32_t len, resv;
     uint64_t off = pos & r->mask;
@@ -434,6 +534,14 @@ static inline int64_t decode(const wsd_ring *r, uint64_t pos, uint64_t *next) {
         if (pos + padlen - r->c_tail > r->c_head - r->c_tail)
             return -1;
         *next = pos + padlen;
+        return WSD_RING_PAD_LEN;
+    }
+    if (len == WSD_RING_FILL_LEN) {
+        /* The unused rest of a posted span: skipped like a PAD. */
+        uint64_t fill = WSD_RING_REC_HDR + (uint64_t)resv;
+        if ((resv & 7u) != 0 || off + fill > r->cap || pos + fill - r->c_tail > r->c_head - r->c_tail)
+            return -1;
+        *next = pos + fill;
         return WSD_RING_PAD_LEN;
     }
     uint64_t rec = rec_size(len);
@@ -491,8 +599,9 @@ int wsd_ring_release(wsd_ring *r, uint32_t n) {
     uint64_t pos = r->c_tail;
     uint32_t j = 0;
     while (j < n) {
-        if (pos == r->c_head)
-            return -EINVAL; /* releasing more than was peeked */
+        int m = more(r, pos);
+        if (m <= 0)
+            return m < 0 ? m : -EINVAL; /* releasing more than was published */
         uint64_t next;
         int64_t len = decode(r, pos, &next);
         if (len < 0)

@@ -23,6 +23,7 @@
 #define WSD_RING_HDR_SIZE 256u        /* data area starts here */
 #define WSD_RING_REC_HDR  8u          /* u32 length + u32 reserved (zero) */
 #define WSD_RING_PAD_LEN  0xFFFFFFFFu /* length value of a PAD record */
+#define WSD_RING_FILL_LEN 0xFFFFFFFEu /* length value of a FILL record (reserved word = its payload bytes) */
 #define WSD_RING_MIN_CAP  64u
 #define WSD_RING_MAX_CAP  (1ull << 40)
 #define WSD_RING_CACHELINE 64
@@ -71,8 +72,8 @@ typedef struct wsd_ring {
     uint64_t p_tail;      /* cached tail (refreshed when space looks short) */
     uint64_t p_pend;      /* end of the pending reservation (== p_head: none) */
     uint64_t p_rec;       /* start of the single pending record */
-    uint32_t p_nres;      /* messages in the pending batch reservation */
-    int p_mode;           /* 0 nothing pending, 1 single, 2 batch */
+    uint32_t p_nres;      /* messages in the pending batch / posted reservation */
+    int p_mode;           /* 0 nothing pending, 1 single, 2 batch, 3 posted spans */
     /* consumer side */
     uint64_t c_tail;      /* last tail we published */
     uint64_t c_head;      /* cached head */
@@ -114,6 +115,19 @@ int wsd_ring_reserve_batch(wsd_ring *r, const uint32_t *sizes, uint32_t count,
                            uint64_t *offs);
 /* Publish the first k messages of the pending batch (k <= reserved). */
 int wsd_ring_commit_batch(wsd_ring *r, uint32_t k);
+/* Posted spans (a receive ring: spans handed out before their data arrives).
+ * Reserve one more message of up to n bytes after the spans already posted;
+ * nothing is published. Returns the payload offset, -EAGAIN when there is no
+ * room now, -EMSGSIZE when n can never fit. reserve(), reserve_batch(),
+ * push*() and cancel() drop every posted span. */
+int64_t wsd_ring_post(wsd_ring *r, uint32_t n);
+/* Publish the k oldest posted spans with their real lengths lens[i] (each <=
+ * its posted size), with one head store. The unused rest of a span becomes a
+ * FILL record the consumer skips. -EINVAL (nothing changed) if k is more than
+ * is posted or a length is larger than its span. */
+int wsd_ring_commit_posted(wsd_ring *r, const uint32_t *lens, uint32_t k);
+/* Number of posted, uncommitted spans. */
+uint32_t wsd_ring_posted(const wsd_ring *r);
 /* Copy one message in and publish it: 1 on success, 0 when full, -errno. */
 int wsd_ring_push(wsd_ring *r, const void *data, uint32_t n);
 /* Copy count messages laid back to back in data (lengths lens[i]) and
@@ -129,7 +143,7 @@ int wsd_ring_push_iov(wsd_ring *r, const void *const *bufs, const uint32_t *lens
 int wsd_ring_peek(wsd_ring *r, uint32_t max_n, uint64_t *offs, uint32_t *lens);
 /* The same with pointers into this process's mapping. */
 int wsd_ring_peek_ptrs(wsd_ring *r, uint32_t max_n, const void **ptrs, uint32_t *lens);
-/* Give back the oldest n messages (they must have been seen by peek). */
+/* Give back the oldest n messages (-EINVAL if fewer are published). */
 int wsd_ring_release(wsd_ring *r, uint32_t n);
 /* Copy up to max_n messages back to back into out (at most outcap bytes),
  * lengths into lens, and release them. Returns the count, or -EMSGSIZE if the

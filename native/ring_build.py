@@ -25,6 +25,7 @@ typedef struct { ...; } wsd_ring;
 #define WSD_RING_HDR_SIZE ...
 #define WSD_RING_REC_HDR ...
 #define WSD_RING_PAD_LEN ...
+#define WSD_RING_FILL_LEN ...
 #define WSD_RING_MIN_CAP ...
 
 uint64_t wsd_ring_map_size(uint64_t capacity);
@@ -40,6 +41,9 @@ int wsd_ring_commit(wsd_ring *r, uint32_t nbytes);
 void wsd_ring_cancel(wsd_ring *r);
 int wsd_ring_reserve_batch(wsd_ring *r, const uint32_t *sizes, uint32_t count, uint64_t *offs);
 int wsd_ring_commit_batch(wsd_ring *r, uint32_t k);
+int64_t wsd_ring_post(wsd_ring *r, uint32_t n);
+int wsd_ring_commit_posted(wsd_ring *r, const uint32_t *lens, uint32_t k);
+uint32_t wsd_ring_posted(const wsd_ring *r);
 int wsd_ring_push(wsd_ring *r, const char *data, uint32_t n);
 int wsd_ring_push_packed(wsd_ring *r, const char *data, const uint32_t *lens, uint32_t count);
 int wsd_ring_push_iov(wsd_ring *r, char **bufs, const uint32_t *lens, uint32_t count);

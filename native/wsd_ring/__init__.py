@@ -72,6 +72,8 @@ __all__ = [
     "HDR_SIZE",
     "REC_HDR",
     "PAD_LEN",
+    "FILL_LEN",
+    "record_size",
     "MAGIC",
     "VERSION",
 ]
@@ -79,8 +81,16 @@ __all__ = [
 HDR_SIZE: int = lib.WSD_RING_HDR_SIZE
 REC_HDR: int = lib.WSD_RING_REC_HDR
 PAD_LEN: int = lib.WSD_RING_PAD_LEN
+FILL_LEN: int = lib.WSD_RING_FILL_LEN
 MAGIC: int = lib.WSD_RING_MAGIC
 VERSION: int = lib.WSD_RING_VERSION
+
+
+
+def record_size(n: int) -> int:
+    """Ring bytes a message of n payload bytes occupies (header + payload padded to 8)."""
+    return REC_HDR + ((n + 7) & ~7)
+
 
 SHM_DIR = "/dev/shm"
 _SCRATCH = 1024  # max messages per peek / pop_batch_into call
@@ -233,12 +243,16 @@ class Ring:
     # ------------------------------------------------------------ opening
 
     @classmethod
-    def create(cls, capacity: int, name: str | None = None, *, mode: int = 0o600) -> "Ring":
+    def create(cls, capacity: int, name: str | None = None, *, mode: int = 0o600,
+               eventfds: bool = True) -> "Ring":
         """Make an empty ring of ``capacity`` data bytes (a power of two >= 64).
 
         ``name=None``: anonymous shared memory (MAP_SHARED, inherited by fork).
         A name: a new POSIX shm segment /dev/shm/<name>, created O_EXCL
-        (FileExistsError if it exists). Two fresh eventfds come with it.
+        (FileExistsError if it exists). Two fresh eventfds come with it,
+        unless ``eventfds=False`` (a ring whose producer and consumer are the
+        same thread never sleeps on it: the switch's per-connection receive
+        rings).
         """
         size = lib.wsd_ring_map_size(capacity)
         if size == 0:
@@ -261,8 +275,8 @@ class Ring:
         if rc < 0:
             mm.close()
             _raise(rc)
-        fds = (_new_eventfd(), _new_eventfd())
-        return cls(mm, name=name, created=True, eventfds=fds, own_fds=True)
+        fds = (_new_eventfd(), _new_eventfd()) if eventfds else None
+        return cls(mm, name=name, created=True, eventfds=fds, own_fds=eventfds)
 
     @classmethod
     def attach(cls, name: str, *, eventfds: tuple[int, int] | None = None) -> "Ring":
@@ -537,6 +551,55 @@ class Ring:
             if rc == -errno.EINVAL:
                 raise ValueError("commit_batch: more messages than reserved")
             _raise(rc)
+
+    def post(self, n: int) -> memoryview | None:
+        """Posted spans (a receive ring): a writable view of n bytes after the
+        spans already posted, or None if the ring has no room now. Nothing is
+        visible to the consumer until commit_posted(). Hand the view to
+        whatever receives into it (a NIC, a socket); reserve(), push() and
+        cancel() drop every posted span."""
+        r = self._r
+        if r is None:
+            self._need_open()
+        off = lib.wsd_ring_post(r, n)
+        if off < 0:
+            if off == _EAGAIN:
+                return None
+            _raise(off)
+        return self._mv[off : off + n]
+
+    def commit_posted(self, lengths: Sequence[int]) -> None:
+        """Publish the len(lengths) oldest posted spans, in posting order, each
+        with its real length (<= its posted size), with one head store. The
+        unused rest of each span becomes a FILL record the consumer skips, so
+        a short message never exposes stale bytes."""
+        r = self._r
+        if r is None:
+            self._need_open()
+        k = len(lengths)
+        if k == 1:
+            self._lens[0] = lengths[0]
+        else:
+            self._lens[0:k] = lengths
+        rc = lib.wsd_ring_commit_posted(r, self._lens, k)
+        if rc < 0:
+            if rc == -errno.EINVAL:
+                raise ValueError("commit_posted: more spans than posted, or a length larger than its span")
+            _raise(rc)
+
+    @property
+    def posted(self) -> int:
+        """Posted spans not yet committed."""
+        self._need_open()
+        return lib.wsd_ring_posted(self._r)
+
+    @property
+    def memory(self) -> memoryview:
+        """A writable view of the whole mapping (header and data area): one
+        stable buffer, e.g. to register with a NIC so that every posted span
+        lies inside the registered region."""
+        self._need_open()
+        return self._mv
 
     def push(self, data: bytes | bytearray | memoryview) -> bool:
         """Copy one message in; False if the ring is full now."""

@@ -442,3 +442,57 @@ def test_many_create_close_cycles_leak_nothing(shm_name):
 def test_module_constants_match_header():
     assert (wsd_ring.MAGIC, wsd_ring.VERSION, HDR_SIZE, REC_HDR, PAD_LEN) == (
         0x52445357, 1, 256, 8, 0xFFFFFFFF)
+
+
+def test_posted_spans_commit_real_lengths_and_hide_the_rest():
+    """A receive ring: spans are posted before data arrives, committed in
+    posting order with their real lengths; the unused rest is a FILL record
+    the consumer never returns, and the head moves only on commit."""
+    with Ring.create(4096, eventfds=False) as ring:
+        spans = [ring.post(512) for _ in range(4)]
+        assert all(len(v) == 512 for v in spans) and ring.posted == 4
+        assert ring.head == 0                       # nothing published yet
+        for i, v in enumerate(spans):
+            v[:] = bytes([0xEE]) * 512              # stale bytes
+            v[:i + 1] = bytes([i]) * (i + 1)
+        ring.commit_posted([1, 2])
+        assert ring.head == 2 * (8 + 512) and ring.posted == 2
+        assert [bytes(v) for v in ring.peek()] == [b"\x00", b"\x01\x01"]
+        with pytest.raises(ValueError):
+            ring.commit_posted([513])               # longer than its span
+        with pytest.raises(ValueError):
+            ring.commit_posted([1, 1, 1])           # more than posted
+        ring.commit_posted([3, 4])
+        assert [bytes(v) for v in ring.peek()] == [b"\x00", b"\x01\x01", b"\x02" * 3, b"\x03" * 4]
+        del spans
+        ring.release(4)
+        assert ring.used == 0
+        # wrap-around: spans keep being posted and released in a cycle
+        for rnd in range(50):
+            got = []
+            while (v := ring.post(1000)) is not None:
+                v[:2] = rnd.to_bytes(2, "little")
+                got.append(v)
+            assert got
+            ring.commit_posted([2] * len(got))
+            del got, v
+            msgs = ring.peek()
+            assert msgs and all(bytes(m) == rnd.to_bytes(2, "little") for m in msgs)
+            n = len(msgs)
+            del msgs
+            ring.release(n)
+
+
+def test_reserve_drops_posted_spans():
+    with Ring.create(1024, eventfds=False) as ring:
+        ring.post(100)
+        ring.post(100)
+        assert ring.posted == 2
+        v = ring.reserve(10)
+        assert ring.posted == 0
+        v[:2] = b"ok"
+        del v
+        ring.commit(2)
+        with pytest.raises(ValueError):
+            ring.commit_posted([1])
+        assert ring.pop() == b"ok"

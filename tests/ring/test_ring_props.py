@@ -34,6 +34,8 @@ ops = st.lists(
         st.tuples(st.just("reserve"), st.tuples(st.integers(0, 300), st.floats(0, 1))),
         st.tuples(st.just("reserve_batch"), st.tuples(st.lists(st.integers(0, 120), min_size=1, max_size=8),
                                                       st.integers(0, 8))),
+        st.tuples(st.just("post"), st.tuples(st.lists(st.tuples(st.integers(0, 200), st.floats(0, 1)),
+                                                       min_size=1, max_size=8), st.integers(0, 8))),
         st.tuples(st.just("peek_release"), st.tuples(st.integers(1, 10), st.integers(0, 10))),
         st.tuples(st.just("pop"), st.none()),
         st.tuples(st.just("pop_batch_into"), st.tuples(st.integers(0, 700), st.integers(1, 10))),
@@ -91,6 +93,30 @@ def test_ring_matches_fifo_model(capacity, script):
                 ring.commit_batch(k)
                 model.extend(msgs[:k])
                 seq += k
+            elif kind == "post":
+                # a receive ring: spans posted first, filled, then committed (in two steps)
+                # with real lengths shorter than the spans; the rest must never show
+                spans, split = arg
+                views, msgs = [], []
+                for n, frac in spans:
+                    n = min(n, maxmsg)
+                    v = ring.post(n)
+                    if v is None:
+                        break
+                    assert len(v) == n
+                    v[:] = b"\xee" * n          # stale bytes a FILL record must hide
+                    m = payload(seq + len(msgs), int(n * frac))
+                    v[:len(m)] = m
+                    views.append(v)
+                    msgs.append(m)
+                assert ring.posted == len(msgs)
+                del views
+                split = min(split, len(msgs))
+                ring.commit_posted([len(m) for m in msgs[:split]])
+                ring.commit_posted([len(m) for m in msgs[split:]])
+                assert ring.posted == 0
+                model.extend(msgs)
+                seq += len(msgs)
             elif kind == "peek_release":
                 max_n, rel = arg
                 views = ring.peek(max_n)

@@ -1,6 +1,7 @@
 /*
  * Two-thread stress test of the C ring API (no GIL in the way): a producer
- * mixing reserve/commit, push, push_packed/push_iov and reserve_batch/commit_batch,
+ * mixing reserve/commit, push, push_packed/push_iov, reserve_batch/commit_batch
+ * and posted spans (post/commit_posted with shorter real lengths: FILL records),
  * a consumer mixing peek/release and pop_packed and sometimes sleeping on the
  * eventfd through arm_readable (a lost wake-up would hang until the 20 s poll
  * timeout and fail). Every message carries its sequence number and a payload
@@ -85,7 +86,7 @@ static void *producer(void *arg) {
     uint64_t offs[8];
     uint64_t seq = 0;
     while (seq < total) {
-        int mode = (int)((seq / 64) % 4);
+        int mode = (int)((seq / 64) % 5);
         if (mode == 0) {
             uint32_t n = size_of(seq);
             uint8_t *p = wsd_ring_reserve_ptr(&prod, n + 100); /* commit less than reserved */
@@ -126,6 +127,29 @@ static void *producer(void *arg) {
             if (got == 0)
                 wait_room(lens[0]);
             seq += (uint64_t)got;
+        } else if (mode == 4) {
+            /* Posted spans (a receive ring): post up to 8 spans bigger than the
+             * messages, fill them, commit the real lengths in two steps. */
+            uint32_t k = 0;
+            while (k < 8 && seq + k < total) {
+                uint32_t n = size_of(seq + k);
+                int64_t off = wsd_ring_post(&prod, n + 8 * (uint32_t)(seq % 5) + 3);
+                if (off == -EAGAIN)
+                    break;
+                if (off < 0)
+                    exit(9);
+                fill((uint8_t *)prod.hdr + off, seq + k, n);
+                lens[k++] = n;
+            }
+            if (k == 0) {
+                wait_room(size_of(seq) + 8 * (uint32_t)(seq % 5) + 3);
+                continue;
+            }
+            uint32_t first = k > 1 ? k / 2 : k;
+            if (wsd_ring_commit_posted(&prod, lens, first) != 0 ||
+                wsd_ring_commit_posted(&prod, lens + first, k - first) != 0 || wsd_ring_posted(&prod) != 0)
+                exit(10);
+            seq += k;
         } else {
             uint32_t k = 0;
             while (k < 8 && seq + k < total) {
