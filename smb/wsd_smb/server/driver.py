@@ -15,6 +15,7 @@ log = logging.getLogger("wsd_smb.server")
 
 _MAX_QUEUED = 64  # messages buffered per connection before we stop reading
 _MAX_QUEUED_BYTES = 32 * 1024 * 1024  # ... or this many bytes of them
+_COALESCE = 64 * 1024  # responses up to this size go out with their frame header in one write
 
 
 def load_file_handlers() -> None:
@@ -35,13 +36,26 @@ class SmbServer:
         self.server = server
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="smb-io")
         self._listener = None
+        self._ticker: asyncio.Task | None = None
         self.drain_timeout = 5.0
         self._tasks: set[asyncio.Task] = set()
         self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self, host: str = "127.0.0.1", port: int = 4450):
         self._listener = await start_server(self._client, host, port)
+        self._ticker = asyncio.get_running_loop().create_task(self._tick())
         return self._listener
+
+    async def _tick(self) -> None:
+        """Fire the core's timers (oplock/lease break timeouts, durable-open scavenger)
+        once Server.next_deadline() has passed; blocking clean-up runs in the pool."""
+        loop = asyncio.get_running_loop()
+        while True:
+            deadline, now = self.server.next_deadline(), time.time()
+            if deadline is not None and deadline <= now:
+                await loop.run_in_executor(self.pool, self.server.handle_timers, now)
+                continue
+            await asyncio.sleep(0.25 if deadline is None else min(0.25, deadline - now))
 
     @property
     def sockets(self):
@@ -55,6 +69,8 @@ class SmbServer:
         """Stop listening; on every connection stop reading, let the requests already
         received finish and their responses go out (up to *drain_timeout*), then close."""
         self.drain_timeout = drain_timeout
+        if self._ticker is not None:
+            self._ticker.cancel()
         if self._listener is not None:
             self._listener.close()
         for t in list(self._tasks):
@@ -135,7 +151,8 @@ class _ConnState:
         self.pool = pool
         self.closed = False
         self.drained = asyncio.Event()
-        self._work_tasks: set[asyncio.Task] = set()
+        self._work_tasks: set = set()  # concurrent.futures.Future of handlers running on the pool
+        self._idle = asyncio.Event()
 
     def handle(self, events: list) -> None:
         for ev in events:
@@ -146,32 +163,42 @@ class _ConnState:
                         self.closed = True
                         self.writer.close()
                         return
-                    self.writer.write(len(ev.data).to_bytes(4, "big"))  # Direct TCP header, then the message
-                    self.writer.write(ev.data)
+                    hdr = len(ev.data).to_bytes(4, "big")  # Direct TCP header, then the message
+                    if len(ev.data) <= _COALESCE:
+                        self.writer.write(hdr + ev.data)  # one send() for a small message
+                    else:
+                        self.writer.write(hdr)  # a big READ answer is not copied again
+                        self.writer.write(ev.data)
             elif isinstance(ev, Work):
-                t = self.loop.create_task(self._run_work(ev))
-                self._work_tasks.add(t)
-                t.add_done_callback(self._work_finished)
+                self._submit(ev)
             elif isinstance(ev, Close):
                 self.closed = True
                 self.writer.close()
                 self.drained.set()
                 return
 
-    def _work_finished(self, t: asyncio.Task) -> None:
-        self._work_tasks.discard(t)
-        if t.cancelled():
+    def _submit(self, work: Work) -> None:
+        """Run a blocking handler on the pool; its completion comes back to the loop as one
+        call_soon_threadsafe (no Task or chained futures per request)."""
+        fut = self.pool.submit(work.run)
+        self._work_tasks.add(fut)
+        loop = self.loop
+        fut.add_done_callback(lambda f: loop.call_soon_threadsafe(self._work_finished, f, work))
+
+    def _work_finished(self, fut, work: Work) -> None:
+        self._work_tasks.discard(fut)
+        if not self._work_tasks:
+            self._idle.set()
+        if fut.cancelled():
             return
-        exc = t.exception()
+        exc = fut.exception()
         if exc is not None:  # something Work.run does not map (a bug): drop this connection only
             log.error("event=disconnect reason='internal error' error=%r", exc,
                       exc_info=(type(exc), exc, exc.__traceback__))
             self.closed = True
             self.writer.close()
             self.drained.set()
-
-    async def _run_work(self, work: Work) -> None:
-        await self.loop.run_in_executor(self.pool, work.run)
+            return
         if self.closed and self.conn.closed:
             return
         self.handle(self.conn.work_done(work, time.time()))
@@ -204,6 +231,10 @@ class _ConnState:
 
     async def wait_idle(self, timeout: float = 10) -> None:
         if self._work_tasks:
-            await asyncio.wait(list(self._work_tasks), timeout=timeout)
+            self._idle.clear()
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
         else:
             await asyncio.sleep(min(timeout, 0.01))

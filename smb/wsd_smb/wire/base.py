@@ -23,6 +23,7 @@ Every offset/length pair is bounds-checked; a malformed structure raises
 """
 from __future__ import annotations
 
+import functools
 import re
 import struct
 from dataclasses import dataclass
@@ -63,7 +64,10 @@ FILEID_ZERO = FileId(0, 0)
 _snake_re = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
+@functools.lru_cache(maxsize=None)
 def snake(name: str) -> str:
+    """MS-SMB2 field name -> attribute name (``CreateDisposition`` -> ``create_disposition``); cached:
+    it runs for every field of every structure packed or parsed."""
     return _snake_re.sub("_", name).lower()
 
 
