@@ -19,13 +19,16 @@ _COALESCE = 64 * 1024  # responses up to this size go out with their frame heade
 
 
 def load_file_handlers() -> None:
-    """Register the core's minimal tree handlers, then the file-command handlers (files.py)."""
+    """Register the core's minimal tree handlers, the file-command handlers (files.py) and
+    the IPC$ named pipes (wsd_smb.rpc)."""
     from ..core import tree  # noqa: F401
 
     try:
         from ..core import files  # noqa: F401
     except ImportError as e:
         log.warning("event=files_handlers_missing error=%r", str(e))
+        return
+    from .. import rpc  # noqa: F401  (registers the IPC$ pipes: srvsvc)
 
 
 class SmbServer:

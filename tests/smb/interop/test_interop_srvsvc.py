@@ -2,9 +2,8 @@
 
 Samba is not a reference here: on this harness it refuses NetrSessionEnum
 with rpc_s_access_denied (its SMB user is root mapped from another name, not
-a member of BUILTIN\\Administrators), so these run against wsd-smbd only, and
-skip while wsd-smbd has no srvsvc pipe.  impacket cannot encode an unknown
-info level, so ERROR_INVALID_LEVEL (SRVS-1, other levels) is left to the
+a member of BUILTIN\\Administrators), so these run against wsd-smbd only.
+impacket cannot encode an unknown info level, so ERROR_INVALID_LEVEL (SRVS-1, other levels) is left to the
 unit tests.
 """
 from __future__ import annotations
@@ -14,7 +13,7 @@ import pytest
 pytest.importorskip("impacket")
 from impacket.dcerpc.v5 import srvs, transport  # noqa: E402
 from impacket.dcerpc.v5.rpcrt import DCERPCException  # noqa: E402
-from impacket.smbconnection import SessionError, SMBConnection  # noqa: E402
+from impacket.smbconnection import SMBConnection  # noqa: E402
 
 pytestmark = pytest.mark.interop
 
@@ -22,7 +21,6 @@ NERR_ClientNameNotFound = 2312
 NERR_UserNotFound = 2221
 NERR_InvalidComputer = 2351
 ERROR_MORE_DATA = 234
-STATUS_OBJECT_NAME_NOT_FOUND = 0xC0000034
 
 
 def _login(srv) -> SMBConnection:
@@ -39,18 +37,13 @@ def srvsvc(wsd_smbd):
     rpc = transport.SMBTransport(wsd_smbd.host, wsd_smbd.port, filename=r"\srvsvc", smb_connection=me)
     dce = rpc.get_dce_rpc()
     try:
-        dce.connect()
-    except SessionError as e:
+        dce.connect()  # CREATE \srvsvc on IPC$: must succeed now that the pipe exists
+        dce.bind(srvs.MSRPC_UUID_SRVS)
+        yield dce
+        dce.disconnect()
+    finally:
         other.close()
         me.close()
-        if e.getErrorCode() == STATUS_OBJECT_NAME_NOT_FOUND:
-            pytest.skip("wsd-smbd has no srvsvc pipe on IPC$ yet (docs/interop.md Open failures #2)")
-        raise
-    dce.bind(srvs.MSRPC_UUID_SRVS)
-    yield dce
-    dce.disconnect()
-    other.close()
-    me.close()
 
 
 def _sessions(dce, level: int, **kw):
