@@ -11,7 +11,7 @@ import os
 import struct
 
 from cryptography.hazmat.primitives import cmac
-from cryptography.hazmat.primitives.ciphers import algorithms
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM, AESGCM
 from cryptography.exceptions import InvalidTag
 
@@ -108,10 +108,41 @@ def sign(key: bytes, msg: bytes, algorithm: int) -> bytes:
     return bytes(b) if len(b) < 65536 else b  # large messages stay a bytearray (no second copy)
 
 
+_ZERO_SIGNATURE = bytes(16)
+
+
+def _mac_parts(key: bytes, msg, algorithm: int) -> bytes:
+    """_mac() of *msg* as if its Signature field were zero, without copying the message:
+    the MAC runs over header[:48], 16 zero bytes, and the rest in place."""
+    mv = memoryview(msg)
+    parts = (mv[:48], _ZERO_SIGNATURE, mv[64:])
+    if algorithm == HMAC_SHA256:
+        h = hmac.new(key, digestmod=hashlib.sha256)
+        for p in parts:
+            h.update(p)
+        return h.digest()[:16]
+    if algorithm == AES_CMAC:
+        c = cmac.CMAC(algorithms.AES(key))
+        for p in parts:
+            c.update(p)
+        return c.finalize()
+    if algorithm == AES_GMAC:
+        flags = struct.unpack_from("<I", mv, 16)[0]
+        command = struct.unpack_from("<H", mv, 12)[0]
+        role = (1 if flags & 0x1 else 0) | (2 if command == 0x000C else 0)
+        enc = Cipher(algorithms.AES(key), modes.GCM(bytes(mv[24:32]) + struct.pack("<I", role))).encryptor()
+        for p in parts:
+            enc.authenticate_additional_data(p)
+        enc.finalize()
+        return enc.tag[:16]
+    raise ValueError(f"unknown signing algorithm {algorithm}")
+
+
 def verify_signature(key: bytes, msg: bytes, algorithm: int) -> bool:
-    b = bytearray(msg)
-    b[48:64] = bytes(16)
-    return hmac.compare_digest(_mac(key, b, algorithm), bytes(msg[48:64]))
+    """True if the Signature of *msg* (MS-SMB2 3.1.4.1) is right; the message is not copied."""
+    if len(msg) < 64:
+        return False
+    return hmac.compare_digest(_mac_parts(key, msg, algorithm), bytes(memoryview(msg)[48:64]))
 
 
 def encrypt_message(key: bytes, session_id: int, msg: bytes, cipher: int, nonce: bytes | None = None) -> bytes:

@@ -61,6 +61,9 @@ class FileId(NamedTuple):
 FILEID_RELATED = FileId(0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFF)
 FILEID_ZERO = FileId(0, 0)
 
+#: Buffers at least this long are handed out as memoryviews of the message (no copy).
+ZERO_COPY_MIN = 64 * 1024
+
 _snake_re = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
@@ -269,7 +272,8 @@ class Structure:
                     raise StatusInvalidParameter(
                         f"{cls.__name__}.{b.name}: offset {off} length {length} outside [{fixed_end}, {end})"
                     )
-                data = msg[off : off + length]
+                # a big buffer (WRITE data) is a view of the received message, not a copy
+                data = msg[off : off + length] if length < ZERO_COPY_MIN else memoryview(msg)[off : off + length]
             setattr(obj, snake(b.name), data)
         obj._unpack_extra(msg, start, end, fields)
         return obj

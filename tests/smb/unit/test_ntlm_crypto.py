@@ -5,6 +5,7 @@ password "Password", server challenge 0123456789abcdef, client challenge aa*8, t
 RandomSessionKey 55*16."""
 from __future__ import annotations
 
+import os
 import struct
 
 import pytest
@@ -159,6 +160,23 @@ def test_signing_roundtrip_and_tamper(alg):
         # the nonce binds MessageId and the response/CANCEL role bits
         other = cr.sign(key, _msg(mid=6), alg)
         assert other[48:64] != signed[48:64]
+
+
+@pytest.mark.parametrize("alg", [cr.HMAC_SHA256, cr.AES_CMAC, cr.AES_GMAC])
+@pytest.mark.parametrize("command", [8, 0x000C])  # READ, and CANCEL (its own GMAC role bit)
+def test_verify_signature_in_place_matches_sign(alg, command):
+    """verify_signature MACs the message in place (no copy of an 8 MiB WRITE); it must agree
+    with sign() for every algorithm, buffer type and size, and still catch a flipped bit."""
+    key = bytes(range(16, 32))
+    big = _msg(command=command) + os.urandom(3 << 20)
+    for msg in (_msg(command=command), big):
+        signed = cr.sign(key, msg, alg)
+        for form in (bytes(signed), bytearray(signed), memoryview(bytearray(signed))):
+            assert cr.verify_signature(key, form, alg)
+        bad = bytearray(signed)
+        bad[len(bad) // 2] ^= 1
+        assert not cr.verify_signature(key, bad, alg)
+    assert not cr.verify_signature(key, b"\xfeSMB", alg)  # shorter than a header: refused, no exception
 
 
 def test_signing_matches_smbprotocol():
