@@ -964,11 +964,12 @@ class Connection:
         session.expiration_time = now + cfg.session_lifetime if cfg.session_lifetime > 0 else float("inf")
         session.state = SessionState.Valid
         self.preauth_session_table.pop(session.session_id, None)
+        old_works: list = []
         if req.previous_session_id and req.previous_session_id != session.session_id and not reauth:
             old = self.server.global_session_table.get(req.previous_session_id)
             if old is not None and old.user_name.lower() == session.user_name.lower():
                 log.info("event=previous_session_closed session_id=0x%x", old.session_id)
-                self._teardown_session(old, run_hooks=True)
+                old_works = self._teardown_session(old, run_hooks=True)
         flags = 0
         if session.is_guest:
             flags |= w.SMB2_SESSION_FLAG_IS_GUEST
@@ -984,6 +985,11 @@ class Connection:
         sign = session.has_session_key and (self.dialect >= 0x0300 or session.signing_required or h.is_signed)
         self._respond(chain, el, None, w.SessionSetupResponse(session_flags=flags, security_buffer=token)
                       .pack(HEADER_SIZE), STATUS_SUCCESS, session=session, sign=sign)
+        if old_works:
+            # the previous session's opens are closed (durable ones kept, DH-*) before the
+            # response goes out (MS-SMB2 3.3.5.5.3)
+            chain.pending = (el, None, RequestContext(self, self.server, h, now), None)
+            return Work(old_works[0].fn)
         return None
 
     def _fail_logon(self, chain: _Chain, el: _Element, session: Session, reauth: bool, now: float):

@@ -70,6 +70,7 @@ from ..wire import (
     IoctlResponse,
     LockRequest,
     LockResponse,
+    OplockBreakResponse,
     QueryDirectoryRequest,
     QueryDirectoryResponse,
     QueryInfoRequest,
@@ -87,6 +88,7 @@ from ..wire import (
     pack_create_contexts,
 )
 from ..wire.contexts import AllocationSize, QueryMaximalAccessResponse, QueryOnDiskIdResponse
+from . import oplocks as opl
 from .dispatch import AsyncOp, RequestContext, Response, register
 from .state import SessionState
 from .tree import share_name_of
@@ -182,12 +184,24 @@ class _PipeOpen:
 
 class _State:
     def __init__(self, server: Any) -> None:
+        self.server = server
         self.store = ObjectStore()
         self.shares: dict[str, Share] = {}
         self.lock = threading.Lock()
         self._pipe_ids = iter(range(0x7000_0001, 0x7FFF_FFFF))
+        self.oplocks = opl.OplockManager(server, ObjectStore._share_conflict, self.close_disconnected)
+        server.timer_sources.append(self.oplocks)
         server.on_tree_disconnected.append(self.tree_disconnected)
         server.on_session_closed.append(self.session_closed)
+
+    def close_disconnected(self, o: Any) -> None:
+        """Close an open that has no session (a disconnected durable open)."""
+        self.server.global_open_table.pop(o.file_id_persistent, None)
+        try:
+            self.store.close(o)
+        except NtStatusError:
+            pass  # closed meanwhile
+        self.oplocks.open_closed(o)
 
     def share_for(self, share: Any) -> Share:
         with self.lock:
@@ -240,6 +254,8 @@ def _close_open(st: _State, session: Any, o: Any, postquery: bool = False):
         return st.store.close(o, postquery)
     except NtStatusError:  # already closed by a concurrent close
         return None
+    finally:
+        st.oplocks.open_closed(o)
 
 
 def _lookup(ctx: RequestContext, file_id: Any) -> Any:
@@ -362,7 +378,27 @@ def create(ctx: RequestContext, req: CreateRequest) -> Response:
         if len(data) != AllocationSize.FIXED_SIZE:
             raise fail(STATUS_INVALID_PARAMETER, "AlSi context size")
         alloc = AllocationSize.unpack(data, 0).allocation_size
-    result = st.store.create(tc.store, name, desired_access=access, share_access=req.share_access,
+    return _create_open(ctx, st, req, name, contexts, eas, alloc)
+
+
+def _create_open(ctx: RequestContext, st: _State, req: CreateRequest, name: str, contexts: dict,
+                 eas: Any, alloc: int) -> Response | AsyncOp:
+    """Open execution, oplock acquisition and response construction (MS-SMB2 3.3.5.9).
+    When the open must first break other opens' oplocks (core/oplocks.py) the request
+    goes async and this runs again once the breaks are done."""
+    tc = ctx.tree_connect
+    mgr = st.oplocks
+    if mgr.active():
+        fobj = st.store.file_of(tc.store, name)
+        if fobj is not None:
+            breaking = mgr.before_open(fobj, map_generic(req.desired_access), req.share_access,
+                                       req.create_disposition, ctx.now)
+            if breaking and _last_in_chain(ctx):
+                return _wait_for_breaks(ctx, st, breaking,
+                                        lambda: _create_open(ctx, st, req, name, contexts, eas, alloc))
+            # inside a compound (not its last request) an open cannot go async: the breaks
+            # are sent and the open proceeds at once (smbtorture smb2.compound.compound-break)
+    result = st.store.create(tc.store, name, desired_access=req.desired_access, share_access=req.share_access,
                              create_disposition=req.create_disposition, create_options=req.create_options,
                              file_attributes=req.file_attributes, allocation_size=alloc, eas=eas,
                              security_descriptor=bytes(contexts[b"SecD"].data) if b"SecD" in contexts else None)
@@ -371,10 +407,15 @@ def create(ctx: RequestContext, req: CreateRequest) -> Response:
     o.tree_connect = tc
     o.connection = ctx.connection
     o.is_durable = False
+    o.client_guid = ctx.connection.client_guid
     o.file_global_id = ctx.server.allocate_global_id()
+    o.path_name = name
     ctx.session.open_table[o.file_id_volatile] = o
     ctx.server.global_open_table[o.file_id_persistent] = o
     tc.open_count += 1
+    if mgr.active() and result.create_action in (0, 3):  # FILE_SUPERSEDED / FILE_OVERWRITTEN
+        mgr.break_level2(o.file, o, ctx.now)
+    oplock_level = mgr.grant(o, req.requested_oplock_level)
     s = st.store.stat(o)
     out_ctx = []
     if b"MxAc" in contexts:
@@ -384,12 +425,50 @@ def create(ctx: RequestContext, req: CreateRequest) -> Response:
         out_ctx.append(CreateContext(name=b"QFid", data=QueryOnDiskIdResponse(
             disk_file_id=s.index_number, volume_id=sinfo.volume_serial(o.share.name)).pack(0)))
     return Response(CreateResponse(
-        oplock_level=0, flags=0, create_action=int(result.create_action),
+        oplock_level=oplock_level, flags=0, create_action=int(result.create_action),
         creation_time=s.creation_time, last_access_time=s.last_access_time,
         last_write_time=s.last_write_time, change_time=s.change_time,
         allocation_size=s.allocation_size, end_of_file=s.end_of_file, file_attributes=s.attributes,
         file_id=FileId(o.file_id_persistent, o.file_id_volatile),
         create_contexts=pack_create_contexts(out_ctx) if out_ctx else b""))
+
+
+def _last_in_chain(ctx: RequestContext) -> bool:
+    chain = ctx.chain
+    return chain is None or not chain.elements or ctx.header is chain.elements[-1].header
+
+
+def _wait_for_breaks(ctx: RequestContext, st: _State, breaking: set,
+                     again: Callable[[], Response | AsyncOp]) -> Response | AsyncOp:
+    """Go async (STATUS_PENDING) until the oplock/lease breaks of *breaking* are done,
+    then run *again* (on the thread that completed the last break) and complete the
+    request with its outcome."""
+    from .connection import Work
+
+    holder: dict[str, Any] = {"waiter": None}
+
+    def on_cancel(op: AsyncOp) -> None:
+        w = holder["waiter"]
+        if w is None or st.oplocks.cancel_wait(w):
+            op.complete(ntstatus.NtStatusError(ntstatus.STATUS_CANCELLED))
+
+    op = ctx.go_async(on_cancel=on_cancel)
+
+    def fire() -> None:
+        if op.done or op.cancelled:
+            return
+        work = Work(again)
+        work.run()
+        if work.error is not None:
+            op.complete(work.error)
+        elif work.result is not op:
+            op.complete(work.result)
+
+    w = st.oplocks.wait(breaking, fire)
+    if w is None:  # the breaks finished meanwhile
+        return again()
+    holder["waiter"] = w
+    return op
 
 
 def _create_pipe(ctx: RequestContext, st: _State, name: str) -> Response:
@@ -466,10 +545,13 @@ def write(ctx: RequestContext, req: WriteRequest) -> Response:
     if isinstance(o, _PipeOpen):
         n = o.endpoint.write(bytes(req.data))
     else:
-        store = state_of(ctx.server).store
+        st = state_of(ctx.server)
+        store = st.store
         n = store.write(o, req.offset, req.data)
         if req.flags & SMB2_WRITEFLAG_WRITE_THROUGH:
             store.flush(o)
+        if st.oplocks.active():
+            st.oplocks.break_level2(o.file, o, ctx.now)
     return Response(WriteResponse(count=n, remaining=0, write_channel_info_offset=0,
                                   write_channel_info_length=0))
 
@@ -481,9 +563,12 @@ def lock(ctx: RequestContext, req: LockRequest) -> Response | AsyncOp:
     """MS-SMB2 3.3.5.14: a request that must wait goes async (STATUS_PENDING) and is
     completed when granted; SMB2 CANCEL completes it with STATUS_CANCELLED, closing the
     open with STATUS_RANGE_NOT_LOCKED."""
-    store = state_of(ctx.server).store
+    st = state_of(ctx.server)
+    store = st.store
     o = _disk_open(ctx, req.file_id)
     elements = [(e.offset, e.length, e.flags) for e in req.locks]
+    if st.oplocks.active():
+        st.oplocks.break_level2(o.file, o, ctx.now)
     guard = threading.Lock()
     holder: dict[str, Any] = {"op": None, "status": None}
 
@@ -619,7 +704,11 @@ def set_info(ctx: RequestContext, req: SetInfoRequest) -> Response:
     if isinstance(o, _PipeOpen):
         raise fail(STATUS_NOT_SUPPORTED, "SET_INFO on a pipe")
     if req.info_type == SMB2_0_INFO_FILE:
-        sinfo.set_file_info(state_of(ctx.server).store, o, req.file_info_class, bytes(req.buffer))
+        st = state_of(ctx.server)
+        sinfo.set_file_info(st.store, o, req.file_info_class, bytes(req.buffer))
+        if req.file_info_class in (_FILE_ALLOCATION_INFORMATION, _FILE_END_OF_FILE_INFORMATION) \
+                and st.oplocks.active():
+            st.oplocks.break_level2(o.file, o, ctx.now)
     elif req.info_type == SMB2_0_INFO_SECURITY:
         state_of(ctx.server).store.set_security(o, req.additional_information, bytes(req.buffer))
     elif req.info_type in (SMB2_0_INFO_FILESYSTEM, SMB2_0_INFO_QUOTA):
@@ -627,6 +716,24 @@ def set_info(ctx: RequestContext, req: SetInfoRequest) -> Response:
     else:
         raise fail(STATUS_INVALID_PARAMETER, f"InfoType {req.info_type}")
     return Response(SetInfoResponse())
+
+
+_FILE_ALLOCATION_INFORMATION = 19
+_FILE_END_OF_FILE_INFORMATION = 20
+
+
+# ====================================================================== OPLOCK_BREAK
+@register(Command.SMB2_OPLOCK_BREAK)
+@_traced
+def oplock_break(ctx: RequestContext, req: Any) -> Response:
+    """MS-SMB2 3.3.5.22: Oplock Break Acknowledgment (2.2.24.1 -> response 2.2.25.1)."""
+    st = state_of(ctx.server)
+    o = _lookup(ctx, req.file_id)
+    if isinstance(o, _PipeOpen):
+        raise fail(STATUS_INVALID_PARAMETER, "oplock acknowledgment on a pipe")
+    level = st.oplocks.acknowledge(o, req.oplock_level)
+    return Response(OplockBreakResponse(oplock_level=level, file_id=FileId(o.file_id_persistent,
+                                                                           o.file_id_volatile)))
 
 
 __all__ = ["PIPES", "PipeEndpoint", "state_of"]

@@ -92,6 +92,18 @@ class ServerConfig:
     max_credits: int = 8192
     max_message_size: int = 16 * 1024 * 1024 + 4096
     server_guid: bytes = field(default_factory=lambda: uuid.uuid4().bytes_le)
+    #: Open.OplockTimeout / Lease.LeaseBreakTimeout after a break notification (MS-SMB2
+    #: 3.3.2.1, 3.3.2.5; Windows uses 35 s)
+    oplock_break_timeout: float = 35.0
+    #: Open.DurableOpenTimeout of a durable v1 open (MS-SMB2 3.3.5.9.6; <331> Windows: 16 min)
+    durable_v1_timeout: float = 960.0
+    #: Open.DurableOpenTimeout of a durable v2 open whose request asks for 0 (3.3.5.9.10)
+    durable_v2_default_timeout: float = 60.0
+    #: upper bound of a requested durable v2 timeout (<349> Windows: 300 s)
+    durable_v2_max_timeout: float = 300.0
+    #: grant oplocks / leases (SMB2_GLOBAL_CAP_LEASING is advertised from 2.1 when set)
+    oplocks: bool = True
+    leasing: bool = True
 
     def share(self, name: str) -> Share | None:
         return self.shares.get(name.upper())
@@ -225,6 +237,22 @@ class Server:
         #: set by the file layer (B) if it wants to be told about closed sessions/tree connects
         self.on_session_closed: list = []
         self.on_tree_disconnected: list = []
+        #: timer sources (oplock break, lease break ack, durable scavenger): objects with
+        #: ``next_deadline() -> float | None`` and ``on_timer(now)``; the driver calls
+        #: :meth:`handle_timers` once :meth:`next_deadline` has passed (sans-IO: the core
+        #: never reads the clock for these)
+        self.timer_sources: list = []
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline of any timer source (None: nothing pending)."""
+        ds = [d for d in (t.next_deadline() for t in list(self.timer_sources)) if d is not None]
+        return min(ds) if ds else None
+
+    def handle_timers(self, now: float) -> None:
+        """Fire what is due at *now* (blocking: object-store closes may run; the driver
+        calls this in its thread pool)."""
+        for t in list(self.timer_sources):
+            t.on_timer(now)
 
     def allocate_global_id(self) -> int:
         with self._lock:

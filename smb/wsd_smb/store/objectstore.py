@@ -208,6 +208,23 @@ class Open:
     connection: Any = None
     is_durable: bool = False
     oplock_level: int = 0
+    #: Open.OplockState: "None", "Held" or "Breaking" (MS-SMB2 3.3.1.10; core/oplocks.py)
+    oplock_state: str = "None"
+    #: Open.OplockTimeout: when an unacknowledged break completes by itself (3.3.2.1)
+    oplock_timeout: float = 0.0
+    #: the level an oplock break in progress goes to (the Notification's OplockLevel)
+    oplock_break_to: int = 0
+    #: Open.Lease (core/leases.py Lease), Open.ClientGuid, Open.IsResilient/IsPersistent
+    lease: Any = None
+    client_guid: bytes = b""
+    is_resilient: bool = False
+    is_persistent: bool = False
+    #: Open.DurableOpenTimeout (seconds), Open.DurableOpenScavengerTimeout (absolute `now`),
+    #: Open.DurableOwner (user name), Open.CreateGuid, Open.DurableFileId
+    durable_open_timeout: float = 0.0
+    durable_open_scavenger_timeout: float = 0.0
+    durable_owner: str = ""
+    create_guid: bytes = b""
     file_global_id: int = 0
     lock_count: int = 0
     path_name: str = ""
@@ -386,6 +403,29 @@ class ObjectStore:
                 self.close(o)
                 raise
         return res
+
+    def file_of(self, share: Share, name: str) -> FileObject | None:
+        """The FileObject (with its opens) that a CREATE of *name* would open, if the
+        file exists and is open now; None otherwise (used by the oplock layer to find
+        the opens whose oplocks a new open may break before it runs)."""
+        try:
+            parts, stream = split_name_stream(name)
+        except NtStatusError:
+            return None
+        with self.mutex:
+            try:
+                r = resolve(share, parts)
+            except (NtStatusError, OSError):
+                return None
+            try:
+                if not r.exists or r.st is None:
+                    return None
+                key: tuple = (r.st.st_dev, r.st.st_ino)
+                if stream:
+                    key = key + (stream.casefold(),)
+                return self.files.get(key)
+            finally:
+                r.close()
 
     def _create_stream(self, share: Share, parts: list[str], stream: str, access: int, want_max: bool,
                        share_access: int, disposition: int, options: int) -> CreateResult:
