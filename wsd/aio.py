@@ -254,11 +254,18 @@ class SanTransport(asyncio.Transport):
 async def _streams_for(conn, switch: Switch, limit: int, initial: bytes | None = None):
     loop = asyncio.get_running_loop()
     if isinstance(conn, TcpConnection):
+        # asyncio's own transport reads the kernel socket from here on; bytes already
+        # received into the connection's ring go first
+        buffered = conn.take_buffered()
         ksock = conn.provider.detach_kernel_socket(conn.ps)
         switch.WPUCloseSocketHandle(conn.handle)
+        conn.closed = True
+        conn.ring.close()
         reader, writer = await asyncio.open_connection(sock=ksock, limit=limit)
         if initial:
             reader.feed_data(initial)
+        if buffered:
+            reader.feed_data(buffered)
         return reader, writer
     reader = asyncio.StreamReader(limit=limit, loop=loop)
     protocol = asyncio.StreamReaderProtocol(reader, loop=loop)

@@ -305,6 +305,31 @@ class WsdSocket:
                     raise errors.WSAETIMEDOUT("recv timed out")
                 wait_any(conn.wait_fds(), _remaining(_min_deadline(deadline, conn.next_deadline())))
 
+    def recv_view(self, nbytes: int) -> memoryview:
+        """Zero-copy receive: a read-only view of up to ``nbytes`` received bytes, straight out
+        of the connection's receive ring; valid until the next receive on this socket (which
+        gives the space back).  Empty at end of stream."""
+        conn = self._need_conn()
+        deadline = self._deadline()
+        with self._recv_lock:
+            if isinstance(conn, TcpConnection):
+                while True:
+                    try:
+                        return conn.try_recv_view(nbytes)
+                    except errors.WSAEWOULDBLOCK:
+                        if deadline is not None and time.monotonic() >= deadline:
+                            raise errors.WSAETIMEDOUT("recv timed out") from None
+                        wait_any([conn], _remaining(deadline))
+            while True:
+                conn.progress()
+                try:
+                    return conn.try_recv_view(nbytes)
+                except errors.WSAEWOULDBLOCK:
+                    pass
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise errors.WSAETIMEDOUT("recv timed out")
+                wait_any(conn.wait_fds(), _remaining(_min_deadline(deadline, conn.next_deadline())))
+
     def recv(self, bufsize: int) -> bytes:
         buf = bytearray(bufsize)
         n = self.recv_into(buf)

@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from wsd_ring import Ring
+
 from . import errors
 from .core import session as S
 from .events import CompletionQueue, EventObject, Overlapped
@@ -85,7 +87,8 @@ class SanConnection:
         if caps.rdma_threshold:
             cfg.rdma_threshold = max(cfg.rdma_threshold, caps.rdma_threshold)
         self.core = S.SessionProtocol(role, cfg, name=f"{provider.name}:{ps}")
-        self._mem = [provider.WSPRegisterMemory(ps, self.core._recv_mem, MEM_WRITE),
+        # the receive ring's whole mapping: every posted span lies inside it (verbs registers one MR)
+        self._mem = [provider.WSPRegisterMemory(ps, self.core.recv_memory, MEM_WRITE),
                      provider.WSPRegisterMemory(ps, self.core._send_mem, MEM_READ)]
         self.lock = threading.RLock()
         self.closed = False
@@ -206,6 +209,15 @@ class SanConnection:
                 self._run(acts)
             return n
 
+    def try_recv_view(self, nbytes: int) -> memoryview:
+        """Zero copy (see ``SessionProtocol.recv_view``): empty at end of stream; raises
+        WSAEWOULDBLOCK or the connection's error."""
+        with self.lock:
+            view, acts = self.core.recv_view(nbytes, time.monotonic())
+            if acts:
+                self._run(acts)
+            return view
+
     def start_send(self, data) -> S.SendOp:
         with self.lock:
             op, acts = self.core.send(data, time.monotonic())
@@ -231,6 +243,7 @@ class SanConnection:
                 self.provider.WSPCloseSocket(self.ps)
             except errors.WsaError:
                 pass
+            self.core.close_ring()
             self.switch.WPUCloseSocketHandle(self.handle)
             self.cq.close()
             self.event.close()
@@ -241,7 +254,19 @@ class SanConnection:
 
 
 class TcpConnection:
-    """A connection on the non-SAN path: the TCP/IP provider's non-blocking stream."""
+    """A connection on the non-SAN path: the TCP/IP provider's non-blocking stream.
+
+    Its receive path is a native ring (``ring``, private memory): when the ring
+    is empty, ``WSPRecv`` (``sock.recv_into``) writes straight into the ring's
+    free span, which is committed with the number of bytes that arrived; the
+    application's receive copies out of the ring (:meth:`try_recv_into`) or
+    borrows a view of it (:meth:`try_recv_view`).  Readiness is unchanged: a
+    receive returns buffered bytes before it ever reports ``WSAEWOULDBLOCK``,
+    so waiting on the socket's fd after ``WSAEWOULDBLOCK`` never misses data.
+    """
+
+    RING_CAPACITY = 1 << 19         # 512 KiB of receive ring per connection
+    RECV_SPAN = 1 << 17             # at most this much per recv_into (a quarter of the ring)
 
     def __init__(self, switch: "Switch", provider: ServiceProvider, ps: int, handle: int, peer=None):
         self.switch = switch
@@ -252,12 +277,105 @@ class TcpConnection:
         self.path = "tcp"
         self.fd = provider.WSPGetReadyFd(ps)
         self.closed = False
+        self.ring = Ring.create(self.RING_CAPACITY, eventfds=False)
+        self._msg = None            # the oldest unread message (a peeked view of the ring)
+        self._pos = 0               # bytes of it already consumed
+        self._lent = 0              # bytes handed out by try_recv_view, consumed on the next call
 
     def fileno(self) -> int:
         return self.fd
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received into the ring and not yet consumed by the application."""
+        if self.closed:
+            return 0
+        return sum(len(m) for m in self.ring.peek()) - self._pos - self._lent
+
+    def _consume(self, n: int) -> None:
+        pos = self._pos + n
+        if pos == len(self._msg):
+            self._msg = None
+            self._pos = 0
+            self.ring.release(1)
+        else:
+            self._pos = pos
+
+    def _next_message(self, receive: bool = True) -> bool:
+        """Make ``_msg`` the oldest unread message; receive into the ring if it is empty
+        (unless ``receive`` is False).  False at end of stream (or nothing buffered without
+        ``receive``); raises WSAEWOULDBLOCK or the socket's error."""
+        if self._lent:
+            self._consume(self._lent)
+            self._lent = 0
+        if self._msg is not None:
+            return True
+        ring = self.ring
+        ms = ring.peek(1)
+        if not ms:
+            if not receive:
+                return False
+            # the ring is empty: the kernel writes straight into its free span
+            span = ring.reserve(self.RECV_SPAN)
+            try:
+                got = self.provider.WSPRecv(self.ps, [span])
+            except BaseException:
+                del span
+                ring.cancel()
+                raise
+            del span
+            if not got:
+                ring.cancel()
+                return False
+            ring.commit(got)
+            ms = ring.peek(1)
+        self._msg = ms[0]
+        self._pos = 0
+        return True
+
     def try_recv_into(self, buf) -> int:
-        return self.provider.WSPRecv(self.ps, [buf])
+        """Bytes copied out of the ring, 0 at end of stream; raises WSAEWOULDBLOCK or the error."""
+        tv = buf if type(buf) is memoryview and buf.format == "B" else memoryview(buf).cast("B")
+        want = len(tv)
+        if want == 0:
+            return self.provider.WSPRecv(self.ps, [tv])
+        n = 0
+        while n < want:
+            if not self._next_message(receive=not n):   # once we have bytes, only what is buffered
+                break
+            m, pos = self._msg, self._pos
+            take = min(len(m) - pos, want - n)
+            tv[n:n + take] = m[pos:pos + take]
+            n += take
+            self._consume(take)
+        return n
+
+    def try_recv_view(self, nbytes: int) -> memoryview:
+        """Zero copy: a read-only view of up to ``nbytes`` received bytes inside the ring (empty
+        at end of stream), valid until the next receive call on this connection."""
+        if not self._next_message():
+            return memoryview(b"")
+        m, pos = self._msg, self._pos
+        take = min(len(m) - pos, nbytes)
+        self._lent = take
+        return m[pos:pos + take]
+
+    def take_buffered(self) -> bytes:
+        """Everything received into the ring and not consumed, removed (handing the kernel
+        socket to another reader, e.g. asyncio's own transport)."""
+        out = bytearray()
+        if self._lent:
+            self._consume(self._lent)
+            self._lent = 0
+        while self._msg is not None or self.ring.used:
+            if self._msg is None:
+                ms = self.ring.peek(1)
+                if not ms:
+                    break
+                self._msg, self._pos = ms[0], 0
+            out += self._msg[self._pos:]
+            self._consume(len(self._msg) - self._pos)
+        return bytes(out)
 
     def try_send(self, data) -> int:
         return self.provider.WSPSend(self.ps, [data])
@@ -270,6 +388,8 @@ class TcpConnection:
             except errors.WsaError:
                 pass
             self.switch.WPUCloseSocketHandle(self.handle)
+            self._msg = None
+            self.ring.close()
 
 
 @dataclass

@@ -10,8 +10,8 @@ read).  It does no I/O: the driver (``wsd.switch``) feeds it completions and
 ==================  =========================================================
 action              driver does
 ==================  =========================================================
-``PostRecv(i)``     ``WSPRecv`` of ``recv_buffers[i]``; completion ->
-                    :meth:`on_recv_complete`
+``PostRecv(i)``     ``WSPRecv`` of ``recv_buffers[i]`` (a span of ``recv_ring``);
+                    completion -> :meth:`on_recv_complete`
 ``PostSend(i, n)``  ``WSPSend`` of ``send_buffers[i][:n]``; completion ->
                     :meth:`on_send_complete`
 ``RegisterRdma``    ``WSPRegisterRdmaMemory``; -> :meth:`on_rdma_registered`
@@ -32,6 +32,21 @@ control messages (the DONEs, WRITE_ADVERT, CREDIT, DISCONNECT) may use the
 last one, so the peer can always be told about finished transfers and new
 credits.  A peer that sends more than it was granted is aborted
 (``WSAECONNABORTED``).
+
+Receive memory: one native ring per connection (``recv_ring``, a
+:class:`wsd_ring.Ring`).  A posted receive buffer is a span *posted* in that
+ring (``Ring.post(recv_size)``), so every provider delivers into the same
+structure; a completion commits the span with the message's real length
+(``Ring.commit_posted``: the unused rest becomes a FILL record), in posting
+order.  Control messages are done with at once; a DATA message's span stays
+in the ring until the application consumed it, and the ring's space is
+released (``Ring.release``) in ring order once every span before it is done.
+Slots (``PostRecv(i)``, ``recv_buffers[i]``) are what the credits count,
+exactly as with fixed buffers: reposting slot ``i`` (posting a fresh span for
+it) is what grants a credit.  If the ring has no room for a fresh span
+because consumed control messages sit behind unread data, the unread data is
+copied out of the ring (rare; ``stats["ring_copy_out"]``).  The ring is a
+buffer, not I/O: the core stays sans-IO.
 """
 from __future__ import annotations
 
@@ -39,6 +54,8 @@ import collections
 import enum
 import logging
 from dataclasses import dataclass
+
+from wsd_ring import Ring, record_size
 
 from .. import errors
 from ..spi import MEM_READ, MEM_WRITE
@@ -53,6 +70,7 @@ from .wire import (
 log = logging.getLogger("wsd.session")
 
 __all__ = [
+    "recv_ring_capacity",
     "SessionConfig", "SessionProtocol", "Role", "State", "SendOp",
     "PostRecv", "PostSend", "RegisterRdma", "DeregisterRdma", "RdmaRead", "RdmaWrite",
     "Negotiated", "SendDone", "Closed", "Trace",
@@ -95,6 +113,27 @@ class SessionConfig:
             raise errors.WSAEINVAL("recv_count and send_count must be at least 2")
         if self.recv_size < max(MIN_RECEIVE_SIZE, NEGOTIATION_MAX):
             raise errors.WSAEINVAL(f"recv_size must be at least {NEGOTIATION_MAX}")
+
+
+def recv_ring_capacity(config: "SessionConfig") -> int:
+    """Ring bytes for a connection's receive ring: every slot posted at once plus
+    one span's worth of slack for the PAD at the end of a lap, as a power of two."""
+    need = (config.recv_count + 2) * record_size(config.recv_size)
+    return max(4096, 1 << (need - 1).bit_length())
+
+
+class _Span:
+    """One span of the receive ring, in ring order: posted for ``slot``,
+    completed with ``length``, committed to the ring, done (free to release)."""
+
+    __slots__ = ("slot", "length", "committed", "done", "entry")
+
+    def __init__(self, slot: int):
+        self.slot = slot
+        self.length = -1
+        self.committed = False
+        self.done = False
+        self.entry = None       # the _Incoming holding its DATA, until consumed
 
 
 # --- actions -------------------------------------------------------------------
@@ -205,25 +244,32 @@ class ProtocolViolation(Exception):
 class SessionProtocol:
     """The session protocol of one SAN connection; see the module docstring."""
 
-    def __init__(self, role: Role, config: SessionConfig | None = None, *, name: str = "", recv_memory=None):
-        """``recv_memory``: where the posted receive buffers live (a writable buffer of at least
-        ``recv_count * recv_size`` bytes, e.g. a span of a native ring or a shared segment); by
-        default a private bytearray.  The provider only ever sees the buffers posted from it."""
+    def __init__(self, role: Role, config: SessionConfig | None = None, *, name: str = "", recv_ring=None):
+        """``recv_ring``: the connection's receive ring (an empty :class:`wsd_ring.Ring` of at
+        least :func:`recv_ring_capacity` bytes; in private or shared memory); by default a
+        private one (anonymous memory, no eventfds).  The provider only ever sees the spans
+        posted in it (``recv_buffers[i]``)."""
         self.role = role
         self.config = config or SessionConfig()
         self.config.validate()
         self.name = name
         c = self.config
-        need = c.recv_count * c.recv_size
-        if recv_memory is None:
-            recv_memory = bytearray(need)
-        elif len(memoryview(recv_memory).cast("B")) < need:
-            raise errors.WSAEINVAL(f"recv_memory smaller than {need} bytes")
-        self._recv_mem = recv_memory
+        need = recv_ring_capacity(c)
+        if recv_ring is None:
+            recv_ring = Ring.create(need, eventfds=False)
+        elif recv_ring.capacity < need or recv_ring.used or recv_ring.posted:
+            raise errors.WSAEINVAL(f"recv_ring must be empty and hold at least {need} bytes")
+        #: the receive ring every posted buffer is a span of
+        self.recv_ring = recv_ring
+        #: one stable buffer holding every span (what a NIC registers)
+        self.recv_memory = recv_ring.memory
         self._send_mem = bytearray(c.send_count * c.recv_size)
-        rm, sm = memoryview(self._recv_mem).cast("B"), memoryview(self._send_mem)
-        #: the pool of receive buffers the driver posts (``PostRecv(i)``)
-        self.recv_buffers = [rm[i * c.recv_size:(i + 1) * c.recv_size] for i in range(c.recv_count)]
+        sm = memoryview(self._send_mem)
+        #: the receive buffer of each slot, as posted (``PostRecv(i)``): a span of ``recv_ring``
+        self.recv_buffers: list = [None] * c.recv_count
+        self._slot_span: list = [None] * c.recv_count
+        self._spans: collections.deque[_Span] = collections.deque()     # unreleased, ring order
+        self._uncommitted: collections.deque[_Span] = collections.deque()  # posted, posting order
         #: the pool of registered send buffers (``PostSend(i, n)``); peer's receive_size bounds use
         self.send_buffers = [sm[i * c.recv_size:(i + 1) * c.recv_size] for i in range(c.send_count)]
         self.state = State.IDLE
@@ -251,6 +297,7 @@ class SessionProtocol:
         self._rdma_in: dict[int, _Incoming] = {}                       # by our cookie for reads
         self._write_in: dict[int, _Incoming] = {}                      # by the peer's cookie
         self._next_cookie = 1
+        self._lent = 0              # bytes of _incoming[0] handed out by recv_view
         self.peer_eof = False
         self.local_closed = False
         self.disconnect_sent = False
@@ -291,6 +338,7 @@ class SessionProtocol:
         self.deadline = now + self.config.negotiation_timeout
         out: list = []
         for i in range(self.config.recv_count):
+            self._post_span(i)
             self._posted.add(i)
             out.append(PostRecv(i))
         if self.role is Role.CONNECTOR:
@@ -330,6 +378,7 @@ class SessionProtocol:
         if self.state is State.CLOSED:
             return out
         self._posted.discard(index)
+        self._commit_span(index, nbytes)
         buf = self.recv_buffers[index]
         try:
             if self.state is State.NEGOTIATING:
@@ -343,6 +392,9 @@ class SessionProtocol:
 
     def on_recv_failed(self, index: int, error: int, now: float) -> list:
         self._posted.discard(index)
+        if self._slot_span[index] is not None and self._slot_span[index].length < 0:
+            self._commit_span(index, 0)
+            self._slot_span[index].done = True
         if self.peer_eof:       # receives flushed after the peer's DISCONNECT: the orderly end
             return self.on_transport_closed(error, now)
         out: list = []
@@ -463,7 +515,9 @@ class SessionProtocol:
             if length == 0:
                 self._repost(index, out)
                 return
-            self._incoming.append(_Incoming(payload, index, True))
+            e = _Incoming(payload, index, True)
+            self._slot_span[index].entry = e
+            self._incoming.append(e)
             self._note_first_data(length, "inline")
         elif mtype == MSG_RDMA_READ_ADVERT:
             adv, desc = self._parse_advert(payload)
@@ -559,7 +613,86 @@ class SessionProtocol:
             self.first_data_seen = True
             self._trace_out.append(Trace("first_data", {"bytes": length, "via": how}))
 
+    # ------------------------------------------------------------------ the receive ring
+    def _post_span(self, slot: int) -> None:
+        """Post a fresh span of the ring as slot's receive buffer."""
+        size = self.config.recv_size
+        ring = self.recv_ring
+        v = ring.post(size)
+        if v is None:
+            self._reclaim(False)
+            v = ring.post(size)
+            if v is None:
+                self._reclaim(True)
+                v = ring.post(size)
+                if v is None:     # cannot happen: the ring holds every slot (recv_ring_capacity)
+                    raise ProtocolViolation(errors.WSAENOBUFS.wsa_code, "receive ring full")
+        sp = _Span(slot)
+        self._spans.append(sp)
+        self._uncommitted.append(sp)
+        self._slot_span[slot] = sp
+        self.recv_buffers[slot] = v
+
+    def _commit_span(self, slot: int, nbytes: int) -> None:
+        """Slot's span received nbytes: commit every completed span at the front, in order."""
+        sp = self._slot_span[slot]
+        if sp is None or sp.length >= 0:
+            return
+        sp.length = nbytes
+        uc = self._uncommitted
+        if uc[0] is sp and (len(uc) == 1 or uc[1].length < 0):
+            uc.popleft()
+            sp.committed = True
+            self.recv_ring.commit_posted((nbytes,))
+            return
+        lens = []           # out-of-order completion: commit the completed prefix
+        while uc and uc[0].length >= 0:
+            s0 = uc.popleft()
+            s0.committed = True
+            lens.append(s0.length)
+        if lens:
+            self.recv_ring.commit_posted(lens)
+
+    def _reclaim(self, copy_out: bool) -> None:
+        """Release the ring's space of the done spans at its front.  With ``copy_out``,
+        unread DATA in front of posted spans is first copied out of the ring, so that
+        consumed control messages behind it can be released too."""
+        spans = self._spans
+        k = 0
+        for sp in spans:
+            if not sp.committed:
+                break
+            if not sp.done:
+                if not copy_out:
+                    break
+                e = sp.entry
+                if e is not None:
+                    e.view = memoryview(bytes(e.view))
+                    sp.entry = None
+                    self.stats["ring_copy_out"] += 1
+                sp.done = True
+                if self._slot_span[sp.slot] is sp:
+                    self._slot_span[sp.slot] = None
+            k += 1
+        if k:
+            self.recv_ring.release(k)
+            for _ in range(k):
+                spans.popleft()
+
+    def close_ring(self) -> None:
+        """The connection is gone: unmap the receive ring (views still alive keep it mapped)."""
+        self.recv_buffers = [None] * self.config.recv_count
+        self.recv_memory = None
+        self.recv_ring.close()
+
     def _repost(self, index: int, out: list, grant: bool = True) -> None:
+        sp = self._slot_span[index]
+        if sp is not None:
+            sp.done = True
+            sp.entry = None
+        if self.state is State.CLOSED:
+            return
+        self._post_span(index)
         self._posted.add(index)
         out.append(PostRecv(index))
         if grant:
@@ -667,6 +800,8 @@ class SessionProtocol:
         Raises the connection's error if it was aborted and no data is left.
         """
         out: list = []
+        if self._lent:
+            self._return_lent(out)
         tv = memoryview(target).cast("B")
         want = len(tv)
         n = 0
@@ -683,18 +818,53 @@ class SessionProtocol:
                 if e.slot >= 0:
                     self._repost(e.slot, out)
         if n == 0 and want:
-            if q:   # the next data is an RDMA transfer still under way: never EOF before it
-                if self.state is State.CLOSED and self.error:
-                    raise errors.from_code(self.error, self.close_reason)
-                raise errors.WSAEWOULDBLOCK()
-            if self.state is State.CLOSED and self.error and not self.peer_eof:
-                raise errors.from_code(self.error, self.close_reason)
-            if not (self.peer_eof or self.state is State.CLOSED):
-                raise errors.WSAEWOULDBLOCK()
+            self._nothing_ready()
         self.stats["bytes_read"] += n
         if out and self.state is State.CONNECTED:
             self._pump(now, out)
         return n, self._finish(out)
+
+    def _nothing_ready(self) -> None:
+        """No data is ready: WSAEWOULDBLOCK, the connection's error, or (returning) end of stream."""
+        if self._incoming:   # the next data is an RDMA transfer still under way: never EOF before it
+            if self.state is State.CLOSED and self.error:
+                raise errors.from_code(self.error, self.close_reason)
+            raise errors.WSAEWOULDBLOCK()
+        if self.state is State.CLOSED and self.error and not self.peer_eof:
+            raise errors.from_code(self.error, self.close_reason)
+        if not (self.peer_eof or self.state is State.CLOSED):
+            raise errors.WSAEWOULDBLOCK()
+
+    def _return_lent(self, out: list) -> None:
+        e = self._incoming[0]
+        e.pos += self._lent
+        self.stats["bytes_read"] += self._lent
+        self._lent = 0
+        if e.pos == len(e.view):
+            self._incoming.popleft()
+            if e.slot >= 0:
+                self._repost(e.slot, out)
+
+    def recv_view(self, nbytes: int, now: float) -> tuple[memoryview, list]:
+        """Zero copy: a read-only view of up to ``nbytes`` of the next received data (inside the
+        receive ring for inline data), valid until the next ``recv_view``/``recv_into``, which
+        consumes it.  An empty view means end of stream; raises like :meth:`recv_into`."""
+        out: list = []
+        if self._lent:
+            self._return_lent(out)
+        q = self._incoming
+        if q and q[0].ready and nbytes > 0:
+            e = q[0]
+            take = min(len(e.view) - e.pos, nbytes)
+            self._lent = take
+            view = e.view[e.pos:e.pos + take].toreadonly()
+        else:
+            if nbytes > 0:
+                self._nothing_ready()
+            view = memoryview(b"")
+        if out and self.state is State.CONNECTED:
+            self._pump(now, out)
+        return view, self._finish(out)
 
     def close(self, now: float) -> list:
         """Orderly close: a DISCONNECT goes after every queued send."""
