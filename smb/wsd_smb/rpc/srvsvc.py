@@ -2,8 +2,8 @@
 4b324fc8-1670-01d3-1278-5a47bf6ee188 v3.0) on the IPC$ pipe ``\\srvsvc``.
 
 Methods: NetrSessionEnum (opnum 12, 3.1.4.5, SRVS-1 ... SRVS-7), NetrShareEnum (15,
-3.1.4.8), NetrShareGetInfo (16, 3.1.4.10), NetrServerGetInfo (21, 3.1.4.17),
-NetrRemoteTOD (28, 3.1.4.21).  Any other opnum is answered with a fault
+3.1.4.8), NetrShareEnumSticky (36, 3.1.4.9), NetrShareGetInfo (16, 3.1.4.10),
+NetrServerGetInfo (21, 3.1.4.17), NetrRemoteTOD (28, 3.1.4.21).  Any other opnum is answered with a fault
 nca_s_op_rng_error by the RPC layer.  Errors are Win32/NERR codes in the NET_API_STATUS
 return value (:mod:`.win32`), never faults.
 
@@ -339,14 +339,18 @@ def share_level(level: int, share: Any) -> dict:
     return {n: values[n[len(f"shi{level}_"):]] for n, _ in SHARE_INFO[level].fields}
 
 
-def netr_share_enum(caller: Caller, ins: list) -> tuple[list, int]:
-    """MS-SRVS 3.1.4.8 NetrShareEnum."""
+def netr_share_enum(caller: Caller, ins: list, sticky: bool = False) -> tuple[list, int]:
+    """MS-SRVS 3.1.4.8 NetrShareEnum; with *sticky* 3.1.4.9 NetrShareEnumSticky (only the
+    persistent shares: here every configured share that is not special, i.e. not IPC$
+    and not a name ending in $)."""
     _server_name, info, pref, resume = ins
     level, (tag, _c) = info["Level"], info["ShareInfo"]
     _check_level(level, tag, SHARE_ENUM_LEVELS)
     if level in (2, 502, 503):
         _require_admin(caller, f"NetrShareEnum level {level}")
     shares = _shares(caller)
+    if sticky:
+        shares = [s for s in shares if not _share_type(s) & STYPE_SPECIAL]
     start = resume or 0
     items = [(i, share_level(level, s)) for i, s in enumerate(shares[start:], start)]
     chosen = _fit(items, SHARE_INFO[level], pref)
@@ -413,6 +417,10 @@ SRVSVC = Interface("srvsvc", SRVSVC_SYNTAX, [
     Operation(15, "NetrShareEnum",
               [SRVSVC_HANDLE, SHARE_ENUM_STRUCT, DWORD, PDWORD],
               [SHARE_ENUM_STRUCT, DWORD, PDWORD], netr_share_enum,
+              lambda ins: [_share_out(ins[1]["Level"], []), 0, ins[3]]),
+    Operation(36, "NetrShareEnumSticky",
+              [SRVSVC_HANDLE, SHARE_ENUM_STRUCT, DWORD, PDWORD],
+              [SHARE_ENUM_STRUCT, DWORD, PDWORD], lambda c, ins: netr_share_enum(c, ins, sticky=True),
               lambda ins: [_share_out(ins[1]["Level"], []), 0, ins[3]]),
     Operation(16, "NetrShareGetInfo",
               [SRVSVC_HANDLE, WSTR, DWORD],
