@@ -1,4 +1,6 @@
-"""impacket's DCE/RPC srvsvc client against wsd-smbd's IPC$ pipe (MS-SRVS, SRVS-* in the spec).
+"""impacket's DCE/RPC srvsvc client and Samba's rpcclient against wsd-smbd's IPC$ pipe
+(MS-SRVS, SRVS-* in the spec).  The rpcclient share/server-info cases also run against
+Samba as the reference.
 
 Samba is not a reference here: on this harness it refuses NetrSessionEnum
 with rpc_s_access_denied (its SMB user is root mapped from another name, not
@@ -8,6 +10,13 @@ unit tests.
 """
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("impacket")
@@ -15,12 +24,16 @@ from impacket.dcerpc.v5 import srvs, transport  # noqa: E402
 from impacket.dcerpc.v5.rpcrt import DCERPCException  # noqa: E402
 from impacket.smbconnection import SMBConnection  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from sut_servers import WsdServer  # noqa: E402
+
 pytestmark = pytest.mark.interop
 
 NERR_ClientNameNotFound = 2312
 NERR_UserNotFound = 2221
 NERR_InvalidComputer = 2351
 ERROR_MORE_DATA = 234
+ERROR_ACCESS_DENIED = 5
 
 
 def _login(srv) -> SMBConnection:
@@ -110,3 +123,139 @@ def test_srvsvc_session_enum_resume(srvsvc, wsd_smbd):
     assert 1 <= len(got) < len(everything)
     assert packet["TotalEntries"] == len(everything)
     assert packet["ResumeHandle"] >= 1
+
+
+# ====================================================================== rpcclient (Samba's DCE/RPC client)
+RPCCLIENT = shutil.which("rpcclient")
+needs_rpcclient = pytest.mark.skipif(RPCCLIENT is None, reason="rpcclient not installed (Debian package smbclient)")
+
+
+def rpcclient(srv, command: str, user: str | None = None, password: str | None = None,
+              debug: int = 0) -> subprocess.CompletedProcess:
+    """One rpcclient -c command against *srv* (rpcclient's own parser eats one level of
+    backslashes: pass ``\\\\\\\\host`` to send ``\\\\host``)."""
+    creds = f"{user or srv.user}%{password or srv.password}"
+    args = [RPCCLIENT, "-p", str(srv.port), "-U", creds, srv.host, "-c", command]
+    if debug:
+        args[1:1] = ["-d", str(debug)]
+    return subprocess.run(args, capture_output=True, text=True, timeout=60)
+
+
+@needs_rpcclient
+def test_rpcclient_netshareenumall(smb_server):
+    """NetrShareEnum (opnum 15) at rpcclient's default level 2 and at level 1."""
+    out = rpcclient(smb_server, "netshareenumall").stdout
+    assert f"netname: {smb_server.share}\n" in out and "netname: IPC$\n" in out
+    assert "path:\tC:" in out
+    out = rpcclient(smb_server, "netshareenumall 1").stdout
+    assert f"netname: {smb_server.share}\n" in out and "netname: IPC$\n" in out
+
+
+@needs_rpcclient
+def test_rpcclient_netsharegetinfo(smb_server):
+    """NetrShareGetInfo (opnum 16)."""
+    out = rpcclient(smb_server, f"netsharegetinfo {smb_server.share}").stdout
+    assert f"netname: {smb_server.share}\n" in out and "type:\t0x0\n" in out
+    out = rpcclient(smb_server, "netsharegetinfo IPC$ 1").stdout
+    assert "netname: IPC$\n" in out
+
+
+@needs_rpcclient
+def test_rpcclient_srvinfo(smb_server):
+    """NetrServerGetInfo (opnum 21) level 101."""
+    out = rpcclient(smb_server, "srvinfo").stdout
+    assert "platform_id     :\t500" in out and "os version" in out
+
+
+@needs_rpcclient
+def test_rpcclient_netshareenum_sticky_and_unknown_share(wsd_smbd):
+    """NetrShareEnumSticky (opnum 36) lists the ordinary shares only; an unknown share name
+    is NERR_NetNameNotFound."""
+    out = rpcclient(wsd_smbd, "netshareenum").stdout
+    assert f"netname: {wsd_smbd.share}\n" in out and "IPC$" not in out
+    res = rpcclient(wsd_smbd, "netsharegetinfo no-such-share")
+    assert "WERR_NERR_NETNAMENOTFOUND" in res.stdout + res.stderr
+
+
+@needs_rpcclient
+def test_rpcclient_netsessenum(wsd_smbd):
+    """NetrSessionEnum (opnum 12) through Samba's NDR encoder (pidl): levels, qualifiers
+    (SRVS-2/3) and an info level impacket cannot send (SRVS-1 ERROR_INVALID_LEVEL)."""
+    me = r"\\\\127.0.0.1"
+    for level in (0, 1, 2, 10, 502):
+        res = rpcclient(wsd_smbd, rf"netsessenum {me} {wsd_smbd.user} {level}")
+        m = re.search(r"Received (\d+) entries", res.stdout)
+        assert m and int(m.group(1)) >= 1, res.stdout + res.stderr
+    cases = {
+        rf"netsessenum {me} nobody-like-this 10": "WERR_NERR_USERNOTFOUND",
+        rf"netsessenum \\\\no-such-client {wsd_smbd.user} 10": "WERR_NERR_CLIENTNAMENOTFOUND",
+        rf"netsessenum 127.0.0.1 {wsd_smbd.user} 10": "WERR_NERR_INVALIDCOMPUTER",
+        rf"netsessenum {me} {wsd_smbd.user} 7": "WERR_INVALID_LEVEL",
+        rf"netsessenum {me} {wsd_smbd.user} 501": "WERR_INVALID_LEVEL",
+    }
+    for command, expect in cases.items():
+        res = rpcclient(wsd_smbd, command)
+        assert expect in res.stdout + res.stderr, (command, res.stdout, res.stderr)
+
+
+@needs_rpcclient
+def test_rpcclient_netremotetod(wsd_smbd):
+    """NetrRemoteTOD (opnum 28): rpcclient prints the decoded reply at debug level 10."""
+    res = rpcclient(wsd_smbd, "netremotetod", debug=10)
+    out = res.stdout + res.stderr
+    assert "srvsvc_NetRemoteTOD" in out and "result                   : WERR_OK" in out
+    year = re.search(r"year\s+: 0x[0-9a-f]+ \((\d+)\)", out)
+    assert year and int(year.group(1)) == time.gmtime().tm_year
+
+
+# ====================================================================== SRVS-7: a user who is not an administrator
+@pytest.fixture(scope="module")
+def wsd_with_plain_user(tmp_path_factory):
+    """A wsd-smbd of its own with one administrator and one ordinary user."""
+    srv = WsdServer(tmp_path_factory.mktemp("srvsvc-users"), extra_args=["--user", f"{PLAIN_USER}:{PLAIN_PASS}"])
+    why = srv.unavailable_reason()
+    if why:
+        pytest.skip(why)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+PLAIN_USER, PLAIN_PASS = "plainuser", "Plain-pass-1"
+
+
+def test_srvsvc_session_enum_non_admin(wsd_with_plain_user):
+    """SRVS-7 with impacket: levels 0/10 are open to every user, 1/2/502 are not."""
+    srv = wsd_with_plain_user
+    c = SMBConnection(srv.host, srv.host, sess_port=srv.port, timeout=30)
+    c.login(PLAIN_USER, PLAIN_PASS)
+    try:
+        rpc = transport.SMBTransport(srv.host, srv.port, filename=r"\srvsvc", smb_connection=c)
+        dce = rpc.get_dce_rpc()
+        dce.connect()
+        dce.bind(srvs.MSRPC_UUID_SRVS)
+        for level in (0, 10):
+            r = srvs.hNetrSessionEnum(dce, srvs.NULL, srvs.NULL, level)
+            assert r["TotalEntries"] >= 1
+        for level in (1, 2, 502):
+            with pytest.raises(DCERPCException) as ei:
+                srvs.hNetrSessionEnum(dce, srvs.NULL, srvs.NULL, level)
+            assert _code(ei.value) == ERROR_ACCESS_DENIED
+        dce.disconnect()
+    finally:
+        c.close()
+
+
+@needs_rpcclient
+def test_rpcclient_non_admin(wsd_with_plain_user):
+    """SRVS-7 with rpcclient: NetrSessionEnum level 1 and NetrShareEnum level 2 are
+    refused, level 10 and share level 1 are served."""
+    srv = wsd_with_plain_user
+    res = rpcclient(srv, "netsessenum", PLAIN_USER, PLAIN_PASS)
+    assert "WERR_ACCESS_DENIED" in res.stdout + res.stderr
+    res = rpcclient(srv, rf"netsessenum \\\\127.0.0.1 {PLAIN_USER} 10", PLAIN_USER, PLAIN_PASS)
+    assert "Received 1 entries" in res.stdout, res.stdout + res.stderr
+    res = rpcclient(srv, "netshareenumall", PLAIN_USER, PLAIN_PASS)
+    assert "WERR_ACCESS_DENIED" in res.stdout + res.stderr
+    res = rpcclient(srv, "netshareenumall 1", PLAIN_USER, PLAIN_PASS)
+    assert "netname: IPC$\n" in res.stdout
