@@ -522,5 +522,8 @@ def parse_pdu(b: bytes) -> Pdu:
     return pdu
 
 
-__all__ = [n for n in dir() if not n.startswith("_") and n not in ("annotations", "struct", "field", "dataclass",
-                                                                      "ClassVar", "NtStatusError")]
+__all__ = [
+    "AlterContext", "AlterContextResp", "Bind", "BindAck", "BindNak", "CommonHeader", "ContextElem", "Fault", "Pdu",
+    "Request", "Response", "Result", "RpcProtocolError", "SecTrailer", "Simple", "SyntaxId", "NDR20", "NULL_SYNTAX",
+    "parse_header", "parse_pdu", "peek_frag_length",
+]

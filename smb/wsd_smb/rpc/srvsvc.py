@@ -253,7 +253,7 @@ def _check_level(level: int, tag: int, levels: tuple[int, ...]) -> None:
 def netr_session_enum(caller: Caller, ins: list) -> tuple[list, int]:
     """MS-SRVS 3.1.4.5 (SRVS-1 ... SRVS-7)."""
     _server_name, client_name, user_name, info, pref, resume = ins
-    level, (tag, _container_in) = info["Level"], info["SessionInfo"]
+    level, tag = info["Level"], info["SessionInfo"][0]
     _check_level(level, tag, SESSION_LEVELS)  # SRVS-1
     client_name = client_name or None  # a NULL (zero-length) string is no qualifier
     user_name = user_name or None
@@ -344,7 +344,7 @@ def netr_share_enum(caller: Caller, ins: list, sticky: bool = False) -> tuple[li
     persistent shares: here every configured share that is not special, i.e. not IPC$
     and not a name ending in $)."""
     _server_name, info, pref, resume = ins
-    level, (tag, _c) = info["Level"], info["ShareInfo"]
+    level, tag = info["Level"], info["ShareInfo"][0]
     _check_level(level, tag, SHARE_ENUM_LEVELS)
     if level in (2, 502, 503):
         _require_admin(caller, f"NetrShareEnum level {level}")

@@ -259,3 +259,44 @@ def test_rpcclient_non_admin(wsd_with_plain_user):
     assert "WERR_ACCESS_DENIED" in res.stdout + res.stderr
     res = rpcclient(srv, "netshareenumall 1", PLAIN_USER, PLAIN_PASS)
     assert "netname: IPC$\n" in res.stdout
+
+
+# ====================================================================== replies longer than one fragment
+MANY = 150
+
+
+@pytest.fixture(scope="module")
+def wsd_many_shares(tmp_path_factory):
+    """A wsd-smbd exporting MANY + 1 shares: the NetrShareEnum reply (~20 KB at level 2)
+    spans several 4280-byte fragments and more than one SMB2 READ/IOCTL."""
+    root = tmp_path_factory.mktemp("srvsvc-many")
+    extra = []
+    for i in range(MANY):
+        (root / f"s{i}").mkdir()
+        extra += ["--share", f"share_with_a_long_name_{i:03d}={root / f's{i}'}"]
+    srv = WsdServer(root, extra_args=extra)
+    why = srv.unavailable_reason()
+    if why:
+        pytest.skip(why)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_srvsvc_list_shares_fragmented_reply(wsd_many_shares):
+    """impacket, smbclient -L and rpcclient reassemble the multi-fragment reply."""
+    srv = wsd_many_shares
+    c = SMBConnection(srv.host, srv.host, sess_port=srv.port, timeout=30)
+    c.login(srv.user, srv.password)
+    try:
+        names = {s["shi1_netname"][:-1] for s in c.listShares()}
+    finally:
+        c.close()
+    assert len(names) == MANY + 2 and {"IPC$", "share", "share_with_a_long_name_149"} <= names
+    if shutil.which("smbclient"):
+        res = subprocess.run(["smbclient", "-p", str(srv.port), "-U", srv.creds, "-L", srv.host],
+                             capture_output=True, text=True, timeout=60)
+        assert len(re.findall(r"^\s+share_with_a_long_name_\d+\s+Disk", res.stdout, re.M)) == MANY, res.stdout
+    if RPCCLIENT:
+        out = rpcclient(srv, "netshareenumall").stdout
+        assert out.count("netname: ") == MANY + 2
