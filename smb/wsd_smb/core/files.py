@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import struct
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -87,7 +88,9 @@ from ..wire import (
     WriteResponse,
     pack_create_contexts,
 )
-from ..wire.contexts import AllocationSize, QueryMaximalAccessResponse, QueryOnDiskIdResponse
+from ..wire.contexts import (SMB2_CREATE_APP_INSTANCE_ID, AllocationSize, AppInstanceId, DurableHandleResponse, DurableHandleResponseV2, LeaseRequestV2,
+                             QueryMaximalAccessResponse, QueryOnDiskIdResponse, lease_request_from)
+from . import durable as dur
 from . import oplocks as opl
 from .dispatch import AsyncOp, RequestContext, Response, register
 from .state import SessionState
@@ -191,12 +194,15 @@ class _State:
         self._pipe_ids = iter(range(0x7000_0001, 0x7FFF_FFFF))
         self.oplocks = opl.OplockManager(server, ObjectStore._share_conflict, self.close_disconnected)
         server.timer_sources.append(self.oplocks)
+        self.durable = dur.DurableTable(self.close_disconnected)
+        server.timer_sources.append(self.durable)
         server.on_tree_disconnected.append(self.tree_disconnected)
         server.on_session_closed.append(self.session_closed)
 
     def close_disconnected(self, o: Any) -> None:
         """Close an open that has no session (a disconnected durable open)."""
         self.server.global_open_table.pop(o.file_id_persistent, None)
+        self.durable.forget(o)
         try:
             self.store.close(o)
         except NtStatusError:
@@ -220,11 +226,26 @@ class _State:
         session = tc.session
         for fid, o in list(session.open_table.items()):
             if o.tree_connect is tc:
-                _close_open(self, session, o)
+                self._end(session, o)
 
     def session_closed(self, session: Any) -> None:
         for fid, o in list(session.open_table.items()):
-            _close_open(self, session, o)
+            self._end(session, o)
+
+    def _end(self, session: Any, o: Any) -> None:
+        """An open whose session or tree connect goes away: closed, unless the session
+        ended without LOGOFF-free CLOSEs (connection lost, LOGOFF, PreviousSessionId:
+        the session is Expired then) and the open is durable with BATCH / a handle lease,
+        which is kept for a durable reconnect (core/durable.py)."""
+        if (session.state is SessionState.Expired and not isinstance(o, _PipeOpen) and o.is_durable
+                and not o.closed and dur.eligible(o)):
+            session.open_table.pop(o.file_id_volatile, None)
+            tc = o.tree_connect
+            if tc is not None:
+                tc.open_count = max(0, tc.open_count - 1)
+            self.durable.preserve(o, time.time())  # the hooks run without a request's `now`
+            return
+        _close_open(self, session, o)
 
 
 _states: "weakref.WeakKeyDictionary[Any, _State]" = weakref.WeakKeyDictionary()
@@ -347,6 +368,12 @@ def create(ctx: RequestContext, req: CreateRequest) -> Response:
     st = state_of(ctx.server)
     tc = ctx.tree_connect
     name = _name(req.name)
+    if tc.share.type != "pipe" and req.create_contexts:
+        durable_req, durable_rc = dur.parse(_create_contexts(req), ctx.connection.dialect)
+        if durable_rc is not None:  # a reconnect skips the request's other fields (3.3.5.9.7)
+            return _create_reconnect(ctx, st, name, _create_contexts(req), durable_rc)
+    else:
+        durable_req = None
     if req.impersonation_level > 3:
         raise NtStatusError(STATUS_BAD_IMPERSONATION_LEVEL)
     # order as Windows checks (smbtorture smb2.create.gentest): access mask, options, attributes
@@ -363,6 +390,10 @@ def create(ctx: RequestContext, req: CreateRequest) -> Response:
     contexts = _create_contexts(req)
     if tc.share.type == "pipe":
         return _create_pipe(ctx, st, name)
+    if durable_req is not None and durable_req.version == 2:
+        other = dur.find_create_guid(ctx.server, ctx.connection.client_guid, durable_req.create_guid)
+        if other is not None:  # 3.3.5.9.10: CreateGuid in use (replays are not supported here)
+            raise fail(dur.STATUS_DUPLICATE_OBJECTID, "CreateGuid in use")
     if b"TWrp" in contexts:
         raise fail(STATUS_OBJECT_NAME_NOT_FOUND, "no previous versions")
     eas = None
@@ -378,16 +409,19 @@ def create(ctx: RequestContext, req: CreateRequest) -> Response:
         if len(data) != AllocationSize.FIXED_SIZE:
             raise fail(STATUS_INVALID_PARAMETER, "AlSi context size")
         alloc = AllocationSize.unpack(data, 0).allocation_size
-    return _create_open(ctx, st, req, name, contexts, eas, alloc)
+    return _create_open(ctx, st, req, name, contexts, eas, alloc, durable_req)
 
 
 def _create_open(ctx: RequestContext, st: _State, req: CreateRequest, name: str, contexts: dict,
-                 eas: Any, alloc: int) -> Response | AsyncOp:
+                 eas: Any, alloc: int, durable_req: Any = None) -> Response | AsyncOp:
     """Open execution, oplock acquisition and response construction (MS-SMB2 3.3.5.9).
     When the open must first break other opens' oplocks (core/oplocks.py) the request
     goes async and this runs again once the breaks are done."""
     tc = ctx.tree_connect
     mgr = st.oplocks
+    app_id = _app_instance_id(ctx, contexts)
+    if app_id is not None:
+        _close_app_instance(st, app_id, tc, name)
     if mgr.active():
         fobj = st.store.file_of(tc.store, name)
         if fobj is not None:
@@ -395,7 +429,7 @@ def _create_open(ctx: RequestContext, st: _State, req: CreateRequest, name: str,
                                        req.create_disposition, ctx.now)
             if breaking and _last_in_chain(ctx):
                 return _wait_for_breaks(ctx, st, breaking,
-                                        lambda: _create_open(ctx, st, req, name, contexts, eas, alloc))
+                                        lambda: _create_open(ctx, st, req, name, contexts, eas, alloc, durable_req))
             # inside a compound (not its last request) an open cannot go async: the breaks
             # are sent and the open proceeds at once (smbtorture smb2.compound.compound-break)
     result = st.store.create(tc.store, name, desired_access=req.desired_access, share_access=req.share_access,
@@ -409,15 +443,17 @@ def _create_open(ctx: RequestContext, st: _State, req: CreateRequest, name: str,
     o.is_durable = False
     o.client_guid = ctx.connection.client_guid
     o.file_global_id = ctx.server.allocate_global_id()
-    o.path_name = name
     ctx.session.open_table[o.file_id_volatile] = o
     ctx.server.global_open_table[o.file_id_persistent] = o
     tc.open_count += 1
     if mgr.active() and result.create_action in (0, 3):  # FILE_SUPERSEDED / FILE_OVERWRITTEN
         mgr.break_level2(o.file, o, ctx.now)
     oplock_level = mgr.grant(o, req.requested_oplock_level)
+    o.app_instance_id = app_id
     s = st.store.stat(o)
     out_ctx = []
+    if durable_req is not None and dur.grant(o, durable_req, ctx.config, dur.owner_of(ctx.session)):
+        out_ctx.append(_durable_response(o, durable_req.version))
     if b"MxAc" in contexts:
         out_ctx.append(CreateContext(name=b"MxAc", data=QueryMaximalAccessResponse(
             query_status=STATUS_SUCCESS, maximal_access=tc.maximal_access).pack(0)))
@@ -426,6 +462,75 @@ def _create_open(ctx: RequestContext, st: _State, req: CreateRequest, name: str,
             disk_file_id=s.index_number, volume_id=sinfo.volume_serial(o.share.name)).pack(0)))
     return Response(CreateResponse(
         oplock_level=oplock_level, flags=0, create_action=int(result.create_action),
+        creation_time=s.creation_time, last_access_time=s.last_access_time,
+        last_write_time=s.last_write_time, change_time=s.change_time,
+        allocation_size=s.allocation_size, end_of_file=s.end_of_file, file_attributes=s.attributes,
+        file_id=FileId(o.file_id_persistent, o.file_id_volatile),
+        create_contexts=pack_create_contexts(out_ctx) if out_ctx else b""))
+
+
+def _app_instance_id(ctx: RequestContext, contexts: dict) -> bytes | None:
+    """SMB2_CREATE_APP_INSTANCE_ID (2.2.13.2.13), SMB 3.x only."""
+    c = contexts.get(SMB2_CREATE_APP_INSTANCE_ID)
+    if c is None or ctx.connection.dialect < 0x0300:
+        return None
+    data = bytes(c.data)
+    if len(data) != AppInstanceId.FIXED_SIZE:
+        raise fail(STATUS_INVALID_PARAMETER, "AppInstanceId context size")
+    return bytes(AppInstanceId.unpack(data, 0).app_instance_id)
+
+
+def _close_app_instance(st: _State, app_id: bytes, tc: Any, name: str) -> None:
+    """MS-SMB2 3.3.5.9.13: an open of the same file under the same AppInstanceId (a
+    failed-over application instance) is closed instead of being broken."""
+    key = name.lower()
+    for o in list(tc.session.connection.server.global_open_table.values()):
+        if getattr(o, "app_instance_id", None) != app_id or isinstance(o, _PipeOpen) or o.closed:
+            continue
+        if o.share is not tc.store or o.path.lower() != key:
+            continue
+        log.info("event=app_instance_close file=%s", o.path)
+        if o.session is None:
+            st.close_disconnected(o)
+        else:
+            _close_open(st, o.session, o)
+
+
+def _durable_response(o: Any, version: int) -> CreateContext:
+    """SMB2_CREATE_DURABLE_HANDLE_RESPONSE (2.2.14.2.3) or _V2 (2.2.14.2.12)."""
+    if version == 1:
+        return CreateContext(name=dur.DHNQ, data=DurableHandleResponse().pack(0))
+    return CreateContext(name=dur.DH2Q, data=DurableHandleResponseV2(timeout=dur.v2_timeout_ms(o), flags=0).pack(0))
+
+
+def _create_reconnect(ctx: RequestContext, st: _State, name: str, contexts: dict,
+                      rc: Any) -> Response:
+    """Durable reconnect (MS-SMB2 3.3.5.9.7 DH-3 ... DH-15, 3.3.5.9.12): no path name
+    validation or open execution; the preserved open is re-attached."""
+    lease_req, lease_version = None, 0
+    if b"RqLs" in contexts and ctx.connection.dialect >= 0x0210 and ctx.config.leasing:
+        data = bytes(contexts[b"RqLs"].data)
+        lease_req = lease_request_from(data)
+        lease_version = 2 if isinstance(lease_req, LeaseRequestV2) else 1
+    o = dur.reconnect(ctx, name, contexts, rc, lease_req, lease_version)
+    tc = ctx.tree_connect
+    st.durable.reattached(o)
+    o.connection = ctx.connection  # DH-9
+    o.session = ctx.session  # DH-10
+    o.tree_connect = tc  # DH-11
+    tc.open_count += 1
+    o.file_id_volatile = st.store.new_volatile_id(o)  # DH-12
+    ctx.session.open_table[o.file_id_volatile] = o  # DH-13
+    # DH-14: no open initialisation, no oplock acquisition; DH-15: the response
+    s = st.store.stat(o)
+    # no DHnQ/DH2Q response context (the MAY of DH-15 is not taken, as Windows and Samba:
+    # smbtorture durable-open.delete_on_close2, durable-v2-open.reopen1a/reopen2 check it)
+    out_ctx: list = []
+    if o.lease is not None:
+        out_ctx.append(st.leases.response_context(o.lease))
+    log.info("event=durable_reconnect file=%s version=%d", o.path, rc.version)
+    return Response(CreateResponse(
+        oplock_level=o.oplock_level, flags=0, create_action=1,  # FILE_OPENED
         creation_time=s.creation_time, last_access_time=s.last_access_time,
         last_write_time=s.last_write_time, change_time=s.change_time,
         allocation_size=s.allocation_size, end_of_file=s.end_of_file, file_attributes=s.attributes,

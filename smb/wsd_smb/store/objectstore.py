@@ -225,6 +225,8 @@ class Open:
     durable_open_scavenger_timeout: float = 0.0
     durable_owner: str = ""
     create_guid: bytes = b""
+    #: Open.AppInstanceId (MS-SMB2 3.3.5.9.13)
+    app_instance_id: bytes | None = None
     file_global_id: int = 0
     lock_count: int = 0
     path_name: str = ""
@@ -523,6 +525,14 @@ class ObjectStore:
         self.opens[o.file_id_volatile] = o
         self.by_persistent[o.file_id_persistent] = o
         return o
+
+    def new_volatile_id(self, o: Open) -> int:
+        """Give *o* a fresh FileId.Volatile (a durable reconnect, MS-SMB2 3.3.5.9.7 DH-12)."""
+        with self.mutex:
+            self.opens.pop(o.file_id_volatile, None)
+            o.file_id_volatile = next(self._ids)
+            self.opens[o.file_id_volatile] = o
+            return o.file_id_volatile
 
     def _open_fd(self, r: Resolved, is_dir: bool, writable: bool, flags: int = 0) -> int:
         base = os.O_CLOEXEC | os.O_NOFOLLOW
