@@ -45,6 +45,7 @@ from .win32 import Win32Error, error_name
 log = logging.getLogger("wsd_smb.rpc")
 
 STATUS_PIPE_EMPTY = 0xC00000D9
+STATUS_INSUFFICIENT_RESOURCES = 0xC000009A
 
 
 class RpcFault(Exception):
@@ -114,6 +115,8 @@ class RpcPipe(PipeEndpoint):
     MAX_FRAG = 4280
     #: largest reassembled request stub accepted
     MAX_REQUEST = 4 * 1024 * 1024
+    #: replies queued for reading beyond which input is left unprocessed until the client reads
+    MAX_QUEUED = 1024 * 1024
     _assoc_groups = iter(range(0x1000, 0x7FFFFFFF))
     _assoc_lock = threading.Lock()
 
@@ -125,6 +128,7 @@ class RpcPipe(PipeEndpoint):
         self.clock = clock
         self._in = bytearray()
         self._out: deque[bytes] = deque()
+        self._queued = 0  # bytes in _out
         self._lock = threading.Lock()
         self.bound = False
         self.closed = False
@@ -138,7 +142,13 @@ class RpcPipe(PipeEndpoint):
 
     # ------------------------------------------------------------ PipeEndpoint
     def write(self, data: bytes) -> int:
+        """Feed bytes written by the client.  Flow control: while MAX_QUEUED bytes of replies
+        wait to be read, complete PDUs stay unprocessed; a write arriving while a whole PDU is
+        still waiting that way is refused (STATUS_INSUFFICIENT_RESOURCES), so a client that
+        writes without reading cannot make us queue without bound."""
         with self._lock:
+            if self._queued >= self.MAX_QUEUED and self._complete_pdu_waiting():
+                raise NtStatusError(STATUS_INSUFFICIENT_RESOURCES, "RPC replies are not being read")
             self._in += data
             self._process()
         return len(data)
@@ -152,9 +162,13 @@ class RpcPipe(PipeEndpoint):
                 raise NtStatusError(STATUS_PIPE_EMPTY, "no RPC reply queued")
             head = self._out[0]
             if len(head) <= length:
-                return self._out.popleft()
-            self._out[0] = head[length:]
-            return head[:length]
+                out = self._pop()
+            else:
+                self._out[0] = head[length:]
+                self._queued -= length
+                out = head[:length]
+            self._process()  # input held back by flow control
+            return out
 
     def transceive(self, data: bytes, max_output: int) -> bytes:
         """Write *data*, return the next queued PDU.  When it is longer than *max_output*
@@ -167,25 +181,42 @@ class RpcPipe(PipeEndpoint):
                 raise NtStatusError(STATUS_PIPE_EMPTY, "the request produced no reply")
             head = self._out[0]
             if len(head) <= max_output:
-                return self._out.popleft()
-            self._out[0] = head[max_output:]
-            return head[:max_output + 1]
+                out = self._pop()
+            else:
+                self._out[0] = head[max_output:]
+                self._queued -= max_output
+                out = head[:max_output + 1]
+            self._process()
+            return out
 
     def close(self) -> None:
         with self._lock:
             self.closed = True
             self._out.clear()
+            self._queued = 0
             self._in.clear()
             self._frag = None
 
     def pending(self) -> int:
         """Bytes queued for reading."""
         with self._lock:
-            return sum(len(b) for b in self._out)
+            return self._queued
+
+    def _pop(self) -> bytes:
+        b = self._out.popleft()
+        self._queued -= len(b)
+        return b
 
     # ------------------------------------------------------------ framing
+    def _complete_pdu_waiting(self) -> bool:
+        try:
+            n = P.peek_frag_length(self._in)
+        except P.RpcProtocolError:
+            return False
+        return n is not None and len(self._in) >= n
+
     def _process(self) -> None:
-        while True:
+        while self._queued < self.MAX_QUEUED:
             try:
                 n = P.peek_frag_length(self._in)
             except P.RpcProtocolError as e:
@@ -230,7 +261,9 @@ class RpcPipe(PipeEndpoint):
     # ------------------------------------------------------------ output
     def _queue(self, pdu: P.Pdu) -> None:
         if not self.closed:
-            self._out.append(pdu.pack())
+            b = pdu.pack()
+            self._out.append(b)
+            self._queued += len(b)
 
     def _fault(self, call_id: int, status: int, p_cont_id: int = 0, did_not_execute: bool = True) -> None:
         flags = P.PFC_FIRST_FRAG | P.PFC_LAST_FRAG | (P.PFC_DID_NOT_EXECUTE if did_not_execute else 0)

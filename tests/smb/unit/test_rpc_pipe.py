@@ -404,6 +404,28 @@ def test_pipe_close_drops_everything():
     assert pipe.pending() == 0
 
 
+def test_pipe_flow_control_when_replies_are_not_read():
+    """A client that writes many requests without reading: replies queue up to MAX_QUEUED,
+    the rest of the input waits (and is answered as the client reads); a further write
+    while whole PDUs wait is refused with STATUS_INSUFFICIENT_RESOURCES."""
+    pipe = new_pipe()
+    bind(pipe)
+    pipe.MAX_QUEUED = 300
+    reqs = b"".join(P.Request(call_id=10 + i, opnum=15, stub=share_enum_stub()).pack() for i in range(20))
+    pipe.write(reqs)
+    assert 300 <= pipe.pending() < 300 + 400
+    with pytest.raises(NtStatusError) as ei:
+        pipe.write(P.Request(call_id=99, opnum=15, stub=share_enum_stub()).pack())
+    assert ei.value.status == 0xC000009A
+    got = []
+    for _ in range(100):
+        if not pipe.pending():
+            break
+        got.append(P.parse_pdu(pipe.read(1 << 16)))
+    assert [r.call_id for r in got] == list(range(10, 30))
+    assert all(isinstance(r, P.Response) for r in got)
+
+
 # ====================================================================== fuzz
 def _valid_pdus() -> list[bytes]:
     stub = share_enum_stub()
