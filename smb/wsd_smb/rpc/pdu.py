@@ -478,7 +478,9 @@ def peek_frag_length(buf: bytes | bytearray) -> int | None:
         return None
     if buf[0] != 5:
         raise RpcProtocolError(f"rpc_vers {buf[0]}")
-    n = struct.unpack_from("<H", buf, 8)[0]
+    # frag_length in the sender's integer representation, so that a big-endian PDU can
+    # still be cut out of the stream and refused (bind_nak / fault) instead of desynchronising it
+    n = struct.unpack_from("<H" if buf[4] & 0xF0 else ">H", buf, 8)[0]
     if n < COMMON_HEADER_SIZE:
         raise RpcProtocolError(f"frag_length {n}")
     return n
@@ -490,10 +492,10 @@ def parse_header(b: bytes) -> CommonHeader:
     h = _unpack(CommonHeader, b, 0, len(b))
     if h.rpc_vers_minor not in (0, 1):
         raise RpcProtocolError(f"rpc_vers_minor {h.rpc_vers_minor}")
-    if h.frag_length != len(b):
-        raise RpcProtocolError(f"frag_length {h.frag_length} != {len(b)}")
     if (h.packed_drep[0] & 0xF0) != 0x10:
         raise RpcProtocolError(f"packed_drep {h.packed_drep.hex()}: only little-endian integers are supported")
+    if h.frag_length != len(b):
+        raise RpcProtocolError(f"frag_length {h.frag_length} != {len(b)}")
     if h.auth_length and COMMON_HEADER_SIZE + SecTrailer.FIXED_SIZE + h.auth_length > len(b):
         raise RpcProtocolError(f"auth_length {h.auth_length} larger than the PDU")
     return h

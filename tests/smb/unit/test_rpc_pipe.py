@@ -205,7 +205,8 @@ def test_pipe_bind_naks():
     second = bind(pipe, call_id=4)
     assert isinstance(second, P.BindNak) and second.provider_reject_reason == P.NAK_PROTOCOL_VERSION_NOT_SUPPORTED
     bad = bytearray(BIND_GOLDEN)
-    bad[4] = 0x00  # big-endian data representation
+    bad[4] = 0x00  # big-endian data representation: frag_length (and everything) big-endian
+    bad[8:10] = struct.pack(">H", len(bad))
     pipe2 = new_pipe()
     pipe2.write(bytes(bad))
     (nak,) = drain(pipe2)
