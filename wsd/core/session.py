@@ -122,18 +122,10 @@ def recv_ring_capacity(config: "SessionConfig") -> int:
     return max(4096, 1 << (need - 1).bit_length())
 
 
-class _Span:
-    """One span of the receive ring, in ring order: posted for ``slot``,
-    completed with ``length``, committed to the ring, done (free to release)."""
-
-    __slots__ = ("slot", "length", "committed", "done", "entry")
-
-    def __init__(self, slot: int):
-        self.slot = slot
-        self.length = -1
-        self.committed = False
-        self.done = False
-        self.entry = None       # the _Incoming holding its DATA, until consumed
+# One span of the receive ring (a list, for speed: one per message received), in ring order:
+# [slot it was posted for, length received (-1: not yet), committed to the ring, done (its space
+# may be released), the _Incoming holding its DATA until consumed]
+_SLOT, _LEN, _COMMITTED, _DONE, _ENTRY = range(5)
 
 
 # --- actions -------------------------------------------------------------------
@@ -268,8 +260,10 @@ class SessionProtocol:
         #: the receive buffer of each slot, as posted (``PostRecv(i)``): a span of ``recv_ring``
         self.recv_buffers: list = [None] * c.recv_count
         self._slot_span: list = [None] * c.recv_count
-        self._spans: collections.deque[_Span] = collections.deque()     # unreleased, ring order
-        self._uncommitted: collections.deque[_Span] = collections.deque()  # posted, posting order
+        self._spans: collections.deque[list] = collections.deque()     # unreleased, ring order
+        self._uncommitted: collections.deque[list] = collections.deque()  # posted, posting order
+        self._ring_post = recv_ring.post
+        self._ring_commit = recv_ring.commit_posted
         #: the pool of registered send buffers (``PostSend(i, n)``); peer's receive_size bounds use
         self.send_buffers = [sm[i * c.recv_size:(i + 1) * c.recv_size] for i in range(c.send_count)]
         self.state = State.IDLE
@@ -378,7 +372,15 @@ class SessionProtocol:
         if self.state is State.CLOSED:
             return out
         self._posted.discard(index)
-        self._commit_span(index, nbytes)
+        sp = self._slot_span[index]
+        uc = self._uncommitted
+        if uc and uc[0] is sp and (len(uc) == 1 or uc[1][_LEN] < 0):     # in order: commit it alone
+            uc.popleft()
+            sp[_LEN] = nbytes
+            sp[_COMMITTED] = True
+            self._ring_commit((nbytes,))
+        else:
+            self._commit_span(index, nbytes)
         buf = self.recv_buffers[index]
         try:
             if self.state is State.NEGOTIATING:
@@ -392,9 +394,10 @@ class SessionProtocol:
 
     def on_recv_failed(self, index: int, error: int, now: float) -> list:
         self._posted.discard(index)
-        if self._slot_span[index] is not None and self._slot_span[index].length < 0:
+        sp = self._slot_span[index]
+        if sp is not None and sp[_LEN] < 0:
             self._commit_span(index, 0)
-            self._slot_span[index].done = True
+            sp[_DONE] = True
         if self.peer_eof:       # receives flushed after the peer's DISCONNECT: the orderly end
             return self.on_transport_closed(error, now)
         out: list = []
@@ -516,7 +519,7 @@ class SessionProtocol:
                 self._repost(index, out)
                 return
             e = _Incoming(payload, index, True)
-            self._slot_span[index].entry = e
+            self._slot_span[index][_ENTRY] = e
             self._incoming.append(e)
             self._note_first_data(length, "inline")
         elif mtype == MSG_RDMA_READ_ADVERT:
@@ -617,17 +620,16 @@ class SessionProtocol:
     def _post_span(self, slot: int) -> None:
         """Post a fresh span of the ring as slot's receive buffer."""
         size = self.config.recv_size
-        ring = self.recv_ring
-        v = ring.post(size)
+        v = self._ring_post(size)
         if v is None:
             self._reclaim(False)
-            v = ring.post(size)
+            v = self._ring_post(size)
             if v is None:
                 self._reclaim(True)
-                v = ring.post(size)
+                v = self._ring_post(size)
                 if v is None:     # cannot happen: the ring holds every slot (recv_ring_capacity)
                     raise ProtocolViolation(errors.WSAENOBUFS.wsa_code, "receive ring full")
-        sp = _Span(slot)
+        sp = [slot, -1, False, False, None]
         self._spans.append(sp)
         self._uncommitted.append(sp)
         self._slot_span[slot] = sp
@@ -636,22 +638,22 @@ class SessionProtocol:
     def _commit_span(self, slot: int, nbytes: int) -> None:
         """Slot's span received nbytes: commit every completed span at the front, in order."""
         sp = self._slot_span[slot]
-        if sp is None or sp.length >= 0:
+        if sp is None or sp[_LEN] >= 0:
             return
-        sp.length = nbytes
+        sp[_LEN] = nbytes
         uc = self._uncommitted
-        if uc[0] is sp and (len(uc) == 1 or uc[1].length < 0):
+        if uc[0] is sp and (len(uc) == 1 or uc[1][_LEN] < 0):
             uc.popleft()
-            sp.committed = True
-            self.recv_ring.commit_posted((nbytes,))
+            sp[_COMMITTED] = True
+            self._ring_commit((nbytes,))
             return
         lens = []           # out-of-order completion: commit the completed prefix
-        while uc and uc[0].length >= 0:
+        while uc and uc[0][_LEN] >= 0:
             s0 = uc.popleft()
-            s0.committed = True
-            lens.append(s0.length)
+            s0[_COMMITTED] = True
+            lens.append(s0[_LEN])
         if lens:
-            self.recv_ring.commit_posted(lens)
+            self._ring_commit(lens)
 
     def _reclaim(self, copy_out: bool) -> None:
         """Release the ring's space of the done spans at its front.  With ``copy_out``,
@@ -660,19 +662,19 @@ class SessionProtocol:
         spans = self._spans
         k = 0
         for sp in spans:
-            if not sp.committed:
+            if not sp[_COMMITTED]:
                 break
-            if not sp.done:
+            if not sp[_DONE]:
                 if not copy_out:
                     break
-                e = sp.entry
+                e = sp[_ENTRY]
                 if e is not None:
                     e.view = memoryview(bytes(e.view))
-                    sp.entry = None
+                    sp[_ENTRY] = None
                     self.stats["ring_copy_out"] += 1
-                sp.done = True
-                if self._slot_span[sp.slot] is sp:
-                    self._slot_span[sp.slot] = None
+                sp[_DONE] = True
+                if self._slot_span[sp[_SLOT]] is sp:
+                    self._slot_span[sp[_SLOT]] = None
             k += 1
         if k:
             self.recv_ring.release(k)
@@ -688,11 +690,19 @@ class SessionProtocol:
     def _repost(self, index: int, out: list, grant: bool = True) -> None:
         sp = self._slot_span[index]
         if sp is not None:
-            sp.done = True
-            sp.entry = None
+            sp[_DONE] = True
+            sp[_ENTRY] = None
         if self.state is State.CLOSED:
             return
-        self._post_span(index)
+        v = self._ring_post(self.config.recv_size)
+        if v is None:
+            self._post_span(index)
+        else:
+            sp = [index, -1, False, False, None]
+            self._spans.append(sp)
+            self._uncommitted.append(sp)
+            self._slot_span[index] = sp
+            self.recv_buffers[index] = v
         self._posted.add(index)
         out.append(PostRecv(index))
         if grant:
