@@ -9,6 +9,7 @@ marshalled with wsd_smb.rpc.ndr and sent as raw stubs; replies are decoded both 
 """
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
@@ -365,3 +366,46 @@ def test_remote_tod(rpc):
         (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour)
     r = srvs.hNetrRemoteTOD(rpc.dce)
     assert abs(r["BufferPtr"]["tod_elapsedt"] - tod["tod_elapsedt"]) <= 2
+
+
+# ====================================================================== junk over the real pipe
+def test_junk_written_to_the_pipe_over_smb(smbd, caplog):
+    """Random and mutated PDUs through SMB2 WRITE/READ on \\srvsvc: every READ gives PDUs or
+    STATUS_PIPE_EMPTY, the server logs no handler bug and keeps serving."""
+    import random
+
+    from impacket.smbconnection import SessionError
+
+    from wsd_smb.rpc import pdu as P
+
+    rng = random.Random(1234)
+    c = login(smbd)
+    try:
+        tid = c.connectTree("IPC$")
+        fid = c.openFile(tid, "srvsvc", desiredAccess=0x0012019F, creationOption=0, fileAttributes=0)
+        bind_pdu = P.Bind(call_id=1, contexts=[P.ContextElem(0, P.SyntaxId.of(
+            "4b324fc8-1670-01d3-1278-5a47bf6ee188", 3), [P.NDR20])]).pack()
+        samples = [bind_pdu, P.Request(call_id=2, opnum=15, stub=b"\0" * 40).pack(), b"\x05\x00\x00\x03"]
+        for i in range(60):
+            raw = bytearray(rng.choice(samples))
+            for _ in range(rng.randint(0, 4)):
+                raw[rng.randrange(len(raw))] = rng.randrange(256)
+            if rng.random() < 0.3:
+                raw = bytearray(rng.randbytes(rng.randint(1, 300)))
+            c.writeFile(tid, fid, bytes(raw))
+            for _ in range(50):
+                try:
+                    data = c.readFile(tid, fid, 0, 4280)
+                except SessionError as e:
+                    assert e.getErrorCode() == 0xC00000D9  # STATUS_PIPE_EMPTY
+                    break
+                assert data[:1] == b"\x05" and len(data) >= 16
+        c.closeFile(tid, fid)
+        r = Rpc(smbd)
+        assert r.session_enum(10)[3] == 0
+        r.close()
+    finally:
+        c.close()
+    bugs = [rec.getMessage() for rec in caplog.records if "handler_bug" in rec.getMessage()
+            or rec.levelno >= logging.ERROR]
+    assert not bugs
