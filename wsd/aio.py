@@ -260,7 +260,7 @@ async def _streams_for(conn, switch: Switch, limit: int, initial: bytes | None =
         ksock = conn.provider.detach_kernel_socket(conn.ps)
         switch.WPUCloseSocketHandle(conn.handle)
         conn.closed = True
-        conn.ring.close()
+        conn._drop_ring()
         reader, writer = await asyncio.open_connection(sock=ksock, limit=limit)
         if initial:
             reader.feed_data(initial)

@@ -256,13 +256,15 @@ class SanConnection:
 class TcpConnection:
     """A connection on the non-SAN path: the TCP/IP provider's non-blocking stream.
 
-    Its receive path is a native ring (``ring``, private memory): when the ring
-    is empty, ``WSPRecv`` (``sock.recv_into``) writes straight into the ring's
-    free span, which is committed with the number of bytes that arrived; the
-    application's receive copies out of the ring (:meth:`try_recv_into`) or
-    borrows a view of it (:meth:`try_recv_view`).  Readiness is unchanged: a
-    receive returns buffered bytes before it ever reports ``WSAEWOULDBLOCK``,
-    so waiting on the socket's fd after ``WSAEWOULDBLOCK`` never misses data.
+    Its receive path is a native ring (``ring``, private memory, taken from the
+    switch's pool at the first receive): when the ring is empty, ``WSPRecv``
+    (``sock.recv_into``) writes straight into the ring's free span, which is
+    committed with the number of bytes that arrived; the application's receive
+    copies out of the ring (:meth:`try_recv_into`) or borrows a view of it
+    (:meth:`try_recv_view`), and the space is released once consumed.
+    Readiness is unchanged: a receive returns buffered bytes before it ever
+    reports ``WSAEWOULDBLOCK``, so waiting on the socket's fd after
+    ``WSAEWOULDBLOCK`` never misses data.
     """
 
     RING_CAPACITY = 1 << 19         # 512 KiB of receive ring per connection
@@ -277,10 +279,10 @@ class TcpConnection:
         self.path = "tcp"
         self.fd = provider.WSPGetReadyFd(ps)
         self.closed = False
-        self.ring = Ring.create(self.RING_CAPACITY, eventfds=False)
-        self._msg = None            # the oldest unread message (a peeked view of the ring)
+        self.ring: Ring | None = None   # the receive ring (from the first receive on)
+        self._msg = None            # the received, unconsumed message: a view of its span in the ring
         self._pos = 0               # bytes of it already consumed
-        self._lent = 0              # bytes handed out by try_recv_view, consumed on the next call
+        self._lent = 0              # bytes handed out by try_recv_view, consumed by the next call
 
     def fileno(self) -> int:
         return self.fd
@@ -288,9 +290,7 @@ class TcpConnection:
     @property
     def buffered(self) -> int:
         """Bytes received into the ring and not yet consumed by the application."""
-        if self.closed:
-            return 0
-        return sum(len(m) for m in self.ring.peek()) - self._pos - self._lent
+        return len(self._msg) - self._pos - self._lent if self._msg is not None else 0
 
     def _consume(self, n: int) -> None:
         pos = self._pos + n
@@ -301,35 +301,24 @@ class TcpConnection:
         else:
             self._pos = pos
 
-    def _next_message(self, receive: bool = True) -> bool:
-        """Make ``_msg`` the oldest unread message; receive into the ring if it is empty
-        (unless ``receive`` is False).  False at end of stream (or nothing buffered without
-        ``receive``); raises WSAEWOULDBLOCK or the socket's error."""
-        if self._lent:
-            self._consume(self._lent)
-            self._lent = 0
-        if self._msg is not None:
-            return True
+    def _receive(self) -> bool:
+        """The ring is empty: let the kernel write straight into its free span and commit
+        what arrived (one message).  False at end of stream; raises WSAEWOULDBLOCK or the
+        socket's error."""
         ring = self.ring
-        ms = ring.peek(1)
-        if not ms:
-            if not receive:
-                return False
-            # the ring is empty: the kernel writes straight into its free span
-            span = ring.reserve(self.RECV_SPAN)
-            try:
-                got = self.provider.WSPRecv(self.ps, [span])
-            except BaseException:
-                del span
-                ring.cancel()
-                raise
-            del span
-            if not got:
-                ring.cancel()
-                return False
-            ring.commit(got)
-            ms = ring.peek(1)
-        self._msg = ms[0]
+        if ring is None:
+            ring = self.ring = self.switch._take_tcp_ring(self.RING_CAPACITY)
+        span = ring.reserve(self.RECV_SPAN)       # always fits: the ring is empty
+        try:
+            got = self.provider.WSPRecv(self.ps, [span])
+        except BaseException:
+            ring.cancel()
+            raise
+        if not got:
+            ring.cancel()
+            return False
+        ring.commit(got)
+        self._msg = span[:got]
         self._pos = 0
         return True
 
@@ -339,46 +328,53 @@ class TcpConnection:
         want = len(tv)
         if want == 0:
             return self.provider.WSPRecv(self.ps, [tv])
-        n = 0
-        while n < want:
-            if not self._next_message(receive=not n):   # once we have bytes, only what is buffered
-                break
-            m, pos = self._msg, self._pos
-            take = min(len(m) - pos, want - n)
-            tv[n:n + take] = m[pos:pos + take]
-            n += take
-            self._consume(take)
-        return n
+        if self._lent:
+            self._consume(self._lent)
+            self._lent = 0
+        if self._msg is None and not self._receive():
+            return 0
+        m, pos = self._msg, self._pos
+        take = len(m) - pos
+        if take > want:
+            take = want
+        tv[:take] = m[pos:pos + take]
+        self._consume(take)
+        return take
 
     def try_recv_view(self, nbytes: int) -> memoryview:
         """Zero copy: a read-only view of up to ``nbytes`` received bytes inside the ring (empty
         at end of stream), valid until the next receive call on this connection."""
-        if not self._next_message():
+        if self._lent:
+            self._consume(self._lent)
+            self._lent = 0
+        if self._msg is None and not self._receive():
             return memoryview(b"")
         m, pos = self._msg, self._pos
         take = min(len(m) - pos, nbytes)
         self._lent = take
-        return m[pos:pos + take]
+        return m[pos:pos + take].toreadonly()
 
     def take_buffered(self) -> bytes:
         """Everything received into the ring and not consumed, removed (handing the kernel
         socket to another reader, e.g. asyncio's own transport)."""
-        out = bytearray()
         if self._lent:
             self._consume(self._lent)
             self._lent = 0
-        while self._msg is not None or self.ring.used:
-            if self._msg is None:
-                ms = self.ring.peek(1)
-                if not ms:
-                    break
-                self._msg, self._pos = ms[0], 0
-            out += self._msg[self._pos:]
-            self._consume(len(self._msg) - self._pos)
-        return bytes(out)
+        if self._msg is None:
+            return b""
+        out = bytes(self._msg[self._pos:])
+        self._consume(len(self._msg) - self._pos)
+        return out
 
     def try_send(self, data) -> int:
         return self.provider.WSPSend(self.ps, [data])
+
+    def _drop_ring(self) -> None:
+        ring, self.ring = self.ring, None
+        self._msg = None
+        self._pos = self._lent = 0
+        if ring is not None:
+            self.switch._give_tcp_ring(ring)
 
     def finish_close(self) -> None:
         if not self.closed:
@@ -388,8 +384,7 @@ class TcpConnection:
             except errors.WsaError:
                 pass
             self.switch.WPUCloseSocketHandle(self.handle)
-            self._msg = None
-            self.ring.close()
+            self._drop_ring()
 
 
 @dataclass
@@ -615,6 +610,7 @@ class Switch:
         self._lock = threading.Lock()
         self.providers: dict[str, ServiceProvider] = {}
         self.unavailable: dict[str, str] = {}
+        self._tcp_rings: list[Ring] = []    # receive rings of closed TCP connections, for reuse
         provider_options = provider_options or {}
         given = dict(providers or {})
         self.tcp = given.pop("tcp", None) or create_provider("tcp", **provider_options.get("tcp", {}))
@@ -709,6 +705,32 @@ class Switch:
             self.trace("ResetEvent", event=event.name)
         event.reset()
 
+    # -- receive rings of TCP connections (a ring costs an mmap: reuse them) --------------------
+    _TCP_RING_POOL = 64
+
+    def _take_tcp_ring(self, capacity: int) -> Ring:
+        try:
+            ring = self._tcp_rings.pop()
+        except IndexError:
+            return Ring.create(capacity, eventfds=False)
+        if ring.capacity == capacity:
+            return ring
+        ring.close()
+        return Ring.create(capacity, eventfds=False)
+
+    def _give_tcp_ring(self, ring: Ring) -> None:
+        """A closed connection's ring: emptied (unread bytes dropped) and kept for the next one."""
+        ring.cancel()
+        left = ring.peek()
+        if left:
+            n = len(left)
+            del left
+            ring.release(n)
+        if len(self._tcp_rings) < self._TCP_RING_POOL:
+            self._tcp_rings.append(ring)
+        else:
+            ring.close()
+
     # -- tracing ----------------------------------------------------------------------------------
     def trace(self, step: str, **fields) -> None:
         if self.trace_sinks:
@@ -725,6 +747,8 @@ class Switch:
         for p in list(self.providers.values()):
             p.WSPCleanup()
         self.providers.clear()
+        while self._tcp_rings:
+            self._tcp_rings.pop().close()
 
     def __enter__(self):
         return self

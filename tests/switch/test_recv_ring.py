@@ -117,13 +117,14 @@ def test_tcp_recv_into_targets_the_ring_free_span(switches):
     peer = start_peer({"provider": "tcp", "addr": ["127.0.0.1", port], "sizes": sizes, "expect_reply": 64})
     s, _ = l.accept()
     conn = s._conn
-    ring = conn.ring
+    assert conn.ring is None                      # taken from the switch's pool at the first receive
     got = bytearray()
     buf = bytearray(7000)                         # smaller than what arrives: the rest waits in the ring
     while len(got) < sum(sizes):
         n = s.recv_into(buf)
         assert n, "early EOF"
         got += buf[:n]
+    ring = conn.ring
     assert got == b"".join(pattern(n, i) for i, n in enumerate(sizes))
     mine = [b for (ps, b) in calls if ps == conn.ps and len(b)]
     assert mine and all(inside(b, ring) for b in mine)
@@ -134,6 +135,7 @@ def test_tcp_recv_into_targets_the_ring_free_span(switches):
     rc, lines, err = finish(peer)
     assert rc == 0
     s.close()
+    assert sw._tcp_rings == [ring] and ring.used == 0    # emptied and kept for the next connection
     l.close()
 
 
@@ -151,6 +153,7 @@ def test_tcp_recv_view_is_zero_copy(switches):
         assert v.readonly and inside(v, conn.ring)
         got += v
     assert got == pattern(3000, 0) + pattern(5000, 1)
+    del v
     s.sendall(b"y" * 64)
     finish(peer)
     s.close()
@@ -176,3 +179,39 @@ def test_san_recv_view_is_zero_copy(provider, switches):
     finish(peer)
     s.close()
     l.close()
+
+
+def test_asyncio_streams_get_what_the_ring_already_holds(switches):
+    """wsd.aio hands a TCP connection's kernel socket to asyncio's own transport; bytes the
+    ring already holds (AcceptEx read more than its initial size) come first, in order."""
+    import asyncio
+    import socket
+    import threading
+    from wsd import aio
+
+    sw = switches([])
+    payload = pattern(50000, 7)
+
+    async def main():
+        lst = aio.AsyncListener(sw, "127.0.0.1", 0)
+        port = lst.getsockname()[1]
+
+        def client():
+            with socket.create_connection(("127.0.0.1", port)) as c:
+                c.sendall(payload)
+                c.shutdown(socket.SHUT_WR)
+                c.settimeout(20)
+                assert c.recv(1) == b""
+        t = threading.Thread(target=client)
+        t.start()
+        conn, peer, initial = await asyncio.wait_for(lst.accept_ex(10), 20)
+        assert initial == payload[:10]
+        assert conn.buffered > 0                  # the first receive read more into the ring
+        reader, writer = await aio._streams_for(conn, sw, 1 << 16, initial)
+        got = await asyncio.wait_for(reader.read(), 20)
+        writer.close()
+        lst.close()
+        await asyncio.get_running_loop().run_in_executor(None, t.join, 20)
+        return got
+
+    assert asyncio.run(main()) == payload
