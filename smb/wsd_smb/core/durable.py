@@ -170,21 +170,24 @@ def reconnect(ctx: Any, name: str, contexts: dict, rc: DurableReconnect, lease_r
     if o is None or getattr(o, "closed", True) or not hasattr(o, "file"):
         raise _fail(STATUS_OBJECT_NAME_NOT_FOUND, "DH-3", f"no open 0x{rc.persistent:x}")
     if rc.version == 2:
-        # 3.3.5.9.12: CreateGuid must match
-        if o.create_guid != rc.create_guid or not o.create_guid:
+        # 3.3.5.9.12: CreateGuid must match (a version 1 open has the all-zero CreateGuid)
+        if (o.create_guid or b"\0" * 16) != rc.create_guid:
             raise _fail(STATUS_OBJECT_NAME_NOT_FOUND, "DH-3", "CreateGuid does not match")
     lease = o.lease
     # DH-4: a leased open belongs to its ClientGuid
     if lease is not None and o.client_guid != ctx.connection.client_guid:
         raise _fail(STATUS_OBJECT_NAME_NOT_FOUND, "DH-4", "ClientGuid differs")
-    # DH-5: the lease's file name must match the request's
-    if lease is not None and not lease.file_delete_on_close and lease.file_name.lower() != name.lower():
-        raise _fail(STATUS_INVALID_PARAMETER, "DH-5", f"name {name!r} is not {lease.file_name!r}")
-    # DH-6: each bullet
+    # DH-6a/6b first: without the lease context the name is not looked at (Windows and
+    # Samba answer OBJECT_NAME_NOT_FOUND for a leased open reconnected without RqLs
+    # whatever the name; smbtorture durable-open.reopen2-lease)
     if lease is not None and lease_req is None:
         raise _fail(STATUS_OBJECT_NAME_NOT_FOUND, "DH-6a", "leased open, no lease context")
     if lease is None and lease_req is not None:
         raise _fail(STATUS_OBJECT_NAME_NOT_FOUND, "DH-6b", "lease context for an open without lease")
+    # DH-5: the lease's file name must match the request's
+    if lease is not None and not lease.file_delete_on_close and lease.file_name.lower() != name.lower():
+        raise _fail(STATUS_INVALID_PARAMETER, "DH-5", f"name {name!r} is not {lease.file_name!r}")
+    # DH-6: the remaining bullets
     if o.is_durable and lease is None and o.oplock_level != SMB2_OPLOCK_LEVEL_BATCH:
         raise _fail(STATUS_OBJECT_NAME_NOT_FOUND, "DH-6c", "oplock is no longer BATCH")
     if o.is_durable and lease is not None and not lease.lease_state & SMB2_LEASE_HANDLE_CACHING:

@@ -51,6 +51,7 @@ from ..store.errors import (
 )
 from ..wire import (
     SMB2_0_IOCTL_IS_FSCTL,
+    SMB2_OPLOCK_LEVEL_LEASE,
     SMB2_CLOSE_FLAG_POSTQUERY_ATTRIB,
     SMB2_SHARE_TYPE_DISK,
     SMB2_SHARE_TYPE_PIPE,
@@ -70,6 +71,8 @@ from ..wire import (
     IoctlRequest,
     IoctlResponse,
     LockRequest,
+    LeaseBreakAcknowledgment,
+    LeaseBreakResponse,
     LockResponse,
     OplockBreakResponse,
     QueryDirectoryRequest,
@@ -88,9 +91,10 @@ from ..wire import (
     WriteResponse,
     pack_create_contexts,
 )
-from ..wire.contexts import (SMB2_CREATE_APP_INSTANCE_ID, AllocationSize, AppInstanceId, DurableHandleResponse, DurableHandleResponseV2, LeaseRequestV2,
-                             QueryMaximalAccessResponse, QueryOnDiskIdResponse, lease_request_from)
+from ..wire.contexts import (SMB2_CREATE_APP_INSTANCE_ID, AllocationSize, AppInstanceId, DurableHandleResponse,
+                             DurableHandleResponseV2, QueryMaximalAccessResponse, QueryOnDiskIdResponse)
 from . import durable as dur
+from . import leases as lsm
 from . import oplocks as opl
 from .dispatch import AsyncOp, RequestContext, Response, register
 from .state import SessionState
@@ -196,8 +200,16 @@ class _State:
         server.timer_sources.append(self.oplocks)
         self.durable = dur.DurableTable(self.close_disconnected)
         server.timer_sources.append(self.durable)
+        self.leases = lsm.LeaseManager(server, self.oplocks, self.close_any, ObjectStore._share_conflict)
         server.on_tree_disconnected.append(self.tree_disconnected)
         server.on_session_closed.append(self.session_closed)
+
+    def close_any(self, o: Any) -> None:
+        """Close an open from outside its own request flow (LB-3, AppInstanceId)."""
+        if o.session is None:
+            self.close_disconnected(o)
+        else:
+            _close_open(self, o.session, o)
 
     def close_disconnected(self, o: Any) -> None:
         """Close an open that has no session (a disconnected durable open)."""
@@ -207,6 +219,7 @@ class _State:
             self.store.close(o)
         except NtStatusError:
             pass  # closed meanwhile
+        self.leases.open_closed(o)
         self.oplocks.open_closed(o)
 
     def share_for(self, share: Any) -> Share:
@@ -238,7 +251,10 @@ class _State:
         the session is Expired then) and the open is durable with BATCH / a handle lease,
         which is kept for a durable reconnect (core/durable.py)."""
         if (session.state is SessionState.Expired and not isinstance(o, _PipeOpen) and o.is_durable
-                and not o.closed and dur.eligible(o)):
+                and not o.closed and dur.eligible(o) and not self.oplocks.is_breaking(o)
+                and not (o.lease is not None and self.oplocks.is_breaking(o.lease))):
+            # (an open whose oplock/lease break is still outstanding is closed: the break
+            # cannot be acknowledged any more and the waiting opener proceeds)
             session.open_table.pop(o.file_id_volatile, None)
             tc = o.tree_connect
             if tc is not None:
@@ -276,6 +292,7 @@ def _close_open(st: _State, session: Any, o: Any, postquery: bool = False):
     except NtStatusError:  # already closed by a concurrent close
         return None
     finally:
+        st.leases.open_closed(o)
         st.oplocks.open_closed(o)
 
 
@@ -422,11 +439,18 @@ def _create_open(ctx: RequestContext, st: _State, req: CreateRequest, name: str,
     app_id = _app_instance_id(ctx, contexts)
     if app_id is not None:
         _close_app_instance(st, app_id, tc, name)
+    lease_req, lease_version = _lease_request(ctx, req, contexts)
+    client_guid = ctx.connection.client_guid
     if mgr.active():
         fobj = st.store.file_of(tc.store, name)
         if fobj is not None:
-            breaking = mgr.before_open(fobj, map_generic(req.desired_access), req.share_access,
-                                       req.create_disposition, ctx.now)
+            access = map_generic(req.desired_access)
+            lease_key = bytes(lease_req.lease_key) if lease_req is not None else None
+            if lease_key is not None:
+                st.leases.check_key(client_guid, lease_key, fobj)
+            breaking = mgr.before_open(fobj, access, req.share_access, req.create_disposition, ctx.now)
+            breaking |= st.leases.before_open(fobj, access, req.share_access, req.create_disposition,
+                                              client_guid, lease_key, ctx.now)
             if breaking and _last_in_chain(ctx):
                 return _wait_for_breaks(ctx, st, breaking,
                                         lambda: _create_open(ctx, st, req, name, contexts, eas, alloc, durable_req))
@@ -448,10 +472,16 @@ def _create_open(ctx: RequestContext, st: _State, req: CreateRequest, name: str,
     tc.open_count += 1
     if mgr.active() and result.create_action in (0, 3):  # FILE_SUPERSEDED / FILE_OVERWRITTEN
         mgr.break_level2(o.file, o, ctx.now)
-    oplock_level = mgr.grant(o, req.requested_oplock_level)
+    out_ctx = []
+    if lease_req is not None:  # 3.3.5.9.8 / 3.3.5.9.11
+        lease, lease_flags = st.leases.grant(o, lease_req, lease_version, client_guid, name)
+        oplock_level = SMB2_OPLOCK_LEVEL_LEASE if lease is not None else 0
+        if lease is not None:
+            out_ctx.append(st.leases.response_context(lease, lease_flags))
+    else:
+        oplock_level = mgr.grant(o, req.requested_oplock_level)
     o.app_instance_id = app_id
     s = st.store.stat(o)
-    out_ctx = []
     if durable_req is not None and dur.grant(o, durable_req, ctx.config, dur.owner_of(ctx.session)):
         out_ctx.append(_durable_response(o, durable_req.version))
     if b"MxAc" in contexts:
@@ -467,6 +497,15 @@ def _create_open(ctx: RequestContext, st: _State, req: CreateRequest, name: str,
         allocation_size=s.allocation_size, end_of_file=s.end_of_file, file_attributes=s.attributes,
         file_id=FileId(o.file_id_persistent, o.file_id_volatile),
         create_contexts=pack_create_contexts(out_ctx) if out_ctx else b""))
+
+
+def _lease_request(ctx: RequestContext, req: CreateRequest, contexts: dict) -> tuple[Any, int]:
+    """The RqLs context when a lease is asked for and this server leases (2.1+)."""
+    c = contexts.get(b"RqLs")
+    if (c is None or req.requested_oplock_level != SMB2_OPLOCK_LEVEL_LEASE or ctx.connection.dialect < 0x0210
+            or not ctx.config.leasing):
+        return None, 0
+    return lsm.LeaseManager.parse_request(bytes(c.data), ctx.connection.dialect)
 
 
 def _app_instance_id(ctx: RequestContext, contexts: dict) -> bytes | None:
@@ -509,9 +548,8 @@ def _create_reconnect(ctx: RequestContext, st: _State, name: str, contexts: dict
     validation or open execution; the preserved open is re-attached."""
     lease_req, lease_version = None, 0
     if b"RqLs" in contexts and ctx.connection.dialect >= 0x0210 and ctx.config.leasing:
-        data = bytes(contexts[b"RqLs"].data)
-        lease_req = lease_request_from(data)
-        lease_version = 2 if isinstance(lease_req, LeaseRequestV2) else 1
+        lease_req, lease_version = lsm.LeaseManager.parse_request(bytes(contexts[b"RqLs"].data),
+                                                                   ctx.connection.dialect)
     o = dur.reconnect(ctx, name, contexts, rc, lease_req, lease_version)
     tc = ctx.tree_connect
     st.durable.reattached(o)
@@ -657,6 +695,7 @@ def write(ctx: RequestContext, req: WriteRequest) -> Response:
             store.flush(o)
         if st.oplocks.active():
             st.oplocks.break_level2(o.file, o, ctx.now)
+            st.leases.break_on_write(o.file, o, ctx.now)
     return Response(WriteResponse(count=n, remaining=0, write_channel_info_offset=0,
                                   write_channel_info_length=0))
 
@@ -814,6 +853,7 @@ def set_info(ctx: RequestContext, req: SetInfoRequest) -> Response:
         if req.file_info_class in (_FILE_ALLOCATION_INFORMATION, _FILE_END_OF_FILE_INFORMATION) \
                 and st.oplocks.active():
             st.oplocks.break_level2(o.file, o, ctx.now)
+            st.leases.break_on_write(o.file, o, ctx.now)
     elif req.info_type == SMB2_0_INFO_SECURITY:
         state_of(ctx.server).store.set_security(o, req.additional_information, bytes(req.buffer))
     elif req.info_type in (SMB2_0_INFO_FILESYSTEM, SMB2_0_INFO_QUOTA):
@@ -828,11 +868,21 @@ _FILE_END_OF_FILE_INFORMATION = 20
 
 
 # ====================================================================== OPLOCK_BREAK
-@register(Command.SMB2_OPLOCK_BREAK)
+@register(Command.SMB2_OPLOCK_BREAK, needs_tree=False)
 @_traced
 def oplock_break(ctx: RequestContext, req: Any) -> Response:
-    """MS-SMB2 3.3.5.22: Oplock Break Acknowledgment (2.2.24.1 -> response 2.2.25.1)."""
+    """MS-SMB2 3.3.5.22: Oplock Break Acknowledgment (2.2.24.1 -> response 2.2.25.1,
+    3.3.5.22.1) or Lease Break Acknowledgment (2.2.24.2 -> 2.2.25.2, 3.3.5.22.2)."""
     st = state_of(ctx.server)
+    if isinstance(req, LeaseBreakAcknowledgment):
+        if ctx.connection.dialect < 0x0210:
+            raise fail(STATUS_INVALID_PARAMETER, "lease acknowledgment before SMB 2.1")
+        lease = st.leases.acknowledge(ctx.connection.client_guid, bytes(req.lease_key), req.lease_state)
+        return Response(LeaseBreakResponse(lease_key=lease.lease_key, lease_state=lease.lease_state))
+    tc = ctx.session.tree_connect_table.get(ctx.header.tree_id)
+    if tc is None:
+        raise ntstatus.NtStatusError(ntstatus.STATUS_NETWORK_NAME_DELETED)
+    ctx.tree_connect = tc
     o = _lookup(ctx, req.file_id)
     if isinstance(o, _PipeOpen):
         raise fail(STATUS_INVALID_PARAMETER, "oplock acknowledgment on a pipe")

@@ -102,7 +102,9 @@ class OplockManager:
         self.lock = threading.RLock()
         self._share_conflict = share_conflict
         self._close_disconnected = close_disconnected
-        self._breaking: set = set()  # opens with OplockState Breaking
+        #: what is breaking with an acknowledgment due: opens (OplockState Breaking) and
+        #: leases (Lease.Breaking, core/leases.py) -> (deadline, called when it passes)
+        self._breaking: dict[Any, tuple[float, Callable[[], None]]] = {}
         self._waiters: list[_Waiter] = []
         #: opens holding an oplock now (a cheap "anything to do?" test on hot paths)
         self.held = 0
@@ -179,7 +181,7 @@ class OplockManager:
         h.oplock_timeout = now + self.server.config.oplock_break_timeout
         if not self._notify(h, to):
             return False
-        self._breaking.add(h)
+        self._breaking[h] = (h.oplock_timeout, lambda: self._drop(h))
         log.debug("event=oplock_break file=%s level=%d to=%d", h.path_name or h.path, h.oplock_level, to)
         return True
 
@@ -200,11 +202,11 @@ class OplockManager:
             self._close_disconnected(h)
 
     def _drop(self, h: Any) -> None:
-        if h.oplock_level:
+        if h.oplock_level and h.oplock_level != SMB2_OPLOCK_LEVEL_LEASE:  # leases count per Lease (leases.py)
             self.held -= 1
         h.oplock_level = SMB2_OPLOCK_LEVEL_NONE
         h.oplock_state = OPLOCK_STATE_NONE
-        self._breaking.discard(h)
+        self._breaking.pop(h, None)
 
     # ------------------------------------------------------------ acknowledgment
     def acknowledge(self, o: Any, level: int) -> int:
@@ -225,7 +227,7 @@ class OplockManager:
                 else:
                     o.oplock_level = level
                     o.oplock_state = OPLOCK_STATE_HELD
-                    self._breaking.discard(o)
+                    self._breaking.pop(o, None)
             return level
         finally:
             self._release()
@@ -238,6 +240,21 @@ class OplockManager:
         self._release()
 
     # ------------------------------------------------------------ waiting
+    def breaking(self, x: Any, deadline: float, expire: Callable[[], None]) -> None:
+        """*x* (a lease) now breaks with an acknowledgment due by *deadline*; *expire*
+        (called under the manager's lock) completes it when the deadline passes."""
+        with self.lock:
+            self._breaking[x] = (deadline, expire)
+
+    def is_breaking(self, x: Any) -> bool:
+        return x in self._breaking
+
+    def break_done(self, x: Any) -> None:
+        """The break of *x* is over (acknowledged, given up): waiters may proceed."""
+        with self.lock:
+            self._breaking.pop(x, None)
+        self._release()
+
     def wait(self, opens: set, fire: Callable[[], None]) -> _Waiter | None:
         """Run *fire* once none of *opens* is breaking any more.  None: nothing to wait
         for now (the caller goes on at once)."""
@@ -272,14 +289,15 @@ class OplockManager:
         with self.lock:
             if not self._breaking:
                 return None
-            return min(h.oplock_timeout for h in self._breaking)
+            return min(d for d, _ in self._breaking.values())
 
     def on_timer(self, now: float) -> None:
         with self.lock:
-            expired = [h for h in self._breaking if h.oplock_timeout <= now]
-            for h in expired:
-                log.info("event=oplock_break_timeout file=%s", h.path)
-                self._drop(h)
+            expired = [(x, fn) for x, (d, fn) in self._breaking.items() if d <= now]
+            for x, fn in expired:
+                log.info("event=break_timeout what=%s", type(x).__name__)
+                self._breaking.pop(x, None)
+                fn()
         if expired:
             self._release()
 

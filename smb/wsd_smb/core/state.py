@@ -233,7 +233,7 @@ class Server:
         self._session_prefix = os.urandom(1)[0] | 1
         self._session_counter = itertools.count(1)
         #: capabilities the file layer adds to the NEGOTIATE response (e.g. SMB2_GLOBAL_CAP_LEASING)
-        self.extra_capabilities = 0
+        self.extra_capabilities = 0x00000002 if self.config.leasing else 0  # SMB2_GLOBAL_CAP_LEASING
         #: set by the file layer (B) if it wants to be told about closed sessions/tree connects
         self.on_session_closed: list = []
         self.on_tree_disconnected: list = []
