@@ -443,11 +443,11 @@ def _create_open(ctx: RequestContext, st: _State, req: CreateRequest, name: str,
     client_guid = ctx.connection.client_guid
     if mgr.active():
         fobj = st.store.file_of(tc.store, name)
+        lease_key = bytes(lease_req.lease_key) if lease_req is not None else None
+        if lease_key is not None:
+            st.leases.check_key(client_guid, lease_key, fobj)
         if fobj is not None:
             access = map_generic(req.desired_access)
-            lease_key = bytes(lease_req.lease_key) if lease_req is not None else None
-            if lease_key is not None:
-                st.leases.check_key(client_guid, lease_key, fobj)
             breaking = mgr.before_open(fobj, access, req.share_access, req.create_disposition, ctx.now)
             breaking |= st.leases.before_open(fobj, access, req.share_access, req.create_disposition,
                                               client_guid, lease_key, ctx.now)

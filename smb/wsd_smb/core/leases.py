@@ -126,10 +126,11 @@ class LeaseManager:
         raise NtStatusError(STATUS_INVALID_PARAMETER, "RqLs context too short")
 
     def check_key(self, client_guid: bytes, lease_key: bytes, fobj: Any) -> None:
-        """3.3.5.9.8: a LeaseKey already used by this client for another file ->
+        """3.3.5.9.8: a LeaseKey already used by this client for another file (*fobj*:
+        the open file about to be opened, None if it has no opens) ->
         STATUS_INVALID_PARAMETER."""
         lease = self.lookup(client_guid, lease_key)
-        if lease is not None and fobj is not None and lease.file is not fobj and lease.lease_opens:
+        if lease is not None and lease.file is not fobj and lease.lease_opens:
             raise NtStatusError(STATUS_INVALID_PARAMETER, "LeaseKey in use for another file")
 
     def grant(self, o: Any, req: Any, version: int, client_guid: bytes, name: str) -> tuple[Lease | None, int]:
@@ -164,12 +165,19 @@ class LeaseManager:
             if lease.breaking:
                 flags |= SMB2_LEASE_FLAG_BREAK_IN_PROGRESS
                 return lease, flags
-            others = [x for x in list(o.file.opens) if x is not o and not x.closed and x.lease is not lease]
-            grant = requested | lease.lease_state
+            # stat opens (attributes only) do not count (smbtorture smb2.lease.statopen*)
+            others = [x for x in list(o.file.opens) if x is not o and not x.closed and x.lease is not lease
+                      and not is_stat_open(x.granted_access)]
+            if new:
+                grant = requested
+            elif not others and requested & lease.lease_state == lease.lease_state:
+                grant = requested  # an upgrade (a request that keeps every current bit)
+            else:
+                grant = lease.lease_state  # no downgrade, no upgrade next to other opens
             if others:
-                grant &= ~W
-            if any(x.oplock_level in (0x08, 0x09) for x in others):
-                grant = SMB2_LEASE_NONE
+                grant &= ~W  # W only while no open outside the lease exists
+                if any(x.oplock_level in (0x01, 0x08, 0x09) for x in others):
+                    grant &= R  # next to oplock holders: R only (smbtorture smb2.lease.oplock)
             if not grant & R:
                 grant = SMB2_LEASE_NONE
             if grant != lease.lease_state or new:
@@ -254,12 +262,13 @@ class LeaseManager:
         return wait
 
     def break_on_write(self, fobj: Any, origin: Any, now: float) -> None:
-        """A write / size change through *origin* removes R (and W) from the other leases."""
+        """A write / size change through *origin* breaks the other leases holding R to
+        NONE (smbtorture smb2.lease.timeout / complex1: RH -> NONE); the write does not
+        wait for the acknowledgment."""
         for lease in self.leases_on(fobj):
             if origin in lease.lease_opens or not lease.lease_state & R or self.oplocks.is_breaking(lease):
                 continue
-            self.object_store_lease_break(lease.client_guid, lease.lease_key,
-                                          lease.lease_state & ~(R | W), now)
+            self.object_store_lease_break(lease.client_guid, lease.lease_key, SMB2_LEASE_NONE, now)
 
     def object_store_lease_break(self, client_guid: bytes, lease_key: bytes, new_state: int,
                                  now: float) -> BreakOutcome:

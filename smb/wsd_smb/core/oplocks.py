@@ -119,8 +119,10 @@ class OplockManager:
             others = [x for x in list(o.file.opens) if x is not o and not x.closed]
             if not others:
                 level = requested
-            elif not any(x.oplock_level in _EXCLUSIVE_LEVELS or x.oplock_level == SMB2_OPLOCK_LEVEL_LEASE
-                         for x in others):
+            elif not any(x.oplock_level in _EXCLUSIVE_LEVELS or (
+                    x.lease is not None and x.lease.lease_state & 0x02) for x in others):
+                # LEVEL_II next to plain opens, level II holders and leases without
+                # HANDLE caching (smbtorture smb2.lease.oplock)
                 level = SMB2_OPLOCK_LEVEL_II
         with self.lock:
             o.oplock_level = level

@@ -135,7 +135,7 @@ class RawClient:
 
     # ------------------------------------------------------------ negotiate / session setup
     def negotiate(self, dialects=(0x0202, 0x0210, 0x0300, 0x0302, 0x0311), ciphers=(cr.AES_128_GCM, cr.AES_128_CCM),
-                  signing=(cr.AES_CMAC,), security_mode=1, capabilities=0x44) -> Reply:
+                  signing=(cr.AES_CMAC,), security_mode=1, capabilities=0x44, client_guid: bytes | None = None) -> Reply:
         ctxs = []
         if 0x0311 in dialects:
             ctxs = [w.NegotiateContext(context_type=1, data=w.PreauthIntegrityCapabilities(
@@ -145,7 +145,8 @@ class RawClient:
             if signing:
                 ctxs.append(w.NegotiateContext(context_type=8, data=w.SigningCapabilities(
                     signing_algorithms=list(signing)).pack()))
-        req = w.NegotiateRequest(security_mode=security_mode, capabilities=capabilities, client_guid=uuid.uuid4().bytes,
+        self.client_guid = client_guid or uuid.uuid4().bytes
+        req = w.NegotiateRequest(security_mode=security_mode, capabilities=capabilities, client_guid=self.client_guid,
                                  dialects=list(dialects), negotiate_contexts=ctxs)
         raw = self.build(Command.SMB2_NEGOTIATE, req.pack(), session_id=0, credit_charge=0)
         self.send_raw(raw)
