@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from .coded import CodedError
+
 # name -> value.  Values from MS-ERREF 2.3.1.
 _CODES: dict[str, int] = {
     "STATUS_SUCCESS": 0x00000000,
@@ -148,29 +150,11 @@ def is_error(code: int) -> bool:
     return (code >> 30) == 3
 
 
-class NtStatusError(Exception):
+class NtStatusError(CodedError, root=True):
     """An NTSTATUS carried as an exception.  ``NtStatusError(code)`` returns the
     registered subclass instance for *code*."""
 
     code: ClassVar[int] = 0xC0000001
-    _registry: ClassVar[dict[int, type["NtStatusError"]]] = {}
-
-    def __new__(cls, *args, **kwargs):
-        if cls is NtStatusError and args and isinstance(args[0], int):
-            sub = NtStatusError._registry.get(args[0])
-            if sub is not None:
-                return Exception.__new__(sub)
-        return Exception.__new__(cls)
-
-    def __init__(self, *args, message: str | None = None):
-        if args and isinstance(args[0], int):
-            code = args[0]
-            args = args[1:]
-        else:
-            code = type(self).code
-        self.status = code
-        self.message = message or (args[0] if args else "")
-        super().__init__(code, self.message)
 
     def __str__(self) -> str:
         return f"{status_name(self.status)}" + (f": {self.message}" if self.message else "")
@@ -180,12 +164,7 @@ def _camel(name: str) -> str:
     return "Status" + "".join(p.capitalize() for p in name[len("STATUS_"):].split("_"))
 
 
-for _name, _value in _CODES.items():
-    if _value in NtStatusError._registry:
-        continue
-    _cls = type(_camel(_name), (NtStatusError,), {"code": _value, "__doc__": f"{_name} (0x{_value:08X})"})
-    NtStatusError._registry[_value] = _cls
-    globals()[_cls.__name__] = _cls
+NtStatusError.define(_CODES, _camel, globals(), doc=lambda n, v: f"{n} (0x{v:08X})")
 
 # Explicit names so static readers (and B's code) see them.
 StatusAccessDenied = NtStatusError._registry[STATUS_ACCESS_DENIED]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from ..coded import CodedError
+
 _CODES: dict[str, int] = {
     "NERR_Success": 0,
     "ERROR_ACCESS_DENIED": 5,
@@ -45,28 +47,11 @@ def error_name(code: int) -> str:
     return NAMES.get(code, f"0x{code:08X}")
 
 
-class Win32Error(Exception):
+class Win32Error(CodedError, root=True):
     """A Win32/NERR code carried as an exception; ``Win32Error(code)`` returns the
     registered subclass instance for *code*."""
 
     code: ClassVar[int] = 0x1F  # ERROR_GEN_FAILURE
-    _registry: ClassVar[dict[int, type["Win32Error"]]] = {}
-
-    def __new__(cls, *args, **kwargs):
-        if cls is Win32Error and args and isinstance(args[0], int):
-            sub = Win32Error._registry.get(args[0])
-            if sub is not None:
-                return Exception.__new__(sub)
-        return Exception.__new__(cls)
-
-    def __init__(self, *args, message: str | None = None):
-        if args and isinstance(args[0], int):
-            code, args = args[0], args[1:]
-        else:
-            code = type(self).code
-        self.status = code
-        self.message = message or (args[0] if args else "")
-        super().__init__(code, self.message)
 
     def __str__(self) -> str:
         return error_name(self.status) + (f": {self.message}" if self.message else "")
@@ -77,12 +62,7 @@ def _camel(name: str) -> str:
     return prefix.capitalize() + "".join(p[:1].upper() + p[1:].lower() if p.isupper() else p for p in rest.split("_"))
 
 
-for _name, _value in _CODES.items():
-    if _value == 0:
-        continue
-    _cls = type(_camel(_name), (Win32Error,), {"code": _value, "__doc__": f"{_name} ({_value})"})
-    Win32Error._registry[_value] = _cls
-    globals()[_cls.__name__] = _cls
+Win32Error.define(_CODES, _camel, globals(), doc=lambda n, v: f"{n} ({v})", skip=lambda v: v == 0)
 
 ErrorAccessDenied = Win32Error._registry[ERROR_ACCESS_DENIED]
 ErrorInvalidParameter = Win32Error._registry[ERROR_INVALID_PARAMETER]
