@@ -18,8 +18,8 @@ smb2.session cases check them):
   (the open fails with SHARING_VIOLATION, as Windows), a BATCH holder is (so that the
   client can close its cached handle).
 * **Level II breaks** (``break_level2``): a write, a size change, a byte-range lock or
-  an overwriting open breaks the *other* opens' LEVEL_II oplocks to NONE; no
-  acknowledgment is expected (MS-SMB2 2.2.24.1).
+  an overwriting open breaks every LEVEL_II oplock of the file (the writer's own too)
+  to NONE; no acknowledgment is expected (MS-SMB2 2.2.24.1).
 * **Timeout** (``on_timer``): an unacknowledged break completes to NONE at
   Open.OplockTimeout (ServerConfig.oplock_break_timeout, 35 s by default), and what
   waited for it proceeds.
@@ -60,11 +60,13 @@ OPLOCK_STATE_NONE = "None"
 OPLOCK_STATE_HELD = "Held"
 OPLOCK_STATE_BREAKING = "Breaking"
 
-#: access that does not break oplocks (a "stat open": MS-FSA 2.1.5.1.2.1)
+#: access that does not break oplocks (a "stat open": MS-FSA 2.1.5.1.2.1; READ_CONTROL
+#: counts too, smbtorture smb2.lease.statopen4)
 FILE_READ_ATTRIBUTES = 0x00000080
 FILE_WRITE_ATTRIBUTES = 0x00000100
+READ_CONTROL = 0x00020000
 SYNCHRONIZE = 0x00100000
-STAT_OPEN_ACCESS = FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES | SYNCHRONIZE
+STAT_OPEN_ACCESS = FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES | READ_CONTROL | SYNCHRONIZE
 
 #: CreateDisposition values that overwrite (MS-SMB2 2.2.13)
 FILE_SUPERSEDE = 0
@@ -165,10 +167,11 @@ class OplockManager:
 
     def break_level2(self, fobj: Any, origin: Any, now: float) -> None:
         """A write / size change / lock through *origin* (or an overwriting open) breaks
-        the other opens' LEVEL_II oplocks to NONE (no acknowledgment)."""
+        every LEVEL_II oplock of the file to NONE, the writer's own included (smbtorture
+        smb2.oplock.batch6: two breaks); no acknowledgment."""
         with self.lock:
             targets = [h for h in list(fobj.opens)
-                       if h is not origin and not h.closed and h.oplock_level == SMB2_OPLOCK_LEVEL_II]
+                       if not h.closed and h.oplock_level == SMB2_OPLOCK_LEVEL_II]
             for h in targets:
                 h.oplock_level = SMB2_OPLOCK_LEVEL_NONE
                 h.oplock_state = OPLOCK_STATE_NONE
