@@ -167,7 +167,7 @@ class LeaseManager:
                 return lease, flags
             # stat opens (attributes only) do not count (smbtorture smb2.lease.statopen*)
             others = [x for x in list(o.file.opens) if x is not o and not x.closed and x.lease is not lease
-                      and not is_stat_open(x.granted_access)]
+                      and not is_stat_open(x.granted_access, lease=True)]
             if new:
                 grant = requested
             elif not others and requested & lease.lease_state == lease.lease_state:
@@ -248,7 +248,7 @@ class LeaseManager:
                 # only disconnected durable opens: broken to NONE, which closes them (LB-3),
                 # as Windows gives the file to the new opener (smbtorture durable-open.lease)
                 new = SMB2_LEASE_NONE
-            elif not is_stat_open(access):
+            elif not is_stat_open(access, lease=True):
                 new &= ~W
                 if overwrite:
                     new &= ~R

@@ -60,13 +60,14 @@ OPLOCK_STATE_NONE = "None"
 OPLOCK_STATE_HELD = "Held"
 OPLOCK_STATE_BREAKING = "Breaking"
 
-#: access that does not break oplocks (a "stat open": MS-FSA 2.1.5.1.2.1; READ_CONTROL
-#: counts too, smbtorture smb2.lease.statopen4)
+#: access that does not break oplocks (a "stat open": MS-FSA 2.1.5.1.2.1); for leases
+#: READ_CONTROL counts too (smbtorture smb2.oplock.statopen1 vs smb2.lease.statopen4)
 FILE_READ_ATTRIBUTES = 0x00000080
 FILE_WRITE_ATTRIBUTES = 0x00000100
 READ_CONTROL = 0x00020000
 SYNCHRONIZE = 0x00100000
-STAT_OPEN_ACCESS = FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES | READ_CONTROL | SYNCHRONIZE
+STAT_OPEN_ACCESS = FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES | SYNCHRONIZE
+LEASE_STAT_OPEN_ACCESS = STAT_OPEN_ACCESS | READ_CONTROL
 
 #: CreateDisposition values that overwrite (MS-SMB2 2.2.13)
 FILE_SUPERSEDE = 0
@@ -88,8 +89,8 @@ class _Waiter:
         self.done = False
 
 
-def is_stat_open(access: int) -> bool:
-    return not access & ~STAT_OPEN_ACCESS
+def is_stat_open(access: int, lease: bool = False) -> bool:
+    return not access & ~(LEASE_STAT_OPEN_ACCESS if lease else STAT_OPEN_ACCESS)
 
 
 class OplockManager:
@@ -175,6 +176,7 @@ class OplockManager:
             for h in targets:
                 h.oplock_level = SMB2_OPLOCK_LEVEL_NONE
                 h.oplock_state = OPLOCK_STATE_NONE
+                h.oplock_broken_from_level2 = True
                 self.held -= 1
         for h in targets:
             self._notify(h, SMB2_OPLOCK_LEVEL_NONE)
@@ -219,6 +221,9 @@ class OplockManager:
         try:
             with self.lock:
                 if o.oplock_state != OPLOCK_STATE_BREAKING:
+                    if o.oplock_broken_from_level2:  # a LEVEL_II -> NONE break takes no ack (2.2.24.1)
+                        o.oplock_broken_from_level2 = False
+                        raise NtStatusError(STATUS_INVALID_OPLOCK_PROTOCOL, "LEVEL_II break acknowledged")
                     raise NtStatusError(STATUS_INVALID_DEVICE_STATE, "no oplock break in progress")
                 if level == SMB2_OPLOCK_LEVEL_LEASE:
                     self._drop(o)

@@ -214,6 +214,9 @@ class Open:
     oplock_timeout: float = 0.0
     #: the level an oplock break in progress goes to (the Notification's OplockLevel)
     oplock_break_to: int = 0
+    #: the last break was LEVEL_II -> NONE (no acknowledgment allowed; an acknowledgment
+    #: gets STATUS_INVALID_OPLOCK_PROTOCOL, smbtorture smb2.oplock.levelii500)
+    oplock_broken_from_level2: bool = False
     #: Open.Lease (core/leases.py Lease), Open.ClientGuid, Open.IsResilient/IsPersistent
     lease: Any = None
     client_guid: bytes = b""
