@@ -197,7 +197,9 @@ def test_ack_3_3_5_22_2(world):
     world.leases.object_store_lease_break(GUID, b"M" * 16, R, 1.0)
     with pytest.raises(NtStatusError) as e:
         world.leases.acknowledge(GUID, b"M" * 16, R | H)
-    assert e.value.status == 0xC00000D0 and l2.lease_state == 0  # REQUEST_NOT_ACCEPTED
+    assert e.value.status == 0xC00000D0  # REQUEST_NOT_ACCEPTED; the break stays in progress
+    assert l2.breaking and l2.lease_state == R | H
+    assert world.leases.acknowledge(GUID, b"M" * 16, 0).lease_state == 0  # within R: accepted
 
 
 def test_ack_timer_3_3_2_5(world):
