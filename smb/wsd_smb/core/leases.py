@@ -12,9 +12,10 @@ Lease states are combinations of SMB2_LEASE_READ_CACHING (R), SMB2_LEASE_HANDLE_
   EXCLUSIVE oplock).  A second open with the same LeaseKey shares the lease and may
   upgrade it; during a break the current state is returned with
   SMB2_LEASE_FLAG_BREAK_IN_PROGRESS.  Directories get no lease (no directory leasing).
-* **Breaks on open** (``before_open``): an open from outside a lease removes W; an
-  overwriting open removes R and W; an open whose share mode conflicts with the lease's
-  opens removes H (so that the client can close its cached handles).  The new open waits
+* **Breaks on open** (``before_open``): an open whose share mode conflicts with the
+  lease's opens removes H only (so that the client can close its cached handles; the
+  open is then retried) and nothing else; otherwise an open from outside the lease
+  removes W, an overwriting one everything.  The new open waits
   for breaks that need an acknowledgment (LB-5: all but READ-only).
 * **Breaks on write/size change**: other leases lose R (and W).
 * LeaseBreakTimeout: ``ServerConfig.oplock_break_timeout`` (35 s); at the deadline the
@@ -181,7 +182,7 @@ class LeaseManager:
             if not grant & R:
                 grant = SMB2_LEASE_NONE
             if grant != lease.lease_state or new:
-                if version == 2:
+                if lease.version == 2:  # the lease's version, whatever the request's (v2_epoch2)
                     lease.epoch = (lease.epoch + 1) & 0xFFFF
                 lease.lease_state = grant
             if o.delete_on_close:
@@ -248,12 +249,14 @@ class LeaseManager:
                 # only disconnected durable opens: broken to NONE, which closes them (LB-3),
                 # as Windows gives the file to the new opener (smbtorture durable-open.lease)
                 new = SMB2_LEASE_NONE
+            elif self._share_conflict(lease.lease_opens, check, share_access):
+                # the open would fail with SHARING_VIOLATION: only H is broken (so that the
+                # client can close cached handles), nothing else (smb2.lease.break_twice)
+                new &= ~H
             elif not is_stat_open(access, lease=True):
                 new &= ~W
                 if overwrite:
-                    new &= ~R
-            if new & H and self._share_conflict(lease.lease_opens, check, share_access):
-                new &= ~H
+                    new = SMB2_LEASE_NONE  # smb2.lease.breaking2: RWH -> NONE
             if new == lease.lease_state:
                 continue
             out = self.object_store_lease_break(lease.client_guid, lease.lease_key, new, now)
