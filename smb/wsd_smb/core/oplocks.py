@@ -14,9 +14,9 @@ smb2.session cases check them):
   (SUPERSEDE/OVERWRITE/OVERWRITE_IF), else to LEVEL_II -- and waits for the
   acknowledgment, the holder's close or the timeout.  Exceptions: an open asking only
   for FILE_READ_ATTRIBUTES/FILE_WRITE_ATTRIBUTES/SYNCHRONIZE (a "stat open") breaks
-  nothing; an EXCLUSIVE holder whose share mode the new open violates is not broken
-  (the open fails with SHARING_VIOLATION, as Windows), a BATCH holder is (so that the
-  client can close its cached handle).
+  nothing unless it overwrites; an EXCLUSIVE holder whose share mode the new open
+  violates is not broken (the open fails with SHARING_VIOLATION, as Windows), a BATCH
+  holder is (so that the client can close its cached handle).
 * **Level II breaks** (``break_level2``): a write, a size change, a byte-range lock or
   an overwriting open breaks every LEVEL_II oplock of the file (the writer's own too)
   to NONE; no acknowledgment is expected (MS-SMB2 2.2.24.1).
@@ -143,9 +143,9 @@ class OplockManager:
         """Break what a new open of *fobj* must break first; return the opens whose
         breaks are still in progress (the new open waits for them)."""
         wait: set = set()
-        if is_stat_open(access):
-            return wait
         overwrite = disposition in OVERWRITING
+        if is_stat_open(access) and not overwrite:  # an overwriting stat open breaks (batch13/14/16)
+            return wait
         check = access | (FILE_WRITE_DATA if overwrite else 0)
         to = SMB2_OPLOCK_LEVEL_NONE if overwrite else SMB2_OPLOCK_LEVEL_II
         undeliverable = []
