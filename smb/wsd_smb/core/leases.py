@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..ntstatus import STATUS_INVALID_PARAMETER, STATUS_OBJECT_NAME_NOT_FOUND, NtStatusError
-from ..store.constants import FILE_WRITE_DATA
+from ..store.constants import FILE_ALL_ACCESS, FILE_WRITE_DATA, MAXIMUM_ALLOWED
 from ..wire.commands import (
     SMB2_LEASE_HANDLE_CACHING,
     SMB2_LEASE_NONE,
@@ -236,8 +236,12 @@ class LeaseManager:
         """Break the leases a new open (from *client_guid*, with *lease_key* or none)
         conflicts with; return those whose breaks the open must wait for."""
         wait: set = set()
+        if getattr(fobj, "delete_pending", False):  # the open fails with DELETE_PENDING
+            return wait
         overwrite = disposition in OVERWRITING
         check = access | (FILE_WRITE_DATA if overwrite else 0)
+        if access & MAXIMUM_ALLOWED:
+            check |= FILE_ALL_ACCESS
         for lease in self.leases_on(fobj):
             if lease.client_guid == client_guid and lease.lease_key == lease_key:
                 continue  # the open's own lease

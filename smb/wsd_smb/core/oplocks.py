@@ -38,7 +38,7 @@ import threading
 from typing import Any, Callable
 
 from ..ntstatus import STATUS_INVALID_PARAMETER, NtStatusError
-from ..store.constants import FILE_APPEND_DATA, FILE_WRITE_DATA
+from ..store.constants import FILE_ALL_ACCESS, FILE_WRITE_DATA, MAXIMUM_ALLOWED
 from ..wire.base import FileId
 from ..wire.commands import (
     SMB2_OPLOCK_LEVEL_BATCH,
@@ -146,7 +146,11 @@ class OplockManager:
         overwrite = disposition in OVERWRITING
         if is_stat_open(access) and not overwrite:  # an overwriting stat open breaks (batch13/14/16)
             return wait
+        if getattr(fobj, "delete_pending", False):  # the open fails with DELETE_PENDING, no break (doc)
+            return wait
         check = access | (FILE_WRITE_DATA if overwrite else 0)
+        if access & MAXIMUM_ALLOWED:  # the store grants what it can: judge the share modes on all
+            check |= FILE_ALL_ACCESS
         to = SMB2_OPLOCK_LEVEL_NONE if overwrite else SMB2_OPLOCK_LEVEL_II
         undeliverable = []
         with self.lock:
