@@ -167,14 +167,17 @@ class LeaseManager:
                 flags |= SMB2_LEASE_FLAG_BREAK_IN_PROGRESS
                 return lease, flags
             # stat opens (attributes only) do not count (smbtorture smb2.lease.statopen*)
+            # (stat opens without a lease of their own do not count: smb2.lease.statopen*)
             others = [x for x in list(o.file.opens) if x is not o and not x.closed and x.lease is not lease
-                      and not is_stat_open(x.granted_access, lease=True)]
+                      and not (x.lease is None and is_stat_open(x.granted_access, lease=True))]
             if new:
                 grant = requested
-            elif not others and requested & lease.lease_state == lease.lease_state:
-                grant = requested  # an upgrade (a request that keeps every current bit)
+            elif requested & lease.lease_state != lease.lease_state:
+                grant = lease.lease_state  # no downgrade, and no "sidegrade" (RH + RW stays RH)
+            elif not others:
+                grant = requested  # an upgrade: the request keeps every current bit
             else:
-                grant = lease.lease_state  # no downgrade, no upgrade next to other opens
+                grant = lease.lease_state | (requested & R)  # next to other opens only R is added
             if others:
                 grant &= ~W  # W only while no open outside the lease exists
                 if any(x.oplock_level in (0x01, 0x08, 0x09) for x in others):
