@@ -272,3 +272,28 @@ def test_lease_on_the_wire(smbd):
     b2 = w.CreateResponse.unpack(final.raw)
     ls2 = cx.LeaseResponseV2.unpack(bytes(w.unpack_create_contexts(b2.create_contexts)[0].data), 0)
     assert final.status == 0 and ls2.lease_state == R | H
+
+
+@pytest.mark.parametrize("dialect,leasing", [(0x0202, False), (0x0210, True), (0x0300, True), (0x0311, True)])
+def test_leasing_per_dialect(smbd, dialect, leasing):
+    """SMB2_GLOBAL_CAP_LEASING from 2.1 on; on 2.0.2 a lease request gets no lease (and,
+    asked with OplockLevel LEASE, no oplock either)."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_oplocks import client
+
+    c, t = client(smbd, dialects=(dialect,))
+    assert bool(c.negotiate_response.capabilities & 0x02) is leasing
+    data = cx.LeaseRequest(lease_key=os.urandom(16), lease_state=R | H | W, lease_flags=0).pack(0)
+    req = w.CreateRequest(requested_oplock_level=0xFF, impersonation_level=2, desired_access=0x0012019F,
+                          file_attributes=0x80, share_access=7, create_disposition=3, create_options=0x40,
+                          name=f"d{dialect:x}.dat".encode("utf-16-le"),
+                          create_contexts=w.pack_create_contexts([w.CreateContext(name=b"RqLs", data=data)]))
+    r = c.request(Command.SMB2_CREATE, req, tree_id=t)
+    b = w.CreateResponse.unpack(r.raw)
+    assert r.status == 0
+    if leasing:
+        assert b.oplock_level == 0xFF and b.create_contexts
+    else:
+        assert b.oplock_level == 0 and not b.create_contexts
