@@ -713,6 +713,7 @@ def lock(ctx: RequestContext, req: LockRequest) -> Response | AsyncOp:
     elements = [(e.offset, e.length, e.flags) for e in req.locks]
     if st.oplocks.active():
         st.oplocks.break_level2(o.file, o, ctx.now)
+        st.leases.break_on_write(o.file, o, ctx.now)  # a lock breaks other leases (smb2.lease.lock1)
     guard = threading.Lock()
     holder: dict[str, Any] = {"op": None, "status": None}
 
