@@ -24,6 +24,7 @@ import copy
 import ipaddress
 import itertools
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -204,7 +205,12 @@ class SanConnection:
     def try_recv_into(self, buf) -> int:
         """Bytes copied, 0 at end of stream; raises WSAEWOULDBLOCK or the connection's error."""
         with self.lock:
-            n, acts = self.core.recv_into(buf, time.monotonic())
+            try:
+                n, acts = self.core.recv_into(buf, time.monotonic())
+            except errors.WsaError:
+                if self.core._stash:
+                    self._run(self.core.take_actions())
+                raise
             if acts:
                 self._run(acts)
             return n
@@ -213,7 +219,12 @@ class SanConnection:
         """Zero copy (see ``SessionProtocol.recv_view``): empty at end of stream; raises
         WSAEWOULDBLOCK or the connection's error."""
         with self.lock:
-            view, acts = self.core.recv_view(nbytes, time.monotonic())
+            try:
+                view, acts = self.core.recv_view(nbytes, time.monotonic())
+            except errors.WsaError:
+                if self.core._stash:
+                    self._run(self.core.take_actions())
+                raise
             if acts:
                 self._run(acts)
             return view
@@ -611,6 +622,7 @@ class Switch:
         self.providers: dict[str, ServiceProvider] = {}
         self.unavailable: dict[str, str] = {}
         self._tcp_rings: list[Ring] = []    # receive rings of closed TCP connections, for reuse
+        self._tcp_rings_pid = os.getpid()
         provider_options = provider_options or {}
         given = dict(providers or {})
         self.tcp = given.pop("tcp", None) or create_provider("tcp", **provider_options.get("tcp", {}))
@@ -709,6 +721,8 @@ class Switch:
     _TCP_RING_POOL = 64
 
     def _take_tcp_ring(self, capacity: int) -> Ring:
+        if self._tcp_rings_pid != os.getpid():      # a forked child: the pooled rings' roles are the parent's
+            self._tcp_rings, self._tcp_rings_pid = [], os.getpid()
         try:
             ring = self._tcp_rings.pop()
         except IndexError:

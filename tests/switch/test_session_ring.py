@@ -174,3 +174,132 @@ def test_close_ring_unmaps_without_dangling_views():
     assert p.recv_buffers == [None] * 4
     v[:3] = b"abc"                                   # a view still alive keeps the mapping
     assert bytes(v[:3]) == b"abc"
+
+
+# --- property test: random traffic, completion orders and reads against a byte model ------------
+from hypothesis import HealthCheck, event, given, settings   # noqa: E402
+from hypothesis import strategies as st                     # noqa: E402
+
+from wsd.core.wire import NegotiateMessage                  # noqa: E402
+
+_ops = st.lists(st.one_of(
+    st.tuples(st.just("data"), st.integers(0, 1016), st.integers(0, 1)),
+    st.tuples(st.just("credit"), st.just(0), st.integers(0, 1)),
+    st.tuples(st.just("read"), st.integers(1, 3000), st.just(0)),
+    st.tuples(st.just("view"), st.integers(1, 3000), st.just(0)),
+), min_size=10, max_size=300)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(recv_count=st.integers(2, 6), ops=_ops)
+def test_random_traffic_keeps_bytes_credits_and_ring_consistent(recv_count, ops):
+    """A forged peer sends DATA and CREDIT within its credits, completing the acceptor's
+    posted buffers in posting order or with two completions swapped (the later buffer
+    first); the application reads with recv_into and recv_view.
+    The bytes read are the bytes sent, in completion order; slots are either posted or
+    held by unread data; the ring never overflows, and control messages piling up behind
+    unread data are released by copying that data out."""
+    rs = 1024
+    a = S.SessionProtocol(S.Role.ACCEPTOR, S.SessionConfig(recv_count=recv_count, recv_size=rs))
+    ring = a.recv_ring
+    posted: list[int] = []
+    peer = {"credits": 0, "owes": 0}
+
+    def handle(acts):
+        for x in acts:
+            if isinstance(x, S.PostRecv):
+                posted.append(x.index)
+            elif isinstance(x, S.PostSend):
+                if x.kind:          # a control message: the peer takes its grant, owes one buffer back
+                    _, _, credits, _ = struct.unpack_from("<BBHI", a.send_buffers[x.index], 0)
+                    peer["credits"] += credits
+                    peer["owes"] += 1
+                else:               # the negotiation answer
+                    peer["credits"] = recv_count
+                    peer["owes"] += 1
+                handle(a.on_send_complete(x.index, 0.0))
+            elif isinstance(x, S.Closed):
+                raise AssertionError(f"connection closed: {x.reason}")
+
+    handle(a.start(0.0))
+    neg = NegotiateMessage(posted_receives=8, receive_size=rs).pack()
+    i = posted.pop(0)
+    a.recv_buffers[i][:len(neg)] = neg
+    handle(a.on_recv_complete(i, len(neg), 0.0))
+    peer["owes"] -= 1           # the connector's buffer the answer used is owed back by the protocol itself
+    assert a.connected
+    sent, got = bytearray(), bytearray()
+    seq = 0
+    straggler = [None]        # a posted buffer passed over by a swapped completion: completed next
+    swaps = [0]
+
+    def deliver(mtype, payload, swap):
+        if straggler[0] is not None:
+            slot = straggler[0]
+            straggler[0] = None
+            posted.remove(slot)
+        elif swap and len(posted) >= 2:
+            swaps[0] += 1
+            straggler[0] = posted[0]
+            slot = posted.pop(1)
+        else:
+            slot = posted.pop(0)
+        hdr = struct.pack("<BBHI", mtype, 0, peer["owes"], len(payload))
+        peer["owes"] = 0
+        peer["credits"] -= 1
+        a.recv_buffers[slot][:] = b"\xee" * rs          # stale bytes the ring must never publish
+        a.recv_buffers[slot][:len(hdr) + len(payload)] = hdr + payload
+        handle(a.on_recv_complete(slot, len(hdr) + len(payload), 0.0))
+
+    for kind, n, skip in ops:
+        if kind in ("data", "credit"):
+            if peer["credits"] < 1 or not posted:
+                continue
+            if kind == "data":
+                payload = bytes((seq + k) & 0xFF for k in range(n))
+                seq += n
+                sent += payload
+                deliver(MSG_DATA, payload, skip)
+            else:
+                deliver(MSG_CREDIT, b"", skip)
+        elif kind == "read":
+            buf = bytearray(n)
+            try:
+                k, acts = a.recv_into(buf, 0.0)
+            except errors.WSAEWOULDBLOCK:
+                handle(a.take_actions())      # what the driver does: a loan ended, slots reposted
+                continue
+            got += buf[:k]
+            handle(acts)
+        else:
+            try:
+                v, acts = a.recv_view(n, 0.0)
+            except errors.WSAEWOULDBLOCK:
+                handle(a.take_actions())
+                continue
+            got += v
+            del v
+            handle(acts)
+        held = {e.slot for e in a._incoming if e.slot >= 0}
+        waiting = {slot for slot, _ in a._deferred}    # reposts waiting for ring room (a loan)
+        assert set(posted) == a._posted and not (held & a._posted), (posted, a._posted, held)
+        assert len(a._posted) + len(held) + len(waiting) == recv_count
+        assert 0 <= ring.used <= ring.capacity
+        for m in ring.peek():                           # nothing stale is ever published
+            assert b"\xee" * 8 not in bytes(m)
+    while True:
+        buf = bytearray(4096)
+        try:
+            k, acts = a.recv_into(buf, 0.0)
+        except errors.WSAEWOULDBLOCK:
+            handle(a.take_actions())
+            break
+        got += buf[:k]
+        handle(acts)
+    assert got == sent
+    assert len(a._posted) == recv_count
+    for what in ("ring_copy_out", "repost_deferred"):
+        if a.stats[what]:
+            event(what)                 # (how often each path ran: --hypothesis-show-statistics)
+    if swaps[0]:
+        event("completions out of posting order")

@@ -291,7 +291,9 @@ class SessionProtocol:
         self._rdma_in: dict[int, _Incoming] = {}                       # by our cookie for reads
         self._write_in: dict[int, _Incoming] = {}                      # by the peer's cookie
         self._next_cookie = 1
-        self._lent = 0              # bytes of _incoming[0] handed out by recv_view
+        self._lent_span = None      # the span a recv_view lent out of: not released before the next call
+        self._deferred: collections.deque = collections.deque()   # (slot, grant) waiting for ring room
+        self._stash: list = []
         self.peer_eof = False
         self.local_closed = False
         self.disconnect_sent = False
@@ -332,7 +334,7 @@ class SessionProtocol:
         self.deadline = now + self.config.negotiation_timeout
         out: list = []
         for i in range(self.config.recv_count):
-            self._post_span(i)
+            self._post_span(i)      # (always fits: the ring holds every slot, recv_ring_capacity)
             self._posted.add(i)
             out.append(PostRecv(i))
         if self.role is Role.CONNECTOR:
@@ -361,10 +363,26 @@ class SessionProtocol:
 
     # ------------------------------------------------------------------ completions
     def _finish(self, out: list) -> list:
+        if self._stash:
+            out[:0] = self._stash          # actions of a receive that then said WSAEWOULDBLOCK
+            self._stash = []
         if self._trace_out:
             out[:0] = self._trace_out      # steps first, in the order they happened
             self._trace_out.clear()
         return out
+
+    def take_actions(self) -> list:
+        """Actions left by a ``recv_into``/``recv_view`` that raised (ending a loan reposts
+        slots, which must reach the provider now): the driver runs them on WSAEWOULDBLOCK.
+        Any later call returns them too, so none is lost."""
+        out, self._stash = self._stash, []
+        return out
+
+    def _stash_actions(self, out: list, now: float) -> None:
+        if out:
+            if self.state is State.CONNECTED:
+                self._pump(now, out)
+            self._stash.extend(out)
 
     def on_recv_complete(self, index: int, nbytes: int, now: float) -> list:
         """A posted receive buffer got a message of ``nbytes``."""
@@ -387,6 +405,8 @@ class SessionProtocol:
                 self._on_negotiation(index, buf, nbytes, now, out)
             else:
                 self._on_message(index, buf, nbytes, now, out)
+            if self._deferred:
+                self._flush_deferred(out)
             self._pump(now, out)
         except ProtocolViolation as v:
             self._abort(v.wsa_code, v.reason, out)
@@ -617,8 +637,10 @@ class SessionProtocol:
             self._trace_out.append(Trace("first_data", {"bytes": length, "via": how}))
 
     # ------------------------------------------------------------------ the receive ring
-    def _post_span(self, slot: int) -> None:
-        """Post a fresh span of the ring as slot's receive buffer."""
+    def _post_span(self, slot: int) -> bool:
+        """Post a fresh span of the ring as slot's receive buffer; False if the ring has no room:
+        only while a span lent by recv_view (or one posted before a receive that completed out
+        of posting order) keeps the spans behind it from being released."""
         size = self.config.recv_size
         v = self._ring_post(size)
         if v is None:
@@ -627,13 +649,14 @@ class SessionProtocol:
             if v is None:
                 self._reclaim(True)
                 v = self._ring_post(size)
-                if v is None:     # cannot happen: the ring holds every slot (recv_ring_capacity)
-                    raise ProtocolViolation(errors.WSAENOBUFS.wsa_code, "receive ring full")
+                if v is None:
+                    return False
         sp = [slot, -1, False, False, None]
         self._spans.append(sp)
         self._uncommitted.append(sp)
         self._slot_span[slot] = sp
         self.recv_buffers[slot] = v
+        return True
 
     def _commit_span(self, slot: int, nbytes: int) -> None:
         """Slot's span received nbytes: commit every completed span at the front, in order."""
@@ -662,7 +685,7 @@ class SessionProtocol:
         spans = self._spans
         k = 0
         for sp in spans:
-            if not sp[_COMMITTED]:
+            if not sp[_COMMITTED] or sp is self._lent_span:
                 break
             if not sp[_DONE]:
                 if not copy_out:
@@ -687,22 +710,41 @@ class SessionProtocol:
         self.recv_memory = None
         self.recv_ring.close()
 
-    def _repost(self, index: int, out: list, grant: bool = True) -> None:
+    def _repost(self, index: int, out: list, grant: bool = True, keep: bool = False) -> None:
+        """Post a fresh span for slot ``index`` (granting a credit unless ``grant`` is False);
+        its old span is done (its space may be released) unless ``keep``: lent by recv_view."""
         sp = self._slot_span[index]
         if sp is not None:
-            sp[_DONE] = True
+            sp[_DONE] = not keep
             sp[_ENTRY] = None
         if self.state is State.CLOSED:
             return
         v = self._ring_post(self.config.recv_size)
         if v is None:
-            self._post_span(index)
+            if self._deferred or not self._post_span(index):
+                # no room until the application's next receive ends a loan (or a receive completed
+                # out of posting order is done): the slot is posted, and its credit granted, then
+                self._deferred.append((index, grant))
+                self.stats["repost_deferred"] += 1
+                return
         else:
             sp = [index, -1, False, False, None]
             self._spans.append(sp)
             self._uncommitted.append(sp)
             self._slot_span[index] = sp
             self.recv_buffers[index] = v
+        self._slot_posted(index, out, grant)
+
+    def _flush_deferred(self, out: list) -> None:
+        d = self._deferred
+        while d and self.state is not State.CLOSED:
+            index, grant = d[0]
+            if not self._post_span(index):
+                break
+            d.popleft()
+            self._slot_posted(index, out, grant)
+
+    def _slot_posted(self, index: int, out: list, grant: bool) -> None:
         self._posted.add(index)
         out.append(PostRecv(index))
         if grant:
@@ -810,8 +852,10 @@ class SessionProtocol:
         Raises the connection's error if it was aborted and no data is left.
         """
         out: list = []
-        if self._lent:
-            self._return_lent(out)
+        if self._lent_span is not None:
+            self._end_loan()
+        if self._deferred:
+            self._flush_deferred(out)
         tv = memoryview(target).cast("B")
         want = len(tv)
         n = 0
@@ -828,7 +872,11 @@ class SessionProtocol:
                 if e.slot >= 0:
                     self._repost(e.slot, out)
         if n == 0 and want:
-            self._nothing_ready()
+            try:
+                self._nothing_ready()
+            except errors.WsaError:
+                self._stash_actions(out, now)
+                raise
         self.stats["bytes_read"] += n
         if out and self.state is State.CONNECTED:
             self._pump(now, out)
@@ -845,32 +893,39 @@ class SessionProtocol:
         if not (self.peer_eof or self.state is State.CLOSED):
             raise errors.WSAEWOULDBLOCK()
 
-    def _return_lent(self, out: list) -> None:
-        e = self._incoming[0]
-        e.pos += self._lent
-        self.stats["bytes_read"] += self._lent
-        self._lent = 0
-        if e.pos == len(e.view):
-            self._incoming.popleft()
-            if e.slot >= 0:
-                self._repost(e.slot, out)
+    def _end_loan(self) -> None:
+        self._lent_span[_DONE] = True
+        self._lent_span = None
 
     def recv_view(self, nbytes: int, now: float) -> tuple[memoryview, list]:
         """Zero copy: a read-only view of up to ``nbytes`` of the next received data (inside the
-        receive ring for inline data), valid until the next ``recv_view``/``recv_into``, which
-        consumes it.  An empty view means end of stream; raises like :meth:`recv_into`."""
+        receive ring for inline data), consumed at once (its slot is reposted with a fresh span)
+        but its memory kept until the next ``recv_view``/``recv_into``.  An empty view means end
+        of stream; raises like :meth:`recv_into`."""
         out: list = []
-        if self._lent:
-            self._return_lent(out)
+        if self._lent_span is not None:
+            self._end_loan()
+        if self._deferred:
+            self._flush_deferred(out)
         q = self._incoming
         if q and q[0].ready and nbytes > 0:
             e = q[0]
             take = min(len(e.view) - e.pos, nbytes)
-            self._lent = take
             view = e.view[e.pos:e.pos + take].toreadonly()
+            e.pos += take
+            self.stats["bytes_read"] += take
+            if e.pos == len(e.view):
+                q.popleft()
+                if e.slot >= 0:
+                    self._lent_span = self._slot_span[e.slot]
+                    self._repost(e.slot, out, keep=True)
         else:
             if nbytes > 0:
-                self._nothing_ready()
+                try:
+                    self._nothing_ready()
+                except errors.WsaError:
+                    self._stash_actions(out, now)
+                    raise
             view = memoryview(b"")
         if out and self.state is State.CONNECTED:
             self._pump(now, out)
