@@ -251,7 +251,12 @@ def test_random_traffic_keeps_bytes_credits_and_ring_consistent(recv_count, ops)
         a.recv_buffers[slot][:len(hdr) + len(payload)] = hdr + payload
         handle(a.on_recv_complete(slot, len(hdr) + len(payload), 0.0))
 
+    loan = None               # the last recv_view: its bytes must not change until the next receive
     for kind, n, skip in ops:
+        if loan is not None:
+            assert bytes(loan[0]) == loan[1], "a lent view changed before the next receive call"
+            if kind in ("read", "view"):
+                loan = None
         if kind in ("data", "credit"):
             if peer["credits"] < 1 or not posted:
                 continue
@@ -278,6 +283,7 @@ def test_random_traffic_keeps_bytes_credits_and_ring_consistent(recv_count, ops)
                 handle(a.take_actions())
                 continue
             got += v
+            loan = (v, bytes(v))
             del v
             handle(acts)
         held = {e.slot for e in a._incoming if e.slot >= 0}
@@ -287,6 +293,7 @@ def test_random_traffic_keeps_bytes_credits_and_ring_consistent(recv_count, ops)
         assert 0 <= ring.used <= ring.capacity
         for m in ring.peek():                           # nothing stale is ever published
             assert b"\xee" * 8 not in bytes(m)
+    loan = None
     while True:
         buf = bytearray(4096)
         try:

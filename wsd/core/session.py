@@ -292,6 +292,7 @@ class SessionProtocol:
         self._write_in: dict[int, _Incoming] = {}                      # by the peer's cookie
         self._next_cookie = 1
         self._lent_span = None      # the span a recv_view lent out of: not released before the next call
+        self._loan_done = False     # ...and it held nothing else (done once the loan ends)
         self._deferred: collections.deque = collections.deque()   # (slot, grant) waiting for ring room
         self._stash: list = []
         self.peer_eof = False
@@ -894,7 +895,8 @@ class SessionProtocol:
             raise errors.WSAEWOULDBLOCK()
 
     def _end_loan(self) -> None:
-        self._lent_span[_DONE] = True
+        if self._loan_done:             # the loan ended the span's data: its space may go now
+            self._lent_span[_DONE] = True
         self._lent_span = None
 
     def recv_view(self, nbytes: int, now: float) -> tuple[memoryview, list]:
@@ -914,10 +916,13 @@ class SessionProtocol:
             view = e.view[e.pos:e.pos + take].toreadonly()
             e.pos += take
             self.stats["bytes_read"] += take
+            if e.slot >= 0:
+                # the span stays put (never released nor copied out) until the next receive call
+                self._lent_span = self._slot_span[e.slot]
+                self._loan_done = e.pos == len(e.view)
             if e.pos == len(e.view):
                 q.popleft()
                 if e.slot >= 0:
-                    self._lent_span = self._slot_span[e.slot]
                     self._repost(e.slot, out, keep=True)
         else:
             if nbytes > 0:
