@@ -1,7 +1,8 @@
 """The ``verbs`` provider next to perftest on the same softRoCE device, in one VM run.
 
     python bench/bench_verbs.py [--quick]          # on the host: boots the VM once
-    python3 bench/bench_verbs.py --guest [--quick]  # inside the guest (what the host runs)
+    python3 bench/bench_verbs.py --guest [--quick] [--only provider_bw:64,provider_lat] [--count N]  # guest
+    WSD_VERBS_BENCH_OPTS='{"signal_every": 1}' ...   # VerbsProvider options for the provider runs
 
 Inside one ``wsd-rxe-vm run`` (rxe0 on a dummy netdev, TCG guest), in order:
 
@@ -84,7 +85,7 @@ def _provider_pair_side(role: str, port: int):
     from wsd.events import EventObject
     from wsd.spi import FD_ACCEPT, FD_CONNECT
     from wsd_verbs import VerbsProvider
-    p = VerbsProvider()
+    p = VerbsProvider(**json.loads(os.environ.get("WSD_VERBS_BENCH_OPTS") or "{}"))
     p.WSPStartup(_Upcalls())
     s = p.WSPSocket()
     ev = EventObject(role)
@@ -139,9 +140,58 @@ def guest_server(port: int, mode: str, size: int, count: int) -> int:
                 p.WSPSend(s, [memoryview(echo)[:c.transferred]], Overlapped(cq, "echo"))
             p.WSPRecv(s, [views[i]], Overlapped(cq, i))
     time.sleep(0.5)                          # let the last echo's ACK go out before the QP is torn down
-    _say(event="done", received=got)
+    t = os.times()
+    _say(event="done", received=got, stats=dict(p.stats), cpu_user=t.user, cpu_sys=t.system)
     p.WSPCleanup()
     return 0
+
+
+_HW_COUNTERS = "/sys/class/infiniband/{dev}/ports/1/hw_counters"
+
+
+def _hw_counters() -> dict:
+    """rxe's port counters (RNR NAKs, retries, sequence errors), {} where there are none."""
+    d = Path(_HW_COUNTERS.format(dev=os.environ.get("WSD_RDMA_DEV", "rxe0")))
+    out = {}
+    try:
+        for f in d.iterdir():
+            try:
+                out[f.name] = int(f.read_text())
+            except (OSError, ValueError):
+                pass
+    except OSError:
+        pass
+    return out
+
+
+def _cpu_stat() -> dict:
+    """The machine's CPU time (s) from /proc/stat: user, system, softirq, idle."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return {}
+    hz = os.sysconf("SC_CLK_TCK")
+    return {"user": (v[0] + v[1]) / hz, "system": v[2] / hz, "idle": (v[3] + v[4]) / hz,
+            "irq": (v[5] + v[6]) / hz}
+
+
+def _finish_child(child: subprocess.Popen, res: dict, hw0: dict) -> dict:
+    """Wait for the child; add its provider stats and the device counters that moved."""
+    child.wait(120)
+    for line in child.stdout.read().splitlines():
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if msg.get("event") == "done":
+            res["peer_stats"] = msg.get("stats", {})
+            res["peer_cpu"] = (msg.get("cpu_user"), msg.get("cpu_sys"))
+    hw1 = _hw_counters()
+    res["hw"] = {k: v - hw0.get(k, 0) for k, v in hw1.items()
+                 if v != hw0.get(k, 0) and k in ("rcvd_rnr_err", "send_rnr_err", "completer_retry_err",
+                                                 "out_of_seq_request", "duplicate_request", "rcvd_seq_err")}
+    return res
 
 
 def _spawn(args: list[str]) -> subprocess.Popen:
@@ -158,6 +208,7 @@ def guest_provider_bw(size: int, count: int) -> dict:
     from wsd.events import CompletionQueue, Overlapped
     from wsd.spi import MEM_READ
     port = random.randrange(20000, 60000)
+    hw0 = _hw_counters()
     child = _spawn(["--child", "provider", str(port), "bw", str(size), str(count)])
     p, s = _provider_pair_side("client", port)
     cq = CompletionQueue("client")
@@ -166,6 +217,7 @@ def guest_provider_bw(size: int, count: int) -> dict:
     view = memoryview(buf)
     posted = done = 0
     deadline = time.monotonic() + 600
+    cpu0, stat0 = os.times(), _cpu_stat()
     t0 = time.perf_counter()
     while done < count:
         while posted < count and posted - done < WINDOW:
@@ -176,10 +228,14 @@ def guest_provider_bw(size: int, count: int) -> dict:
                 raise OSError(f"send failed: {c.error}")
             done += 1
     dt = time.perf_counter() - t0
-    child.wait(120)
+    cpu1, stat1 = os.times(), _cpu_stat()
+    res = {"kind": "provider_bw", "bytes": size, "count": count, "seconds": dt,
+           "msg_per_s": count / dt, "gbps": count * size * 8 / dt / 1e9, "stats": dict(p.stats),
+           "cpu": (cpu1.user - cpu0.user, cpu1.system - cpu0.system),
+           "vm_cpu": {k: stat1[k] - stat0[k] for k in stat0}}
+    _finish_child(child, res, hw0)
     p.WSPCleanup()
-    return {"kind": "provider_bw", "bytes": size, "count": count, "seconds": dt,
-            "msg_per_s": count / dt, "gbps": count * size * 8 / dt / 1e9}
+    return res
 
 
 def guest_provider_lat(size: int, count: int) -> dict:
@@ -282,15 +338,19 @@ def guest_switch(mode: str, size: int, count: int) -> dict:
     return res
 
 
-def guest_main(quick: bool) -> int:
+def guest_main(quick: bool, only: list[str] | None = None, count: int | None = None) -> int:
     n_small, n_big, n_lat = (2000, 300, 200) if quick else (10000, 1000, 1000)
     plan = [
-        (guest_provider_bw, 64, n_small), (guest_provider_bw, 64 << 10, n_big),
-        (guest_provider_lat, 64, n_lat), (guest_provider_lat, 64 << 10, max(50, n_lat // 4)),
-        (lambda size, n: guest_switch("bw", size, n), 64 << 10, n_big),
-        (lambda size, n: guest_switch("lat", size, n), 64, n_lat),
+        ("provider_bw", guest_provider_bw, 64, n_small), ("provider_bw", guest_provider_bw, 64 << 10, n_big),
+        ("provider_lat", guest_provider_lat, 64, n_lat),
+        ("provider_lat", guest_provider_lat, 64 << 10, max(50, n_lat // 4)),
+        ("switch_bw", lambda size, n: guest_switch("bw", size, n), 64 << 10, n_big),
+        ("switch_lat", lambda size, n: guest_switch("lat", size, n), 64, n_lat),
     ]
-    for fn, size, n in plan:
+    for kind, fn, size, n in plan:
+        if only and kind not in only and f"{kind}:{size}" not in only:
+            continue
+        n = count or n
         try:
             res = fn(size, n)
         except (OSError, RuntimeError, TimeoutError, AssertionError, subprocess.SubprocessError) as e:
@@ -371,7 +431,10 @@ def main(argv: list[str]) -> int:
             return guest_server(port, mode, size, count)
         return guest_switch_server(port, mode, size, count)
     if "--guest" in argv:
-        return guest_main("--quick" in argv)
+        # --only provider_bw,provider_lat:64 (kinds, or kind:size) narrows a guest run
+        only = argv[argv.index("--only") + 1].split(",") if "--only" in argv else None
+        count = int(argv[argv.index("--count") + 1]) if "--count" in argv else None
+        return guest_main("--quick" in argv, only, count)
     for r in run("--quick" in argv):
         v = "-" if r["value"] is None else f"{r['value']:.4g}"
         print(f"{r['name']:<44} {v:>10} {r['unit']:<5} {r['note']}")

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import collections
 import errno as _errno
+import bisect
 import ipaddress
 import itertools
 import logging
@@ -61,7 +62,8 @@ __all__ = ["VerbsProvider", "DESCRIPTOR"]
 DESCRIPTOR = struct.Struct("<4sQQII")
 _MAGIC = b"WSDv"
 
-_OP_RECV, _OP_SEND, _OP_READ, _OP_WRITE = "recv", "send", "rdma_read", "rdma_write"
+_OP_RECV, _OP_SEND, _OP_READ, _OP_WRITE, _OP_FENCE = "recv", "send", "rdma_read", "rdma_write", "fence"
+_WR_CACHE_MAX = 1024      # cached SendWR / RecvWR objects per provider (keyed by address, length, lkey)
 
 # pyverbs names used on the data path, bound once at WSPStartup (an import statement per work request
 # costs ~0.1 ms in the TCG guest)
@@ -90,20 +92,28 @@ def _skip_reason_import():
 
 
 class _Op:
-    __slots__ = ("kind", "sock", "ov", "length", "temp_mr", "keep")
+    """One overlapped request (or a fence) and what its work request is built from."""
+    __slots__ = ("kind", "sock", "ov", "length", "temp_mr", "keep", "wr_id", "addr", "lkey", "raddr", "rkey",
+                 "signaled")
 
-    def __init__(self, kind, sock, ov, length, temp_mr=None, keep=None):
+    def __init__(self, kind, sock, ov, length, temp_mr=None, keep=None, wr_id=0, addr=0, lkey=0):
         self.kind = kind
         self.sock = sock
         self.ov = ov
         self.length = length
         self.temp_mr = temp_mr
         self.keep = keep
+        self.wr_id = wr_id
+        self.addr = addr
+        self.lkey = lkey
+        self.raddr = 0
+        self.rkey = 0
+        self.signaled = False
 
 
 class _Sock(SanSocketState):
-    __slots__ = ("cmid", "cm_ptr", "qp", "qp_num", "ops", "send_outstanding", "send_backlog", "connect_deadline",
-                 "listener", "mapped_peer")
+    __slots__ = ("cmid", "cm_ptr", "qp", "qp_num", "ops", "sq", "sig_pending", "unsig_run", "send_backlog",
+                 "connect_deadline", "listener", "mapped_peer")
 
     def __init__(self, sid: int):
         super().__init__(sid)     # state: new | bound | listening | connecting | connected | resetting | reset | closed
@@ -114,8 +124,11 @@ class _Sock(SanSocketState):
         self.qp = None
         self.qp_num = None
         self.ops: set[int] = set()         # outstanding work-request ids
-        self.send_outstanding = 0
-        self.send_backlog = collections.deque()   # work requests waiting for a send-queue slot
+        # the send queue, in posting order (RC completes it in order): _Ops, signalled or not, and fences
+        self.sq: collections.deque[_Op] = collections.deque()
+        self.sig_pending = 0               # signalled work requests in sq
+        self.unsig_run = 0                 # unsignalled work requests posted since the last signalled one
+        self.send_backlog: collections.deque[_Op] = collections.deque()   # waiting for a send-queue slot
         self.connect_deadline = None
         self.listener = None
 
@@ -128,7 +141,8 @@ class VerbsProvider(SanProviderBase):
                  rdma_read: bool = True, rdma_write: bool = True, connect_timeout: float = 10.0,
                  max_send_wr: int = 128, max_recv_wr: int = 128, cq_entries: int = 8192,
                  rd_atomic: int = 16, min_rnr_timer: int = 7, ack_timeout: int = 18,
-                 max_registered_bytes: int | None = None, **options):
+                 max_registered_bytes: int | None = None, signal_every: int = 16, fence_delay: float = 0.0,
+                 fast_poll: bool = True, **options):
         super().__init__(**options)
         self.device = device or os.environ.get("WSD_RDMA_DEV") or None
         self.nic_addr = nic_addr or os.environ.get("WSD_RDMA_ADDR") or None
@@ -141,6 +155,12 @@ class VerbsProvider(SanProviderBase):
         self.min_rnr_timer = min_rnr_timer
         self.ack_timeout = ack_timeout
         self.max_registered_bytes = max_registered_bytes
+        # selective signalling: a SEND is signalled when no signalled one is in the send queue, every
+        # `signal_every`-th in a run, and when it fills the queue; unsignalled ones left behind the last
+        # signalled completion get a signalled zero-length RDMA WRITE (a fence) after `fence_delay` s
+        self.signal_every = max(1, min(int(signal_every), max_send_wr))
+        self.fence_delay = max(0.0, float(fence_delay))
+        self.fast_poll = fast_poll      # poll the CQ through the provider's poll_cq (no WC objects)
         self.capabilities = ProviderCapabilities(rdma_read=rdma_read, rdma_write=rdma_write, flow_control=True,
                                                  max_message=1 << 30)
         self.stats = collections.Counter()
@@ -150,7 +170,12 @@ class VerbsProvider(SanProviderBase):
         self._ops: dict[int, _Op] = {}
         self._wr_ids = itertools.count(1)
         self._mem: dict[int, tuple] = {}            # handle -> (start, end, MR, obj)
+        self._mem_index: list[tuple] = []           # (start, end, MR) of _mem, sorted, for bisect
+        self._mem_last = (0, 0, None)               # the region that the last lookup found
         self._mem_ids = itertools.count(1)
+        self._swr_cache: dict[tuple, object] = {}   # (addr, length, lkey) -> SendWR (IBV_WR_SEND)
+        self._rwr_cache: dict[tuple, object] = {}   # (addr, length, lkey) -> RecvWR
+        self._stranded: dict[_Sock, float] = {}     # unsignalled sends with no signalled one behind: deadline
         self._rdma: dict[tuple[int, int], tuple] = {}   # (addr, rkey) -> (MR, obj, length)
         self._registered_bytes = 0
         self._avail: Availability | None = None
@@ -258,6 +283,21 @@ class VerbsProvider(SanProviderBase):
             os.set_blocking(fd, False)
         self._cq = CQ(self._ctx, self.cq_entries, None, self._cc, 0)
         self._cq.req_notify()
+        self._SIGNALED = e.IBV_SEND_SIGNALED
+        self._poll_wcs = self._pyverbs_poll
+        if self.fast_poll:
+            try:
+                self._poll_wcs = glue.cq_poller(self._cq, self._ctx, self._cc)
+                self.stats["fast_poll"] = 1
+            except glue.LayoutError as err:
+                log.info("verbs: completions through pyverbs' CQ.poll (%s)", err)
+        # the fence: a signalled zero-length RDMA WRITE (no R_Key is checked for a zero-length transfer,
+        # nothing reaches the peer's receive queue), whose completion completes the unsignalled SENDs
+        # before it
+        self._fence_wr = _pv.SendWR(wr_id=0, opcode=e.IBV_WR_RDMA_WRITE, num_sge=1, sg=[_pv.SGE(0, 0, 0)],
+                                    send_flags=e.IBV_SEND_SIGNALED)
+        self._fence_wr.num_sge = 0
+        self._fence_wr.set_wr_rdma(0, 0)
         self._max_conns = max(1, self.cq_entries // (self.max_send_wr + self.max_recv_wr))
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -290,6 +330,10 @@ class VerbsProvider(SanProviderBase):
                 if mr is not None:
                     mr.close()
             self._mem.clear()
+            self._poll_wcs = None
+            self._swr_cache.clear()
+            self._rwr_cache.clear()
+            self._fence_wr = None
             self._cq.close()
             self._cc.close()
             self._pd.close()
@@ -310,8 +354,13 @@ class VerbsProvider(SanProviderBase):
     def _progress_loop(self) -> None:
         PyverbsError = _pv.PyverbsError
         while not self._stop:
+            timeout = 0.2
+            if self._stranded:
+                with self._lock:
+                    if self._stranded:
+                        timeout = max(0.0, min(self._stranded.values()) - time.monotonic())
             try:
-                ready = self._ep.poll(0.2)
+                ready = self._ep.poll(timeout)
             except InterruptedError:
                 continue
             fds = {fd for fd, _ in ready}
@@ -329,7 +378,10 @@ class VerbsProvider(SanProviderBase):
                     if self._ec_fd in fds:
                         self._drain_cq()                # completions before the CM event that follows them
                         self._on_cm_events()
-                    self._check_deadlines(time.monotonic())
+                    now = time.monotonic()
+                    if self._stranded:
+                        self._post_fences(now)
+                    self._check_deadlines(now)
                 except (PyverbsError, self._glue.LayoutError) as e:
                     log.error("verbs progress: %s", e)
 
@@ -344,18 +396,25 @@ class VerbsProvider(SanProviderBase):
                 raise
         else:
             self._cq.ack_events(1)
+            self.stats["cq_events"] += 1
         self._drain_cq()
         self._cq.req_notify()
         self._drain_cq()                # what completed between the drain and re-arming
+        if self._stranded and not self.fence_delay:
+            self._post_fences(time.monotonic())
 
     def _drain_cq(self) -> None:
-        cq = self._cq
+        poll, on_wc = self._poll_wcs, self._on_wc
         while True:
-            n, wcs = cq.poll(64)
-            if not n:
+            wcs = poll()
+            for wr_id, status, _opcode, _vendor_err, byte_len in wcs:
+                on_wc(wr_id, status, byte_len)
+            if len(wcs) < 64:           # fewer than asked for: the CQ was empty
                 return
-            for wc in wcs[:n]:
-                self._on_wc(wc)
+
+    def _pyverbs_poll(self) -> list:
+        n, wcs = self._cq.poll(64)
+        return [(wc.wr_id, wc.status, wc.opcode, wc.vendor_err, wc.byte_len) for wc in wcs[:n]]
 
     def _on_cm_events(self) -> None:
         from pyverbs.cmid import CMEvent
@@ -472,8 +531,10 @@ class VerbsProvider(SanProviderBase):
         if len(self._by_qpn) >= self._max_conns:
             raise errors.WSAENOBUFS(f"verbs provider: at most {self._max_conns} connections "
                                     f"(cq_entries={self.cq_entries})")
-        cap = QPCap(max_send_wr=self.max_send_wr, max_recv_wr=self.max_recv_wr, max_send_sge=1, max_recv_sge=1)
-        qp = QP(self._pd, QPInitAttr(qp_type=e.IBV_QPT_RC, scq=self._cq, rcq=self._cq, cap=cap))
+        # one send slot more than max_send_wr: the fence's (see _post_fences)
+        cap = QPCap(max_send_wr=self.max_send_wr + 1, max_recv_wr=self.max_recv_wr, max_send_sge=1,
+                    max_recv_sge=1)
+        qp = QP(self._pd, QPInitAttr(qp_type=e.IBV_QPT_RC, scq=self._cq, rcq=self._cq, cap=cap, sq_sig_all=0))
         attr, mask = cmid.init_qp_attr(e.IBV_QPS_INIT)
         attr.qp_access_flags = (e.IBV_ACCESS_LOCAL_WRITE | e.IBV_ACCESS_REMOTE_READ
                                 | e.IBV_ACCESS_REMOTE_WRITE)
@@ -716,18 +777,22 @@ class VerbsProvider(SanProviderBase):
         self._signal(c, FD_CLOSE, error)
 
     def _fail_ops(self, c: _Sock, error: int) -> None:
+        """Every outstanding request of the connection fails with ``error``, in posting order."""
         for wr_id in sorted(c.ops):
             op = self._ops.pop(wr_id, None)
             if op is not None:
                 self._finish_op(op)
-                op.ov.cq.post(op.ov, error, 0)
+                if op.ov is not None:
+                    op.ov.cq.post(op.ov, error, 0)
         c.ops.clear()
-        for wr_id, _wr, op in c.send_backlog:
-            self._ops.pop(wr_id, None)
+        for op in c.send_backlog:
+            self._ops.pop(op.wr_id, None)
             self._finish_op(op)
             op.ov.cq.post(op.ov, error, 0)
         c.send_backlog.clear()
-        c.send_outstanding = 0
+        c.sq.clear()
+        c.sig_pending = c.unsig_run = 0
+        self._stranded.pop(c, None)
 
     # ------------------------------------------------------------------ completions
     def _wc_error(self, status: int) -> int:
@@ -748,34 +813,103 @@ class VerbsProvider(SanProviderBase):
             op.temp_mr = None
         op.keep = None
 
-    def _on_wc(self, wc) -> None:
-        op = self._ops.pop(wc.wr_id, None)
+    def _on_wc(self, wr_id: int, status: int, byte_len: int) -> None:
+        op = self._ops.pop(wr_id, None)
         if op is None:
             return                          # flushed after the socket's operations were failed already
         c = op.sock
-        c.ops.discard(wc.wr_id)
-        if op.kind != _OP_RECV:
-            c.send_outstanding -= 1
-        if wc.status == 0:                  # IBV_WC_SUCCESS
-            n = wc.byte_len if op.kind == _OP_RECV else op.length
-            self._finish_op(op)
-            op.ov.cq.post(op.ov, 0, n)
-            self.stats[op.kind] += 1
-            if c.send_backlog:
-                self._flush_backlog(c)
-            return
-        code = self._wc_error(wc.status)
+        c.ops.discard(wr_id)
+        if op.kind is _OP_RECV:
+            if status == 0:                 # IBV_WC_SUCCESS
+                if op.temp_mr is not None:
+                    self._finish_op(op)
+                op.keep = None
+                op.ov.cq.post(op.ov, 0, byte_len)
+                self.stats[_OP_RECV] += 1
+                return
+        else:
+            # RC completes the send queue in order: the unsignalled requests posted before this one
+            # are done (successfully: a failed one would have completed with its error first)
+            sq = c.sq
+            while sq:
+                prev = sq.popleft()
+                if prev is op:
+                    break
+                if self._ops.pop(prev.wr_id, None) is not None:
+                    c.ops.discard(prev.wr_id)
+                    self._complete_send(prev)
+            if op.signaled:
+                c.sig_pending -= 1
+            if status == 0:
+                self._complete_send(op)
+                if c.send_backlog:
+                    self._flush_backlog(c)
+                if sq and not c.sig_pending and c not in self._stranded:
+                    self._stranded[c] = time.monotonic() + self.fence_delay
+                return
+        code = self._wc_error(status)
         self._finish_op(op)
-        op.ov.cq.post(op.ov, code, 0)
+        if op.ov is not None:
+            op.ov.cq.post(op.ov, code, 0)
         if c.state == "connected":
-            self._reset(c, code, f"{op.kind} failed (wc status {wc.status})")
+            self._reset(c, code, f"{op.kind} failed (wc status {status})")
+
+    def _complete_send(self, op: _Op) -> None:
+        if op.temp_mr is not None:
+            self._finish_op(op)
+        op.keep = None
+        if op.ov is not None:
+            op.ov.cq.post(op.ov, 0, op.length)
+        self.stats[op.kind] += 1
+
+    def _post_fences(self, now: float) -> None:
+        """Post a fence on each connection whose unsignalled sends wait behind no signalled request."""
+        PyverbsError = _pv.PyverbsError
+        for c, deadline in list(self._stranded.items()):
+            if deadline > now:
+                continue
+            del self._stranded[c]
+            if not c.sq or c.sig_pending or c.state != "connected" or c.qp is None:
+                continue
+            wr_id = next(self._wr_ids)
+            op = _Op(_OP_FENCE, c, None, 0, wr_id=wr_id)
+            op.signaled = True
+            wr = self._fence_wr
+            wr.wr_id = wr_id
+            try:
+                c.qp.post_send(wr)
+            except PyverbsError as e:        # the send queue has the spare slot: this is a dead QP
+                self._reset(c, self._wsa(e, errors.WSAECONNABORTED, "ibv_post_send (fence)").wsa_code,
+                            f"posting a fence: {e}")
+                continue
+            self._ops[wr_id] = op
+            c.ops.add(wr_id)
+            c.sq.append(op)
+            c.sig_pending += 1
+            c.unsig_run = 0
 
     # ------------------------------------------------------------------ memory
     def _find_mr(self, addr: int, n: int):
-        for start, end, mr, _obj in self._mem.values():
-            if mr is not None and start <= addr and addr + n <= end:
-                return mr
+        start, end, mr = self._mem_last
+        if start <= addr and addr + n <= end:
+            return mr
+        idx = self._mem_index
+        i = bisect.bisect_right(idx, (addr, float("inf"))) - 1
+        if i >= 0:
+            ent = idx[i]
+            if ent[0] <= addr and addr + n <= ent[1]:
+                self._mem_last = ent
+                return ent[2]
+        for ent in idx:                     # regions that overlap (a buffer registered twice, nested views)
+            if ent[0] <= addr and addr + n <= ent[1]:
+                self._mem_last = ent
+                return ent[2]
         return None
+
+    def _reindex_mem(self) -> None:
+        self._mem_index = sorted(((start, end, mr) for start, end, mr, _obj in self._mem.values()
+                                  if mr is not None), key=lambda t: (t[0], t[1]))
+        self._mem_last = (0, 0, None)
 
     def _register(self, addr: int, n: int, access: int):
         MR = _pv.MR
@@ -809,6 +943,7 @@ class VerbsProvider(SanProviderBase):
             mr = self._register(addr, n, access) if n else None
             h = next(self._mem_ids)
             self._mem[h] = (addr, addr + n, mr, buffer)
+            self._reindex_mem()
         return h
 
     def WSPDeregisterMemory(self, s, handle) -> None:
@@ -816,6 +951,7 @@ class VerbsProvider(SanProviderBase):
             ent = self._mem.pop(handle, None)
             if ent is None:
                 raise errors.WSAEINVAL("unknown memory handle")
+            self._reindex_mem()
             if ent[2] is not None:
                 self._unregister(ent[2], ent[1] - ent[0])
 
@@ -864,76 +1000,107 @@ class VerbsProvider(SanProviderBase):
                                    else errors.WSAENOTCONN.wsa_code)
         return c
 
-    def _post_send_wr(self, c: _Sock, wr_id: int, wr, op: _Op) -> None:
-        PyverbsError = _pv.PyverbsError
-        self._ops[wr_id] = op
-        if c.send_outstanding >= self.max_send_wr or c.send_backlog:
-            c.send_backlog.append((wr_id, wr, op))
+    def _post_sq(self, c: _Sock, op: _Op) -> None:
+        """Post a send-queue request now, or queue it behind the backlog (under the lock)."""
+        self._ops[op.wr_id] = op
+        if len(c.sq) >= self.max_send_wr or c.send_backlog:
+            c.send_backlog.append(op)
             self.stats["send_backlog"] += 1
             return
         try:
-            c.qp.post_send(wr)
-        except PyverbsError as e:
-            self._ops.pop(wr_id, None)
+            self._post_sq_now(c, op)
+        except _pv.PyverbsError as e:
+            self._ops.pop(op.wr_id, None)
             self._finish_op(op)
             raise self._wsa(e, errors.WSAENOBUFS, f"ibv_post_send ({op.kind})") from None
-        c.ops.add(wr_id)
-        c.send_outstanding += 1
+
+    def _post_sq_now(self, c: _Sock, op: _Op) -> None:
+        if op.kind is _OP_SEND:
+            key = (op.addr, op.length, op.lkey)
+            wr = self._swr_cache.get(key)
+            if wr is None:
+                wr = self._new_send_wr(self._e.IBV_WR_SEND, op)
+                if len(self._swr_cache) >= _WR_CACHE_MAX:
+                    self._swr_cache.clear()
+                self._swr_cache[key] = wr
+            # signalled when nothing signalled is queued (so every request is covered by a completion
+            # to come), every signal_every-th of a run, and when it fills the send queue
+            signal = (not c.sig_pending or c.unsig_run + 1 >= self.signal_every
+                      or len(c.sq) + 1 >= self.max_send_wr)
+        else:
+            wr = self._new_send_wr(self._e.IBV_WR_RDMA_READ if op.kind is _OP_READ else self._e.IBV_WR_RDMA_WRITE,
+                                   op)
+            wr.set_wr_rdma(op.rkey, op.raddr)
+            signal = True
+        wr.wr_id = op.wr_id
+        wr.send_flags = self._SIGNALED if signal else 0
+        c.qp.post_send(wr)              # copies the request into the send queue: wr can be reused at once
+        c.ops.add(op.wr_id)
+        c.sq.append(op)
+        if signal:
+            op.signaled = True
+            c.sig_pending += 1
+            c.unsig_run = 0
+            if self._stranded:
+                self._stranded.pop(c, None)
+        else:
+            c.unsig_run += 1
+            self.stats["unsignaled"] += 1
+
+    def _new_send_wr(self, opcode: int, op: _Op):
+        SGE, SendWR = _pv.SGE, _pv.SendWR
+        wr = SendWR(wr_id=op.wr_id, opcode=opcode, num_sge=1, sg=[SGE(op.addr, op.length, op.lkey)],
+                    send_flags=0)
+        if not op.length:
+            wr.num_sge = 0
+        return wr
 
     def _flush_backlog(self, c: _Sock) -> None:
         PyverbsError = _pv.PyverbsError
-        while c.send_backlog and c.send_outstanding < self.max_send_wr and c.state == "connected":
-            wr_id, wr, op = c.send_backlog.popleft()
+        while c.send_backlog and len(c.sq) < self.max_send_wr and c.state == "connected":
+            op = c.send_backlog.popleft()
             try:
-                c.qp.post_send(wr)
+                self._post_sq_now(c, op)
             except PyverbsError as e:
-                self._ops.pop(wr_id, None)
+                self._ops.pop(op.wr_id, None)
                 self._finish_op(op)
                 op.ov.cq.post(op.ov, errors.WSAENOBUFS.wsa_code, 0)
                 log.warning("verbs: ibv_post_send from the backlog failed: %s", e)
-                continue
-            c.ops.add(wr_id)
-            c.send_outstanding += 1
 
-    def _sge_for(self, view, writable_needed: bool):
-        """(SGE, temporary MR or None, object to keep alive) for a local buffer."""
-        SGE = _pv.SGE
-        addr, n, writable = self._addr(view)
-        mr = self._find_mr(addr, n) if n else None
-        if mr is not None or n == 0:
-            return (SGE(addr, n, mr.lkey) if n else None), None, view
-        access = self._e.IBV_ACCESS_LOCAL_WRITE if (writable or writable_needed) else 0
+    def _local(self, buf, writable_needed: bool):
+        """(address, length, lkey, temporary MR or None, object to keep alive) for a local buffer."""
+        try:
+            addr, n, writable = self._glue.buffer_address(buf)
+        except (BufferError, TypeError) as e:
+            raise errors.WSAEFAULT(f"not a contiguous buffer: {e}") from None
+        if not n:
+            return addr, 0, 0, None, buf
+        mr = self._find_mr(addr, n)
+        if mr is not None:
+            return addr, n, mr.lkey, None, buf
         if writable_needed and not writable:
             raise errors.WSAEFAULT("receive into a read-only buffer")
-        if writable or writable_needed:
-            tmp = self._register(addr, n, access)
+        if writable:
+            tmp = self._register(addr, n, self._e.IBV_ACCESS_LOCAL_WRITE)
             self.stats["temp_registrations"] += 1
-            return SGE(addr, n, tmp.lkey), tmp, view
+            return addr, n, tmp.lkey, tmp, buf
         # an unregistered read-only send: copy it into a provider-owned MR
-        MR = _pv.MR
-        tmp = MR(self._pd, n, self._e.IBV_ACCESS_LOCAL_WRITE)
-        tmp.write(bytes(view), n)
+        tmp = _pv.MR(self._pd, n, self._e.IBV_ACCESS_LOCAL_WRITE)
+        tmp.write(bytes(buf), n)
         self.stats["bounce_copies"] += 1
-        return SGE(tmp.buf, n, tmp.lkey), tmp, None
+        return tmp.buf, n, tmp.lkey, tmp, None
 
     def WSPSend(self, s, buffers, overlapped=None):
-        SendWR = _pv.SendWR
         if overlapped is None:
             raise errors.WSAEOPNOTSUPP("verbs SAN sends are overlapped")
         data = buffers[0] if len(buffers) == 1 else b"".join(bytes(b) for b in buffers)
         with self._lock:
             c = self._connected(s)
-            sge, tmp, keep = self._sge_for(data, False)
-            n = sge.length if sge is not None else 0
-            wr_id = next(self._wr_ids)
-            wr = SendWR(wr_id=wr_id, opcode=self._e.IBV_WR_SEND, num_sge=1 if sge else 0,
-                        sg=[sge] if sge else None, send_flags=self._e.IBV_SEND_SIGNALED)
-            self._post_send_wr(c, wr_id, wr, _Op(_OP_SEND, c, overlapped, n, tmp, keep))
+            addr, n, lkey, tmp, keep = self._local(data, False)
+            self._post_sq(c, _Op(_OP_SEND, c, overlapped, n, tmp, keep, next(self._wr_ids), addr, lkey))
         return None
 
     def WSPRecv(self, s, buffers, overlapped=None):
-        PyverbsError = _pv.PyverbsError
-        RecvWR = _pv.RecvWR
         if overlapped is None:
             raise errors.WSAEOPNOTSUPP("verbs SAN receives are overlapped")
         with self._lock:
@@ -943,14 +1110,24 @@ class VerbsProvider(SanProviderBase):
                 return None
             if c.state != "connected":
                 raise errors.WSAENOTCONN()
-            sge, tmp, keep = self._sge_for(buffers[0], True)
+            addr, n, lkey, tmp, keep = self._local(buffers[0], True)
             wr_id = next(self._wr_ids)
-            wr = RecvWR(wr_id=wr_id, num_sge=1 if sge else 0, sg=[sge] if sge else None)
-            op = _Op(_OP_RECV, c, overlapped, sge.length if sge else 0, tmp, keep)
+            key = (addr, n, lkey)
+            wr = self._rwr_cache.get(key)
+            if wr is None:
+                wr = _pv.RecvWR(wr_id=wr_id, num_sge=1, sg=[_pv.SGE(addr, n, lkey)])
+                if not n:
+                    wr.num_sge = 0
+                if len(self._rwr_cache) >= _WR_CACHE_MAX:
+                    self._rwr_cache.clear()
+                self._rwr_cache[key] = wr
+            else:
+                wr.wr_id = wr_id
+            op = _Op(_OP_RECV, c, overlapped, n, tmp, keep, wr_id, addr, lkey)
             self._ops[wr_id] = op
             try:
-                c.qp.post_recv(wr)
-            except PyverbsError as e:
+                c.qp.post_recv(wr)          # copied into the receive queue: wr can be reused at once
+            except _pv.PyverbsError as e:
                 self._ops.pop(wr_id, None)
                 self._finish_op(op)
                 raise self._wsa(e, errors.WSAENOBUFS, "ibv_post_recv") from None
@@ -958,21 +1135,17 @@ class VerbsProvider(SanProviderBase):
         return None
 
     def _post_rdma(self, kind: str, s, local, remote, offset, overlapped) -> None:
-        SendWR = _pv.SendWR
         magic, raddr, rlen, rkey, rflags = self._parse(remote)
         with self._lock:
             c = self._connected(s)
-            sge, tmp, keep = self._sge_for(local[0], kind == _OP_READ)
-            n = sge.length if sge else 0
+            addr, n, lkey, tmp, keep = self._local(local[0], kind == _OP_READ)
+            op = _Op(kind, c, overlapped, n, tmp, keep, 0, addr, lkey)
             if offset < 0 or offset + n > rlen:
-                self._finish_op(_Op(kind, c, overlapped, n, tmp))
+                self._finish_op(op)
                 raise errors.WSAEINVAL(f"RDMA of {n} bytes at {offset} outside the remote region ({rlen})")
-            wr_id = next(self._wr_ids)
-            opcode = self._e.IBV_WR_RDMA_READ if kind == _OP_READ else self._e.IBV_WR_RDMA_WRITE
-            wr = SendWR(wr_id=wr_id, opcode=opcode, num_sge=1 if sge else 0, sg=[sge] if sge else None,
-                        send_flags=self._e.IBV_SEND_SIGNALED)
-            wr.set_wr_rdma(rkey, raddr + offset)
-            self._post_send_wr(c, wr_id, wr, _Op(kind, c, overlapped, n, tmp, keep))
+            op.wr_id = next(self._wr_ids)
+            op.raddr, op.rkey = raddr + offset, rkey
+            self._post_sq(c, op)
 
     def WSPRdmaRead(self, s, local, remote, offset, overlapped) -> None:
         self._post_rdma(_OP_READ, s, local, remote, offset, overlapped)

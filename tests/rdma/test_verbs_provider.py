@@ -61,9 +61,13 @@ def wait_cq(cq: CompletionQueue, n: int, timeout: float = 60.0):
 
 
 @pytest.fixture
-def pair():
-    """(acceptor provider, its socket, connector provider, its socket), connected."""
-    a, b = VerbsProvider(), VerbsProvider()
+def pair(request):
+    """(acceptor provider, its socket, connector provider, its socket), connected.
+
+    ``@pytest.mark.parametrize("pair", [(opts_a, opts_b)], indirect=True)`` gives the two providers
+    options."""
+    opts_a, opts_b = getattr(request, "param", ({}, {}))
+    a, b = VerbsProvider(**opts_a), VerbsProvider(**opts_b)
     ua, ub = Upcalls(), Upcalls()
     a.WSPStartup(ua)
     b.WSPStartup(ub)
@@ -213,3 +217,127 @@ def test_unavailable_device_gives_a_one_line_reason():
     assert not av.ok and "RDMA device no-such-rdma-dev not found" in av.reason and "\n" not in av.reason
     with pytest.raises(errors.WSAEPROVIDERFAILEDINIT):
         VerbsProvider(device="no-such-rdma-dev").WSPStartup(Upcalls())
+
+
+def _sends_in_order(cq, n: int, timeout: float = 60.0):
+    comps = wait_cq(cq, n, timeout)
+    assert len(comps) == n
+    return comps
+
+
+@pytest.mark.parametrize("pair", [({}, {"signal_every": 4}), ({"fast_poll": False}, {"signal_every": 4,
+                                                                                     "fast_poll": False})],
+                         indirect=True, ids=["fast_poll", "pyverbs_poll"])
+def test_burst_ending_on_unsignaled_sends_completes_every_overlapped_in_order(pair):
+    """Selective signalling: most SENDs are unsignalled; each still completes, in posting order,
+    including the tail that no signalled SEND follows (covered by a fence)."""
+    a, s, b, cs = pair
+    cq_a, cq_b = CompletionQueue("a"), CompletionQueue("b")
+    n, size = 23, 200
+    rbuf = bytearray(n * 256)
+    a.WSPRegisterMemory(s, rbuf, MEM_WRITE)
+    for i in range(n):
+        a.WSPRecv(s, [memoryview(rbuf)[i * 256:(i + 1) * 256]], Overlapped(cq_a, i))
+    sbuf = bytearray(os.urandom(n * size))
+    b.WSPRegisterMemory(cs, sbuf, MEM_READ)
+    for i in range(n):
+        b.WSPSend(cs, [memoryview(sbuf)[i * size:(i + 1) * size]], Overlapped(cq_b, i))
+    sent = _sends_in_order(cq_b, n)
+    assert [(c.overlapped.context, c.error, c.transferred) for c in sent] == [(i, 0, size) for i in range(n)]
+    got = wait_cq(cq_a, n)
+    assert [(c.overlapped.context, c.error, c.transferred) for c in got] == [(i, 0, size) for i in range(n)]
+    for i in range(n):
+        assert rbuf[i * 256:i * 256 + size] == sbuf[i * size:(i + 1) * size]
+    assert b.stats["unsignaled"] > 0            # the burst was selectively signalled
+    assert b.stats["send"] == n
+    time.sleep(0.3)
+    assert len(cq_b) == 0                       # each overlapped completed exactly once
+    # a lone send after the burst (no signalled one pending) completes without waiting for a fence
+    b.WSPSend(cs, [memoryview(sbuf)[:10]], Overlapped(cq_b, "lone"))
+    a.WSPRecv(s, [memoryview(rbuf)[:256]], Overlapped(cq_a, "r"))
+    (c,) = wait_cq(cq_b, 1)
+    assert (c.overlapped.context, c.error, c.transferred) == ("lone", 0, 10)
+
+
+@pytest.mark.parametrize("pair", [({}, {"signal_every": 64})], indirect=True)
+def test_error_mid_burst_fails_every_outstanding_send(pair):
+    """A SEND that fails (the receiver's posted buffer is too small) completes the unsignalled SENDs
+    before it successfully, fails itself, and fails every SEND after it; the receiver's too-small
+    receive and every receive after it fail."""
+    a, s, b, cs = pair
+    cq_a, cq_b = CompletionQueue("a"), CompletionQueue("b")
+    ev_b = EventObject("close-b")
+    b.WSPEventSelect(cs, ev_b, FD_CLOSE)
+    rbuf = bytearray(8 * 256)
+    a.WSPRegisterMemory(s, rbuf, MEM_WRITE)
+    sizes = [256, 256, 256, 16, 256, 256, 256, 256]       # the 4th receive is too small for 100 bytes
+    off = 0
+    for i, n in enumerate(sizes):
+        a.WSPRecv(s, [memoryview(rbuf)[off:off + n]], Overlapped(cq_a, i))
+        off += n
+    sbuf = bytearray(os.urandom(100))
+    b.WSPRegisterMemory(cs, sbuf, MEM_READ)
+    for i in range(8):
+        b.WSPSend(cs, [memoryview(sbuf)], Overlapped(cq_b, i))
+    comps = _sends_in_order(cq_b, 8)
+    assert [c.overlapped.context for c in comps] == list(range(8))
+    assert [(c.error, c.transferred) for c in comps[:3]] == [(0, 100)] * 3
+    assert all(c.error != 0 and c.transferred == 0 for c in comps[3:])
+    assert comps[3].error in (errors.WSAEMSGSIZE.wsa_code, errors.WSAECONNABORTED.wsa_code)
+    assert ev_b.wait(30), "no FD_CLOSE on the sender"
+    got = {c.overlapped.context: c for c in wait_cq(cq_a, 8)}
+    assert [(got[i].error, got[i].transferred) for i in range(3)] == [(0, 100)] * 3
+    assert all(got[i].error != 0 and got[i].transferred == 0 for i in range(3, 8))
+    with pytest.raises(errors.WSAECONNRESET):
+        b.WSPSend(cs, [memoryview(sbuf)], Overlapped(cq_b, "late"))
+    time.sleep(0.3)
+    assert len(cq_b) == 0                       # nothing completed twice
+
+
+def test_send_lookup_across_registrations_and_the_send_queue_backlog():
+    """More sends than the send queue holds wait in the backlog and complete in order; sends from
+    several registered regions (and a view inside one) find their own region's key."""
+    a, b = VerbsProvider(max_send_wr=4, signal_every=3), VerbsProvider()
+    ua, ub = Upcalls(), Upcalls()
+    a.WSPStartup(ua)
+    b.WSPStartup(ub)
+    try:
+        port = random.randrange(20000, 60000)
+        ls = b.WSPSocket()
+        b.WSPBind(ls, ("127.0.0.1", port))
+        b.WSPListen(ls, 4)
+        acc_ev = EventObject("accept")
+        b.WSPEventSelect(ls, acc_ev, FD_ACCEPT)
+        cs = a.WSPSocket()
+        a.WSPBind(cs, ("0.0.0.0", 0))
+        con_ev = EventObject("connect")
+        a.WSPEventSelect(cs, con_ev, FD_CONNECT)
+        with pytest.raises(errors.WSAEWOULDBLOCK):
+            a.WSPConnect(cs, ("127.0.0.1", port))
+        assert acc_ev.wait(30)
+        s = b.WSPAccept(ls, None, None)
+        assert con_ev.wait(30) and a.WSPEnumNetworkEvents(cs).error(FD_CONNECT) == 0
+        cq_a, cq_b = CompletionQueue("a"), CompletionQueue("b")
+        rbuf = bytearray(20 * 64)
+        b.WSPRegisterMemory(s, rbuf, MEM_WRITE)
+        for i in range(20):
+            b.WSPRecv(s, [memoryview(rbuf)[i * 64:(i + 1) * 64]], Overlapped(cq_b, i))
+        regions = [bytearray(os.urandom(64)) for _ in range(3)]
+        for r in regions:
+            a.WSPRegisterMemory(cs, r, MEM_READ)
+        big = bytearray(os.urandom(4096))
+        a.WSPRegisterMemory(cs, big, MEM_READ)
+        payloads = [regions[i % 3] for i in range(16)] + [memoryview(big)[1000:1064]] * 4
+        for i, p in enumerate(payloads):
+            a.WSPSend(cs, [memoryview(p)], Overlapped(cq_a, i))
+        assert a.stats["send_backlog"] > 0
+        comps = wait_cq(cq_a, 20)
+        assert [(c.overlapped.context, c.error, c.transferred) for c in comps] == [(i, 0, 64) for i in range(20)]
+        got = wait_cq(cq_b, 20)
+        assert [c.overlapped.context for c in got] == list(range(20))
+        for i, p in enumerate(payloads):
+            assert rbuf[i * 64:(i + 1) * 64] == bytes(p)
+        assert a.stats["bounce_copies"] == 0 and a.stats["temp_registrations"] == 0
+    finally:
+        a.WSPCleanup()
+        b.WSPCleanup()
