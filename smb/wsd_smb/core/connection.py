@@ -115,6 +115,7 @@ class _Out:
     sign: bool = False
     after_pack: Callable[[bytes], None] | None = None  # preauth hash update of SESSION_SETUP
     sign_key: bytes | None = None  # sign with this key instead of the session's (failed binds)
+    sign_algorithm: int | None = None  # ... and with this algorithm (a refused bind: the session's)
 
 
 @dataclass
@@ -176,6 +177,9 @@ class Connection:
         self._chain: _Chain | None = None
         self._lock = threading.Lock()
         self._completions: deque[tuple[AsyncOp, Any]] = deque()
+        #: session binds in progress on this connection (MS-SMB2 3.3.5.5.2): SessionId ->
+        #: [security exchange, channel PreauthIntegrityHashValue]
+        self._binds: dict[int, list] = {}
         server.connection_list.append(self)
 
     # ================================================================ public API
@@ -239,8 +243,11 @@ class Connection:
             op.cancel("connection_lost")
         works = []
         for s in list(self.session_table.values()):
+            if self._unbind_channel(s):
+                continue  # the session lives on over its other channels (MS-SMB2 3.3.7.1)
             works += self._teardown_session(s, run_hooks=True)
         self.session_table.clear()
+        self._binds.clear()
         if self in self.server.connection_list:
             self.server.connection_list.remove(self)
         return works
@@ -667,7 +674,14 @@ class Connection:
         return cr.AES_CMAC if self.dialect >= 0x0300 else cr.HMAC_SHA256
 
     def _signing_key(self, session: Session) -> bytes:
-        return session.signing_key if self.dialect >= 0x0300 else session.session_key
+        """Channel.SigningKey of this connection's channel (MS-SMB2 3.3.1.14; Session.SigningKey
+        on the connection that authenticated the session), SessionKey before 3.0."""
+        if self.dialect < 0x0300:
+            return session.session_key
+        for ch in session.channel_list:
+            if ch.connection is self:
+                return ch.signing_key
+        return session.signing_key
 
     def _verify(self, session: Session, raw: bytes) -> bool:
         key = self._signing_key(session)
@@ -704,12 +718,12 @@ class Connection:
             if not last:
                 raw += b"\0" * ((-len(raw)) % 8)
                 struct.pack_into("<I", raw, 20, len(raw))
-            if o.after_pack is not None:
-                o.after_pack(bytes(raw))
             if o.sign and enc_session is None and o.sign_key:
-                cr.sign_in_place(o.sign_key, raw, self._signing_algorithm())
+                cr.sign_in_place(o.sign_key, raw, self._signing_algorithm() if o.sign_algorithm is None else o.sign_algorithm)
             elif o.sign and enc_session is None and o.session is not None:
                 cr.sign_in_place(self._signing_key(o.session), raw, self._signing_algorithm())
+            if o.after_pack is not None:
+                o.after_pack(bytes(raw))  # the preauth hash covers the message as sent (signed)
             parts.append(raw)
         msg = parts[0] if len(parts) == 1 else b"".join(parts)
         if enc_session is not None:
@@ -770,6 +784,8 @@ class Connection:
             caps |= w.SMB2_GLOBAL_CAP_ENCRYPTION
         if dialect < 0x0210:
             caps &= ~w.SMB2_GLOBAL_CAP_LEASING
+        if dialect >= 0x0300 and dialect != 0x02FF and cfg.multi_channel:
+            caps |= w.SMB2_GLOBAL_CAP_MULTI_CHANNEL  # session binding, MS-SMB2 3.3.5.5.2
         self.server_capabilities = caps
         big = dialect == 0x02FF or (dialect >= 0x0210 and bool(self.client_capabilities & w.SMB2_GLOBAL_CAP_LARGE_MTU))
         rsp = w.NegotiateResponse(
@@ -872,8 +888,12 @@ class Connection:
             req = w.SessionSetupRequest.unpack(el.raw, HEADER_SIZE)
         except NtStatusError as e:
             return self._error(chain, el, e.status, None)
+        if req.flags & w.SMB2_SESSION_FLAG_BINDING and self.dialect >= 0x0300 and \
+                h.session_id in self.session_table and h.session_id not in self._binds:
+            # a bind on a connection that is already a channel of the session
+            return self._refuse_bind(chain, el, self.session_table[h.session_id], STATUS_ACCESS_DENIED)
         if req.flags & w.SMB2_SESSION_FLAG_BINDING:
-            return self._refuse_binding(chain, el)
+            return self._session_bind(chain, el, req, now)
         reauth = False
         if h.session_id == 0:
             if len(self.preauth_session_table) >= _MAX_PREAUTH_SESSIONS:
@@ -891,8 +911,21 @@ class Connection:
         else:
             session = self.session_table.get(h.session_id)
             if session is None:
+                # not a session of this connection (perhaps of another one, MS-SMB2 3.3.5.5):
+                # the error echoes SMB2_FLAGS_SIGNED so that a client that signed it accepts it
                 chain.last_session_id = None
-                return self._error(chain, el, STATUS_USER_SESSION_DELETED, None)
+                self._error(chain, el, STATUS_USER_SESSION_DELETED, None)
+                if h.is_signed:
+                    chain.out[-1].header.flags |= SMB2_FLAGS_SIGNED
+                return None
+            if session.state is SessionState.Valid and session.auth is None and session.has_session_key:
+                # re-authentication: signed with this channel's key (3.3.5.2.4)
+                if (h.is_signed and not self._verify(session, el.raw)) or \
+                        (not h.is_signed and session.signing_required):
+                    log.warning("event=reauth_refused session_id=0x%x signed=%d", session.session_id,
+                                h.is_signed)
+                    # answered like a refused bind: signed (if the request was) with Session.SigningKey
+                    return self._refuse_bind(chain, el, session, STATUS_ACCESS_DENIED)
             if session.state is not SessionState.InProgress and session.auth is None:
                 reauth = True
                 if session.state is SessionState.Expired:
@@ -956,6 +989,9 @@ class Connection:
                     self._teardown_session(session, run_hooks=False)
                     return self._error(chain, el, STATUS_ACCESS_DENIED, None)
             session.creation_time = now
+            session.dialect = self.dialect
+            session.signing_algorithm_id = self._signing_algorithm()
+            session.cipher_id = self.cipher_id
         session.user_name = ntlm.user_name
         session.domain_name = ntlm.domain_name_client
         session.client_name = ntlm.workstation
@@ -1011,33 +1047,144 @@ class Connection:
             return Work(works[0].fn)
         return None
 
-    def _refuse_binding(self, chain: _Chain, el: _Element):
-        """SESSION_SETUP with SMB2_SESSION_FLAG_BINDING (MS-SMB2 3.3.5.5, 3.3.5.5.2): this
-        server has no multichannel, so every bind is refused, with the status the spec
-        orders and, when the request was signed, a response signed with the key of the
-        session found in GlobalSessionTable (what smbtorture's bind_negative_* check)."""
+    def _bind_refusal(self, gs: Session) -> int:
+        """Why SESSION_SETUP with SMB2_SESSION_FLAG_BINDING may not bind this connection to
+        *gs* (MS-SMB2 3.3.5.5.2), as a status; STATUS_SUCCESS when it may.  The order of the
+        checks is the one Windows and Samba follow (smbtorture's bind_negative_* cases):
+        a GMAC-signed session binds only GMAC channels (REQUEST_OUT_OF_SEQUENCE) and a GMAC
+        channel only GMAC sessions (NOT_SUPPORTED); no binding below 3.0
+        (REQUEST_NOT_ACCEPTED, also when this server does not do multichannel); the dialect
+        and the cipher must be the session's (INVALID_PARAMETER); guest and anonymous
+        sessions have no key to bind with (NOT_SUPPORTED)."""
+        mine = self._signing_algorithm()
+        if gs.signing_algorithm_id == cr.AES_GMAC and mine != cr.AES_GMAC:
+            return ntstatus.STATUS_REQUEST_OUT_OF_SEQUENCE
+        if mine == cr.AES_GMAC and gs.signing_algorithm_id != cr.AES_GMAC:
+            return STATUS_NOT_SUPPORTED
+        if self.dialect < 0x0300 or not self.server.config.multi_channel:
+            return ntstatus.STATUS_REQUEST_NOT_ACCEPTED
+        if gs.dialect != self.dialect:
+            return STATUS_INVALID_PARAMETER
+        if self.dialect >= 0x0311 and gs.cipher_id != self.cipher_id:
+            return STATUS_INVALID_PARAMETER
+        if gs.is_guest or gs.is_anonymous or not gs.has_session_key:
+            return STATUS_NOT_SUPPORTED
+        return STATUS_SUCCESS
+
+    def _session_bind(self, chain: _Chain, el: _Element, req: w.SessionSetupRequest, now: float):
+        """SESSION_SETUP with SMB2_SESSION_FLAG_BINDING (MS-SMB2 3.3.5.5 / 3.3.5.5.2): add this
+        connection to Session.ChannelList of a session established on another connection.
+
+        The session is looked up in GlobalSessionTable.  A refused bind is answered, when the
+        request was signed, signed with the session's own key and algorithm (what Windows
+        does; smbtorture's bind_negative_* cases verify it).  An accepted bind runs its own
+        authentication on this connection; it must authenticate the session's user
+        (else STATUS_ACCESS_DENIED, the session untouched); Channel.SigningKey is derived
+        from that exchange's session key and, for 3.1.1, from this connection's preauth
+        integrity hash over the bind's SESSION_SETUP messages (3.3.5.5.3)."""
         h = el.header
-        gs = self.server.global_session_table.get(h.session_id)
+        cfg = self.server.config
+        sid = h.session_id
+        if sid == 0:
+            return self._error(chain, el, STATUS_INVALID_PARAMETER, None)
+        pending = self._binds.get(sid)
+        gs = self.server.global_session_table.get(sid)
         if gs is None or gs.state is not SessionState.Valid:
-            return self._error(chain, el, STATUS_USER_SESSION_DELETED, None)
-        if self.dialect < 0x0300:
-            status = ntstatus.STATUS_REQUEST_NOT_ACCEPTED
-        elif (gs.connection.dialect != self.dialect
-              or (self.dialect >= 0x0311 and (gs.connection.signing_algorithm_id != self.signing_algorithm_id
-                                              or gs.connection.cipher_id != self.cipher_id))):
-            status = STATUS_INVALID_PARAMETER
-        else:
-            status = ntstatus.STATUS_REQUEST_NOT_ACCEPTED
-        key = (gs.signing_key or gs.session_key) if gs.has_session_key else b""
+            self._binds.pop(sid, None)
+            self._error(chain, el, STATUS_USER_SESSION_DELETED, None)
+            if h.is_signed:
+                chain.out[-1].header.flags |= SMB2_FLAGS_SIGNED
+            return None
+        if pending is None:
+            status = self._bind_refusal(gs)
+            if status == STATUS_SUCCESS and not self._verify_with_session_key(gs, el.raw):
+                status = STATUS_ACCESS_DENIED  # a bind request is signed with Session.SigningKey
+            if status != STATUS_SUCCESS:
+                return self._refuse_bind(chain, el, gs, status)
+            if len(self._binds) >= _MAX_PREAUTH_SESSIONS:
+                return self._error(chain, el, ntstatus.STATUS_REQUEST_NOT_ACCEPTED, None)
+            acceptor = SpnegoAcceptor(NtlmAcceptor(
+                self._lookup_user, server_name=cfg.server_name, domain_name=cfg.domain_name,
+                allow_anonymous=cfg.allow_anonymous, allow_guest=cfg.allow_guest, guest_user=cfg.guest_user,
+                now=now))
+            pending = [acceptor, self.preauth_integrity_hash_value]
+            self._binds[sid] = pending
+        if self.dialect >= 0x0311:
+            pending[1] = cr.preauth_hash(pending[1], el.raw)
+        try:
+            token, done = pending[0].step(req.security_buffer)
+        except (NtlmError, SpnegoError) as e:
+            log.warning("event=bind_failed client=%s session_id=0x%x reason=%r", self.client_address, sid, str(e))
+            self._binds.pop(sid, None)
+            return self._refuse_bind(chain, el, gs, ntstatus.STATUS_LOGON_FAILURE)
+        if not done:
+            # until the channel has its key, the bind's responses are signed with Session.SigningKey
+            def after(raw: bytes, p=pending) -> None:
+                if self.dialect >= 0x0311:
+                    p[1] = cr.preauth_hash(p[1], raw)
+
+            rh = self._response_header(h, STATUS_MORE_PROCESSING_REQUIRED)
+            chain.out.append(_Out(rh, w.SessionSetupResponse(security_buffer=token).pack(HEADER_SIZE), None,
+                                  h.is_signed, after, gs.signing_key, gs.signing_algorithm_id))
+            chain.last_status = STATUS_MORE_PROCESSING_REQUIRED
+            return None
+        self._binds.pop(sid, None)
+        ntlm = pending[0].ntlm
+        if not ntlm.complete:
+            return self._refuse_bind(chain, el, gs, ntstatus.STATUS_LOGON_FAILURE)
+        if (ntlm.is_guest or ntlm.is_anonymous or ntlm.user_name.lower() != gs.user_name.lower()
+                or ntlm.domain_name_client.lower() != gs.domain_name.lower()):
+            log.info("event=bind_refused client=%s session_id=0x%x reason=other_user user=%s", self.client_address,
+                     sid, ntlm.user_name)
+            return self._refuse_bind(chain, el, gs, STATUS_ACCESS_DENIED)
+        key = ntlm.session_key
+        keys = cr.derive_session_keys((key[:16] + b"\0" * 16)[:16], self.dialect, pending[1],
+                                      self.cipher_id or cr.AES_128_CCM, full_session_key=key)
+        gs.channel_list.append(Channel(keys.signing_key, self))
+        self.session_table[sid] = gs
+        gs.idle_time = now
+        flags = w.SMB2_SESSION_FLAG_ENCRYPT_DATA if gs.encrypt_data else 0
+        log.info("event=bind client=%s session_id=0x%x user=%s channels=%d dialect=0x%04x", self.client_address,
+                 sid, gs.user_name, len(gs.channel_list), self.dialect)
+        self._respond(chain, el, None, w.SessionSetupResponse(session_flags=flags, security_buffer=token)
+                      .pack(HEADER_SIZE), STATUS_SUCCESS, session=gs, sign=True)
+        return None
+
+    def _verify_with_session_key(self, gs: Session, raw: bytes) -> bool:
+        """The signature of a binding request, made with Session.SigningKey (MS-SMB2 3.3.5.2.4)
+        by the algorithm of the session's first connection (or, for a client that signs
+        with this connection's algorithm, that one)."""
+        if not Smb2Header.unpack(raw).is_signed or not gs.signing_key:
+            return False
+        algs = {gs.signing_algorithm_id, self._signing_algorithm()}
+        return any(cr.verify_signature(gs.signing_key, raw, a) for a in algs)
+
+    def _refuse_bind(self, chain: _Chain, el: _Element, gs: Session, status: int):
+        h = el.header
+        key = (gs.signing_key if gs.dialect >= 0x0300 else gs.session_key) if gs.has_session_key else b""
         rh = self._response_header(h, status)
         sign = bool(key) and h.is_signed
         if h.is_signed and not sign:
             rh.flags |= SMB2_FLAGS_SIGNED
-        chain.out.append(_Out(rh, w.ErrorResponse().pack(), None, sign, None, key or None))
+        chain.out.append(_Out(rh, w.ErrorResponse().pack(), None, sign, None, key or None,
+                              gs.signing_algorithm_id))
         chain.last_status = status
         log.info("event=bind_refused client=%s session_id=0x%x status=%s", self.client_address, h.session_id,
                  status_name(status))
         return None
+
+    def _unbind_channel(self, session: Session) -> bool:
+        """This connection goes away: drop its channel from Session.ChannelList.  True if
+        the session still has other channels (then it stays, moved to one of them)."""
+        others = [ch for ch in session.channel_list if ch.connection is not self and not ch.connection.closed]
+        if not others:
+            return False
+        session.channel_list = others
+        self.session_table.pop(session.session_id, None)
+        if session.connection is self:
+            session.connection = others[0].connection
+        log.info("event=channel_closed session_id=0x%x channels=%d", session.session_id, len(others))
+        return True
 
     # ========================================================= FSCTL_VALIDATE_NEGOTIATE_INFO
     def _validate_negotiate_info(self, chain: _Chain, el: _Element, ctx: RequestContext, req: w.IoctlRequest):
@@ -1096,6 +1243,8 @@ class Connection:
         self.server.global_session_table.pop(session.session_id, None)
         if session.connection is not self and session.connection is not None:
             session.connection.session_table.pop(session.session_id, None)
+        for ch in session.channel_list:
+            ch.connection.session_table.pop(session.session_id, None)
         session.state = SessionState.Expired
         with self._lock:
             ops = [op for op in self.async_command_list.values() if op.session is session]

@@ -104,6 +104,9 @@ class ServerConfig:
     #: grant oplocks / leases (SMB2_GLOBAL_CAP_LEASING is advertised from 2.1 when set)
     oplocks: bool = True
     leasing: bool = True
+    #: IsMultiChannelCapable: SMB2_GLOBAL_CAP_MULTI_CHANNEL from 3.0, sessions can be bound to
+    #: further connections (MS-SMB2 3.3.5.5.2, Session.ChannelList)
+    multi_channel: bool = True
 
     def share(self, name: str) -> Share | None:
         return self.shares.get(name.upper())
@@ -168,6 +171,12 @@ class Session:
     application_key: bytes = b""
     # SMB 3.1.1
     preauth_integrity_hash_value: bytes = b""
+    #: Connection.Dialect / signing algorithm / CipherId of the connection that first
+    #: authenticated the session: what a later bind (MS-SMB2 3.3.5.5.2) is checked against,
+    #: and the algorithm the session's own SigningKey signs with
+    dialect: int = 0
+    signing_algorithm_id: int = 0
+    cipher_id: int = 0
     # implementation state
     domain_name: str = ""
     client_name: str = ""  # workstation name the client gave in NTLM AUTHENTICATE

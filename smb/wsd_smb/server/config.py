@@ -92,7 +92,8 @@ def load(path: str | None = None, *, host: str | None = None, port: int | None =
                       ("session_lifetime", "session_lifetime"), ("allow_guest", "allow_guest"),
                       ("allow_anonymous", "allow_anonymous"), ("reject_unencrypted_access", "reject_unencrypted_access"),
                       ("max_read_size", "max_read_size"), ("max_write_size", "max_write_size"),
-                      ("max_transact_size", "max_transact_size"), ("logon_timeout", "logon_timeout")):
+                      ("max_transact_size", "max_transact_size"), ("logon_timeout", "logon_timeout"),
+                      ("multi_channel", "multi_channel")):
         if key in srv:
             setattr(cfg, attr, type(getattr(cfg, attr))(srv[key]))
     if "dialects" in srv:

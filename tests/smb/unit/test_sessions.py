@@ -388,11 +388,11 @@ def test_failed_reauth_deletes_the_session(smbd):
     (0x0210, 0x0311, ntstatus.STATUS_INVALID_PARAMETER),
     (0x0311, 0x0210, ntstatus.STATUS_REQUEST_NOT_ACCEPTED),
     (0x0302, 0x0311, ntstatus.STATUS_INVALID_PARAMETER),
-    (0x0311, 0x0311, ntstatus.STATUS_REQUEST_NOT_ACCEPTED),
 ])
 def test_session_binding_refused_signed_with_the_global_session_key(smbd, d1, d2, expect):
-    """No multichannel: a bind from a second connection gets the spec's status, signed with
-    the key of the session found in GlobalSessionTable; the first session lives on."""
+    """MS-SMB2 3.3.5.5.2: a bind below 3.0 or across dialects gets the spec's status, signed
+    with the key of the session found in GlobalSessionTable by that session's signing
+    algorithm; the first session lives on."""
     c1 = RawClient(smbd.host, smbd.port)
     c1.negotiate(dialects=(d1,))
     assert c1.session_setup(USER, PASSWORD).status == 0
@@ -405,7 +405,7 @@ def test_session_binding_refused_signed_with_the_global_session_key(smbd, d1, d2
     c2.send_raw(cr.sign(c2.signing_key, raw, c2.signing_alg))
     r = c2.recv()[0]
     assert r.status == expect
-    assert cr.verify_signature(c2.signing_key, r.raw, c2.signing_alg)
+    assert cr.verify_signature(c2.signing_key, r.raw, c1.signing_alg)
     # the same session id without BINDING on the other connection: not this connection's session
     r = c2.request(Command.SMB2_SESSION_SETUP, w.SessionSetupRequest(security_buffer=b"\x60\x00"), sign=False)
     assert r.status == ntstatus.STATUS_USER_SESSION_DELETED
