@@ -57,6 +57,13 @@ class NtlmError(Exception):
     """Authentication failed (the SMB layer maps this to STATUS_LOGON_FAILURE)."""
 
 
+class NtlmMalformed(NtlmError):
+    """The AUTHENTICATE_MESSAGE is not well formed: an NTLMv2_CLIENT_CHALLENGE (MS-NLMP
+    2.2.2.7) whose AV_PAIR list runs past its end.  Windows and Samba answer such a logon
+    with STATUS_INVALID_PARAMETER rather than LOGON_FAILURE (Samba bug 14932: the
+    "net diag" style response; smbtorture smb2.session.ntlmssp_bug14932)."""
+
+
 def _hmac_md5(key: bytes, data: bytes) -> bytes:
     return hmac.new(key, data, hashlib.md5).digest()
 
@@ -265,6 +272,10 @@ class NtlmAcceptor:
         nt_proof, blob = nt[:16], nt[16:]
         if len(blob) < 28 or blob[0] != 1 or blob[1] != 1:
             raise NtlmError("malformed NTLMv2 response")
+        try:
+            av = dict(parse_av_pairs(blob[28:]))  # the structure is checked before the proof
+        except NtlmError as e:
+            raise NtlmMalformed(f"NTLMv2_CLIENT_CHALLENGE: {e}") from None
         key = None
         for dom in dict.fromkeys((self.domain_name_client, self.domain_name_client.upper(), "")):
             k = ntowfv2(cred.nt_hash, self.user_name, dom)
@@ -282,7 +293,6 @@ class NtlmAcceptor:
         else:
             exported = key_exchange_key
         # MIC (MS-NLMP 3.2.5.1.2): present when MsvAvFlags bit 0x2 is set in the blob's AV pairs
-        av = dict(parse_av_pairs(blob[28:]))
         av_flags = struct.unpack("<I", av[MsvAvFlags])[0] if len(av.get(MsvAvFlags, b"")) == 4 else 0
         if av_flags & 0x2:
             if len(auth) < 88:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .. import ntstatus
-from ..auth.ntlm import Credential, NtlmAcceptor, NtlmError
+from ..auth.ntlm import Credential, NtlmAcceptor, NtlmError, NtlmMalformed
 from ..auth.spnego import SpnegoAcceptor, SpnegoError, neg_token_init_server
 from ..crypto import smbcrypto as cr
 from ..ntstatus import (STATUS_ACCESS_DENIED, STATUS_INVALID_PARAMETER,
@@ -947,7 +947,8 @@ class Connection:
             log.warning("event=logon_failed client=%s session_id=0x%x reauth=%d reason=%r", self.client_address,
                         session.session_id, reauth, str(e))
             session.auth = None
-            return self._fail_logon(chain, el, session, reauth, now)
+            return self._fail_logon(chain, el, session, reauth, now,
+                                    STATUS_INVALID_PARAMETER if isinstance(e, NtlmMalformed) else None)
         # During re-authentication the session has keys: its SESSION_SETUP responses are
         # signed (clients that sign the request insist on a signed answer).
         reauth_sign = reauth and session.has_session_key and (h.is_signed or session.signing_required)
@@ -1028,20 +1029,23 @@ class Connection:
             return Work(old_works[0].fn)
         return None
 
-    def _fail_logon(self, chain: _Chain, el: _Element, session: Session, reauth: bool, now: float):
+    def _fail_logon(self, chain: _Chain, el: _Element, session: Session, reauth: bool, now: float,
+                    status: int | None = None):
         """STATUS_LOGON_FAILURE; the session is deleted (MS-SMB2 3.3.5.5.3; a failed
         re-authentication deletes it too, closing its opens through the file layer's hooks).
-        A failed re-authentication is answered signed with the session's key."""
+        A failed re-authentication is answered signed with the session's key.  *status*:
+        STATUS_INVALID_PARAMETER for a malformed NTLM response (NtlmMalformed)."""
         h = el.header
+        status = ntstatus.STATUS_LOGON_FAILURE if status is None else status
         key = self._signing_key(session) if (reauth and session.has_session_key
                                              and (h.is_signed or session.signing_required)) else b""
         works = self._teardown_session(session, run_hooks=reauth)
         if key:
-            rh = self._response_header(h, ntstatus.STATUS_LOGON_FAILURE)
+            rh = self._response_header(h, status)
             chain.out.append(_Out(rh, w.ErrorResponse().pack(), None, True, None, key))
-            chain.last_status = ntstatus.STATUS_LOGON_FAILURE
+            chain.last_status = status
         else:
-            self._error(chain, el, ntstatus.STATUS_LOGON_FAILURE, None)
+            self._error(chain, el, status, None)
         if works:
             chain.pending = (el, None, RequestContext(self, self.server, h, now), None)
             return Work(works[0].fn)
