@@ -208,6 +208,29 @@ def reconnect(ctx: Any, name: str, contexts: dict, rc: DurableReconnect, lease_r
     return o
 
 
+def lock_sequence(o: Any, dialect: int, lock_sequence: int) -> tuple[int, bool]:
+    """MS-SMB2 3.3.5.14 lock sequence verification for durable/resilient opens: returns
+    (LockSequenceIndex or 0 when not checked, replay).  A replay (the entry is valid and
+    holds this LockSequenceNumber) is answered with success without locking again; an
+    entry that does not match is invalidated until the request succeeds."""
+    if not ((dialect == 0x0210 and o.is_resilient)
+            or (dialect >= 0x0300 and (o.is_durable or o.is_resilient or o.is_persistent))):
+        return 0, False
+    number, index = lock_sequence & 0xF, (lock_sequence >> 4) & 0x0FFFFFFF
+    if not 1 <= index <= 64:
+        return 0, False
+    if o.lock_sequence_array.get(index) == number:
+        return index, True
+    o.lock_sequence_array.pop(index, None)
+    return index, False
+
+
+def lock_sequence_done(o: Any, lock_sequence: int, index: int) -> None:
+    """The lock request with a checked sequence succeeded: remember its number."""
+    if index:
+        o.lock_sequence_array[index] = lock_sequence & 0xF
+
+
 class DurableTable:
     """Disconnected durable opens and the scavenger timer (3.3.2.4)."""
 

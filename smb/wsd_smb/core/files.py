@@ -710,6 +710,9 @@ def lock(ctx: RequestContext, req: LockRequest) -> Response | AsyncOp:
     st = state_of(ctx.server)
     store = st.store
     o = _disk_open(ctx, req.file_id)
+    seq_index, replay = dur.lock_sequence(o, ctx.connection.dialect, req.lock_sequence)
+    if replay:  # a replayed request of a durable open: already done (3.3.5.14)
+        return Response(LockResponse())
     elements = [(e.offset, e.length, e.flags) for e in req.locks]
     if st.oplocks.active():
         st.oplocks.break_level2(o.file, o, ctx.now)
@@ -718,7 +721,10 @@ def lock(ctx: RequestContext, req: LockRequest) -> Response | AsyncOp:
     holder: dict[str, Any] = {"op": None, "status": None}
 
     def result(status: int) -> Response | NtStatusError:
-        return Response(LockResponse()) if status == STATUS_SUCCESS else NtStatusError(status)
+        if status == STATUS_SUCCESS:
+            dur.lock_sequence_done(o, req.lock_sequence, seq_index)
+            return Response(LockResponse())
+        return NtStatusError(status)
 
     def on_complete(status: int) -> None:
         with guard:
@@ -730,6 +736,7 @@ def lock(ctx: RequestContext, req: LockRequest) -> Response | AsyncOp:
 
     pending = store.lock(o, elements, on_complete=on_complete)
     if pending is None:
+        dur.lock_sequence_done(o, req.lock_sequence, seq_index)
         return Response(LockResponse())
 
     def on_cancel(op: AsyncOp) -> None:
@@ -841,7 +848,7 @@ def query_info(ctx: RequestContext, req: QueryInfoRequest) -> Response:
 
 @register(Command.SMB2_SET_INFO)
 @_traced
-def set_info(ctx: RequestContext, req: SetInfoRequest) -> Response:
+def set_info(ctx: RequestContext, req: SetInfoRequest) -> Response | AsyncOp:
     """MS-SMB2 3.3.5.21."""
     if len(req.buffer) > ctx.connection.max_transact_size:
         raise fail(STATUS_INVALID_PARAMETER, "BufferLength > MaxTransactSize")
@@ -850,6 +857,11 @@ def set_info(ctx: RequestContext, req: SetInfoRequest) -> Response:
         raise fail(STATUS_NOT_SUPPORTED, "SET_INFO on a pipe")
     if req.info_type == SMB2_0_INFO_FILE:
         st = state_of(ctx.server)
+        if req.file_info_class == _FILE_RENAME_INFORMATION and st.oplocks.active():
+            # a rename breaks HANDLE caching of the file's other leases first (smb2.lease.v2_rename)
+            breaking = st.leases.before_rename(o.file, o, ctx.now)
+            if breaking and _last_in_chain(ctx):
+                return _wait_for_breaks(ctx, st, breaking, lambda: set_info(ctx, req))
         sinfo.set_file_info(st.store, o, req.file_info_class, bytes(req.buffer))
         if req.file_info_class in (_FILE_ALLOCATION_INFORMATION, _FILE_END_OF_FILE_INFORMATION) \
                 and st.oplocks.active():
@@ -864,6 +876,7 @@ def set_info(ctx: RequestContext, req: SetInfoRequest) -> Response:
     return Response(SetInfoResponse())
 
 
+_FILE_RENAME_INFORMATION = 10
 _FILE_ALLOCATION_INFORMATION = 19
 _FILE_END_OF_FILE_INFORMATION = 20
 

@@ -271,6 +271,21 @@ class LeaseManager:
                 wait.add(lease)
         return wait
 
+    def before_rename(self, fobj: Any, origin: Any, now: float) -> set:
+        """A rename through *origin* removes H from the file's other leases (their
+        clients must close cached handles first); returns the leases to wait for."""
+        wait: set = set()
+        for lease in self.leases_on(fobj):
+            if origin in lease.lease_opens:
+                continue
+            if self.oplocks.is_breaking(lease):
+                wait.add(lease)
+            elif lease.lease_state & H:
+                out = self.object_store_lease_break(lease.client_guid, lease.lease_key, lease.lease_state & ~H, now)
+                if out.new_state is None and out.ack_required:
+                    wait.add(lease)
+        return wait
+
     def break_on_write(self, fobj: Any, origin: Any, now: float) -> None:
         """A write / size change through *origin* breaks the other leases holding R to
         NONE (smbtorture smb2.lease.timeout / complex1: RH -> NONE); the write does not

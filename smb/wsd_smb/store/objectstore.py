@@ -230,6 +230,8 @@ class Open:
     create_guid: bytes = b""
     #: Open.AppInstanceId (MS-SMB2 3.3.5.9.13)
     app_instance_id: bytes | None = None
+    #: Open.LockSequenceArray (3.3.1.10): LockSequenceIndex -> LockSequenceNumber of the valid entries
+    lock_sequence_array: dict = field(default_factory=dict)
     file_global_id: int = 0
     lock_count: int = 0
     path_name: str = ""

@@ -367,3 +367,25 @@ def test_reconnect_state_lives_in_the_store(smbd):
     disconnect(smbd, c, fid[0])
     o = server_open(smbd, fid[0])
     assert o in smbd.call(lambda: list(state_of(smbd.server).store.opens.values()))
+
+
+def test_lock_sequence_replay_on_durable_open(smbd):
+    """MS-SMB2 3.3.5.14: on a durable open (3.x) a LOCK whose LockSequenceIndex entry
+    holds the same LockSequenceNumber is a replay: success without locking again; a
+    different number is processed (and here conflicts with the lock already held)."""
+    c, t, fid = durable_batch(smbd, "lockseq.dat")
+    el = [w.LockElement(offset=0, length=1, flags=0x02 | 0x10)]  # EXCLUSIVE | FAIL_IMMEDIATELY
+
+    def lock(seq):
+        return c.request(Command.SMB2_LOCK, w.LockRequest(lock_sequence=seq, file_id=FileId(*fid), locks=el),
+                         tree_id=t).status
+
+    assert lock((3 << 4) | 5) == OK
+    assert lock((3 << 4) | 5) == OK  # replay
+    assert lock((3 << 4) | 6) == 0xC0000055  # LOCK_NOT_GRANTED: not a replay
+    # a non-durable open has no lock sequence check
+    st, b, _ = create(c, t, "lockseq2.dat", NONE)
+    plain = [w.LockElement(offset=0, length=1, flags=0x02 | 0x10)]
+    r = lambda: c.request(Command.SMB2_LOCK, w.LockRequest(lock_sequence=(3 << 4) | 5, file_id=FileId(*b.file_id),
+                                                           locks=plain), tree_id=t).status
+    assert r() == OK and r() == 0xC0000055
