@@ -21,6 +21,7 @@ This module is plain Python (no pytest) so that the bench can import it too.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -253,10 +254,12 @@ class WsdServer(SmbServer):
     """Our wsd-smbd, as a subprocess of the current interpreter."""
 
     def __init__(self, root: Path, port: int = 0, python: str | None = None, extra_args: list[str] | None = None,
-                 **kw):
+                 server_options: dict | None = None, **kw):
         super().__init__(kind="wsd", root=Path(root), port=port, **kw)
         self.python = python or sys.executable
         self.extra_args = list(extra_args or [])
+        #: [server] settings of the TOML configuration (e.g. allow_anonymous=True), passed with --config
+        self.server_options = dict(server_options or {})
 
     @staticmethod
     def unavailable_reason() -> str | None:
@@ -264,8 +267,12 @@ class WsdServer(SmbServer):
             return "wsd_smb.server.cli is not importable (wsd-smbd not built yet)"
         return None
 
+    def config_path(self) -> Path:
+        return self.root / "wsd-smbd.toml"
+
     def command(self) -> list[str]:
-        return [self.python, "-m", "wsd_smb.server.cli", "--port", str(self.port),
+        conf = ["--config", str(self.config_path())] if self.server_options else []
+        return [self.python, "-m", "wsd_smb.server.cli", *conf, "--port", str(self.port),
                 "--share", f"{self.share}={self.share_path}",
                 "--user", f"{self.user}:{self.password}:admin", *self.extra_args]
 
@@ -274,6 +281,9 @@ class WsdServer(SmbServer):
         if why:
             raise ServerUnavailable(why)
         self.share_path.mkdir(parents=True, exist_ok=True)
+        if self.server_options:
+            lines = ["[server]"] + [f"{k} = {json.dumps(v)}" for k, v in sorted(self.server_options.items())]
+            self.config_path().write_text("\n".join(lines) + "\n")
         if not self.port:
             self.port = free_port()
         env = dict(os.environ, PYTHONUNBUFFERED="1")

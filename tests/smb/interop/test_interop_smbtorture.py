@@ -21,7 +21,7 @@ import socket
 
 import pytest
 
-from smbtorture_runner import PASS, SLOW_SUITES, SMBTORTURE, SUITES, load_pins, run_suite
+from smbtorture_runner import PASS, SLOW_SUITES, SMBTORTURE, SUITES, load_pins, run_suite, server_options
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
@@ -31,14 +31,37 @@ STALL = float(os.environ.get("WSD_SMBTORTURE_STALL", "30"))
 RUN_SUITES = SUITES + (SLOW_SUITES if os.environ.get("WSD_SMBTORTURE_SUITES") == "all" else [])
 
 
+@pytest.fixture(scope="module")
+def suite_servers(tmp_path_factory):
+    """Servers of their own for suites with per-suite options (SUITE_SERVER_OPTIONS), by (kind, suite)."""
+    servers: dict = {}
+    yield servers
+    for srv in servers.values():
+        srv.stop()
+
+
+def _server_for(smb_server, suite, suite_servers, tmp_path_factory):
+    opts = server_options(smb_server.kind, suite)
+    if not opts:
+        return smb_server
+    key = (smb_server.kind, suite)
+    if key not in suite_servers:
+        from sut_servers import KINDS
+        srv = KINDS[smb_server.kind](tmp_path_factory.mktemp(f"torture-{smb_server.kind}-{suite}"),
+                                     server_options=opts)
+        srv.start()
+        suite_servers[key] = srv
+    return suite_servers[key]
+
+
 @pytest.mark.timeout(int(max(BUDGET, 400)) + 120)
 @pytest.mark.parametrize("suite", RUN_SUITES)
-def test_smbtorture(smb_server, suite, client_conf, torture_report):
+def test_smbtorture(smb_server, suite, client_conf, torture_report, suite_servers, tmp_path_factory):
     if MODE == "off":
         pytest.skip("WSD_SMBTORTURE=off")
     if SMBTORTURE is None:
         pytest.skip("smbtorture not installed (apt-get install samba-testsuite)")
-    srv = smb_server
+    srv = _server_for(smb_server, suite, suite_servers, tmp_path_factory)
     pins = set(load_pins().get(srv.kind, {}).get(suite, []))
     if MODE == "pinned" and not pins:
         pytest.skip(f"WSD_SMBTORTURE=pinned and nothing of {suite} is pinned for {srv.kind}")
