@@ -587,6 +587,16 @@ class Ring:
                 raise ValueError("commit_posted: more spans than posted, or a length larger than its span")
             _raise(rc)
 
+    def commit_posted_one(self, nbytes: int) -> None:
+        """commit_posted([nbytes]) without building a list (the per-message fast path)."""
+        r = self._r
+        if r is None:
+            self._need_open()
+        lens = self._lens
+        lens[0] = nbytes
+        if lib.wsd_ring_commit_posted(r, lens, 1) < 0:
+            raise ValueError("commit_posted: nothing posted, or a length larger than its span")
+
     @property
     def posted(self) -> int:
         """Posted spans not yet committed."""

@@ -264,6 +264,7 @@ class SessionProtocol:
         self._uncommitted: collections.deque[list] = collections.deque()  # posted, posting order
         self._ring_post = recv_ring.post
         self._ring_commit = recv_ring.commit_posted
+        self._ring_commit_one = recv_ring.commit_posted_one
         #: the pool of registered send buffers (``PostSend(i, n)``); peer's receive_size bounds use
         self.send_buffers = [sm[i * c.recv_size:(i + 1) * c.recv_size] for i in range(c.send_count)]
         self.state = State.IDLE
@@ -397,7 +398,7 @@ class SessionProtocol:
             uc.popleft()
             sp[_LEN] = nbytes
             sp[_COMMITTED] = True
-            self._ring_commit((nbytes,))
+            self._ring_commit_one(nbytes)
         else:
             self._commit_span(index, nbytes)
         buf = self.recv_buffers[index]
