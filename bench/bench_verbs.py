@@ -37,7 +37,7 @@ from pathlib import Path
 GROUP = "verbs"
 ROOT = Path(__file__).resolve().parent.parent
 MARK = "@@WSD-VERBS-BENCH "
-DEPTH = 64        # receives posted by the receiver
+DEPTH = int(os.environ.get("WSD_VERBS_BENCH_DEPTH", "64"))     # receives posted by the receiver
 WINDOW = 32       # SENDs in flight at the sender
 SIZES = (64, 64 << 10)
 
@@ -407,8 +407,13 @@ def run(quick: bool = False) -> list[dict]:
             rows.append(_row(f"{label} {size} B", None, "", f"FAILED: {r['error']}"))
             continue
         if "gbps" in r:
+            extra = ""
+            if r["kind"] == "provider_bw":
+                hw, st = r.get("hw", {}), r.get("stats", {})
+                extra = (f"; {hw.get('rcvd_rnr_err', 0)} RNR NAKs, {st.get('fence', 0)} fences, "
+                         f"{st.get('unsignaled', 0)} unsignalled")
             rows.append(_row(f"{label} {size} B", r["gbps"], "Gb/s",
-                             f"{r['msg_per_s'] / 1e3:.1f} kmsg/s over {r['count']} messages"))
+                             f"{r['msg_per_s'] / 1e3:.1f} kmsg/s over {r['count']} messages{extra}"))
             b = base_bw.get(size)
             if b and b["bw_avg_gbps"]:
                 rows.append(_row(f"{label} {size} B / ib_send_bw", r["gbps"] / b["bw_avg_gbps"], "x",

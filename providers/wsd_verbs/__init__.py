@@ -68,11 +68,14 @@ _WR_CACHE_MAX = 1024      # cached SendWR / RecvWR objects per provider (keyed b
 # pyverbs names used on the data path, bound once at WSPStartup (an import statement per work request
 # costs ~0.1 ms in the TCG guest)
 _pv = None
+_SGE_LAYOUT = _SEND_LAYOUT = _RECV_LAYOUT = None      # _pyverbs_glue's, bound with _pv
 
 
 def _load_pv() -> None:
-    global _pv
+    global _pv, _SGE_LAYOUT, _SEND_LAYOUT, _RECV_LAYOUT
     if _pv is None:
+        from . import _pyverbs_glue as glue
+        _SGE_LAYOUT, _SEND_LAYOUT, _RECV_LAYOUT = glue.SGE_LAYOUT, glue.SEND_LAYOUT, glue.RECV_LAYOUT
         import types
 
         from pyverbs.mr import MR
@@ -142,7 +145,7 @@ class VerbsProvider(SanProviderBase):
                  max_send_wr: int = 128, max_recv_wr: int = 128, cq_entries: int = 8192,
                  rd_atomic: int = 16, min_rnr_timer: int = 7, ack_timeout: int = 18,
                  max_registered_bytes: int | None = None, signal_every: int = 16, fence_delay: float = 0.0,
-                 fast_poll: bool = True, **options):
+                 fast_poll: bool = True, wr_templates: bool = True, **options):
         super().__init__(**options)
         self.device = device or os.environ.get("WSD_RDMA_DEV") or None
         self.nic_addr = nic_addr or os.environ.get("WSD_RDMA_ADDR") or None
@@ -161,6 +164,7 @@ class VerbsProvider(SanProviderBase):
         self.signal_every = max(1, min(int(signal_every), max_send_wr))
         self.fence_delay = max(0.0, float(fence_delay))
         self.fast_poll = fast_poll      # poll the CQ through the provider's poll_cq (no WC objects)
+        self.wr_templates = wr_templates    # write work requests into one SendWR / RecvWR (no new objects)
         self.capabilities = ProviderCapabilities(rdma_read=rdma_read, rdma_write=rdma_write, flow_control=True,
                                                  max_message=1 << 30)
         self.stats = collections.Counter()
@@ -298,6 +302,15 @@ class VerbsProvider(SanProviderBase):
                                     send_flags=e.IBV_SEND_SIGNALED)
         self._fence_wr.num_sge = 0
         self._fence_wr.set_wr_rdma(0, 0)
+        self._swt = self._rwt = None
+        if self.wr_templates:
+            try:
+                self._swt = glue.send_template(_pv.SendWR, _pv.SGE, e.IBV_WR_SEND, e.IBV_SEND_SIGNALED)
+                self._rwt = glue.recv_template(_pv.RecvWR, _pv.SGE)
+                self.stats["wr_templates"] = 1
+            except glue.LayoutError as err:
+                self._swt = self._rwt = None
+                log.info("verbs: a pyverbs work request per buffer (%s)", err)
         self._max_conns = max(1, self.cq_entries // (self.max_send_wr + self.max_recv_wr))
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -333,7 +346,7 @@ class VerbsProvider(SanProviderBase):
             self._poll_wcs = None
             self._swr_cache.clear()
             self._rwr_cache.clear()
-            self._fence_wr = None
+            self._fence_wr = self._swt = self._rwt = None
             self._cq.close()
             self._cc.close()
             self._pd.close()
@@ -403,14 +416,16 @@ class VerbsProvider(SanProviderBase):
         if self._stranded and not self.fence_delay:
             self._post_fences(time.monotonic())
 
-    def _drain_cq(self) -> None:
+    def _drain_cq(self) -> int:
         poll, on_wc = self._poll_wcs, self._on_wc
+        total = 0
         while True:
             wcs = poll()
             for wr_id, status, _opcode, _vendor_err, byte_len in wcs:
                 on_wc(wr_id, status, byte_len)
+            total += len(wcs)
             if len(wcs) < 64:           # fewer than asked for: the CQ was empty
-                return
+                return total
 
     def _pyverbs_poll(self) -> list:
         n, wcs = self._cq.poll(64)
@@ -874,8 +889,14 @@ class VerbsProvider(SanProviderBase):
             wr_id = next(self._wr_ids)
             op = _Op(_OP_FENCE, c, None, 0, wr_id=wr_id)
             op.signaled = True
-            wr = self._fence_wr
-            wr.wr_id = wr_id
+            t = self._swt
+            if t is not None:
+                _SEND_LAYOUT.pack_into(t.hdr, 0, wr_id, 0, t.sge_ptr, 0, self._e.IBV_WR_RDMA_WRITE,
+                                       self._SIGNALED, 0, 0)
+                wr = t.wr
+            else:
+                wr = self._fence_wr
+                wr.wr_id = wr_id
             try:
                 c.qp.post_send(wr)
             except PyverbsError as e:        # the send queue has the spare slot: this is a dead QP
@@ -1015,25 +1036,37 @@ class VerbsProvider(SanProviderBase):
             raise self._wsa(e, errors.WSAENOBUFS, f"ibv_post_send ({op.kind})") from None
 
     def _post_sq_now(self, c: _Sock, op: _Op) -> None:
+        e = self._e
         if op.kind is _OP_SEND:
-            key = (op.addr, op.length, op.lkey)
-            wr = self._swr_cache.get(key)
-            if wr is None:
-                wr = self._new_send_wr(self._e.IBV_WR_SEND, op)
-                if len(self._swr_cache) >= _WR_CACHE_MAX:
-                    self._swr_cache.clear()
-                self._swr_cache[key] = wr
+            opcode = e.IBV_WR_SEND
             # signalled when nothing signalled is queued (so every request is covered by a completion
             # to come), every signal_every-th of a run, and when it fills the send queue
             signal = (not c.sig_pending or c.unsig_run + 1 >= self.signal_every
                       or len(c.sq) + 1 >= self.max_send_wr)
         else:
-            wr = self._new_send_wr(self._e.IBV_WR_RDMA_READ if op.kind is _OP_READ else self._e.IBV_WR_RDMA_WRITE,
-                                   op)
-            wr.set_wr_rdma(op.rkey, op.raddr)
+            opcode = e.IBV_WR_RDMA_READ if op.kind is _OP_READ else e.IBV_WR_RDMA_WRITE
             signal = True
-        wr.wr_id = op.wr_id
-        wr.send_flags = self._SIGNALED if signal else 0
+        flags = self._SIGNALED if signal else 0
+        t = self._swt
+        if t is not None:
+            _SGE_LAYOUT.pack_into(t.sge, 0, op.addr, op.length, op.lkey)
+            _SEND_LAYOUT.pack_into(t.hdr, 0, op.wr_id, 0, t.sge_ptr, 1 if op.length else 0, opcode, flags,
+                                   op.raddr, op.rkey)
+            wr = t.wr
+        elif op.kind is _OP_SEND:
+            key = (op.addr, op.length, op.lkey)
+            wr = self._swr_cache.get(key)
+            if wr is None:
+                wr = self._new_send_wr(opcode, op)
+                if len(self._swr_cache) >= _WR_CACHE_MAX:
+                    self._swr_cache.clear()
+                self._swr_cache[key] = wr
+            wr.wr_id = op.wr_id
+            wr.send_flags = flags
+        else:
+            wr = self._new_send_wr(opcode, op)
+            wr.set_wr_rdma(op.rkey, op.raddr)
+            wr.send_flags = flags
         c.qp.post_send(wr)              # copies the request into the send queue: wr can be reused at once
         c.ops.add(op.wr_id)
         c.sq.append(op)
@@ -1112,15 +1145,18 @@ class VerbsProvider(SanProviderBase):
                 raise errors.WSAENOTCONN()
             addr, n, lkey, tmp, keep = self._local(buffers[0], True)
             wr_id = next(self._wr_ids)
-            key = (addr, n, lkey)
-            wr = self._rwr_cache.get(key)
-            if wr is None:
+            t = self._rwt
+            if t is not None:
+                _SGE_LAYOUT.pack_into(t.sge, 0, addr, n, lkey)
+                _RECV_LAYOUT.pack_into(t.hdr, 0, wr_id, 0, t.sge_ptr, 1 if n else 0)
+                wr = t.wr
+            elif (wr := self._rwr_cache.get((addr, n, lkey))) is None:
                 wr = _pv.RecvWR(wr_id=wr_id, num_sge=1, sg=[_pv.SGE(addr, n, lkey)])
                 if not n:
                     wr.num_sge = 0
                 if len(self._rwr_cache) >= _WR_CACHE_MAX:
                     self._rwr_cache.clear()
-                self._rwr_cache[key] = wr
+                self._rwr_cache[(addr, n, lkey)] = wr
             else:
                 wr.wr_id = wr_id
             op = _Op(_OP_RECV, c, overlapped, n, tmp, keep, wr_id, addr, lkey)

@@ -289,3 +289,73 @@ def cq_poller(cq, ctx, cc, batch: int = 64):
 
     poll.keep = (cq, buf)     # the CQ object must outlive the function (the provider keeps both)
     return poll
+
+
+# ---------------------------------------------------------------------------------------- work requests
+# pyverbs' SendWR / RecvWR embed the C ibv_send_wr / ibv_recv_wr and copy the scatter/gather entries
+# into their own array at construction; changing a buffer means a new SGE and a new WR object (≈ 30 µs in
+# the TCG guest, and a logger look-up each).  One template of each is written here directly instead:
+# ibv_recv_wr = {wr_id u64, next *, sg_list *, num_sge int}; ibv_send_wr = {wr_id u64, next *, sg_list *,
+# num_sge int, opcode int, send_flags uint, imm_data u32, wr.rdma {remote_addr u64, rkey u32}, ...};
+# ibv_sge = {addr u64, length u32, lkey u32}.  ibv_post_send/recv copy the request into the queue, so a
+# template is reusable as soon as the call returns.
+SGE_LAYOUT = struct.Struct("<QII")
+RECV_LAYOUT = struct.Struct("<QQQi")
+SEND_LAYOUT = struct.Struct("<QQQiiI4xQI")
+_MAGIC_WR_ID = 0x5753_4476_7772_0001
+_MAGIC_SGE = (0xA1A2_A3A4_A5A6, 0x5EED, 0x77)
+
+
+class WrTemplate:
+    """A pyverbs work request (``wr``) plus writable views of its C request (``hdr``) and of its one
+    scatter/gather entry (``sge``, at address ``sge_ptr``).  Keep the object: the views point into it."""
+
+    __slots__ = ("wr", "hdr", "sge", "sge_ptr")
+
+    def __init__(self, wr, hdr, sge, sge_ptr):
+        self.wr, self.hdr, self.sge, self.sge_ptr = wr, hdr, sge, sge_ptr
+
+
+def _find_u64(obj, value: int, room: int) -> int:
+    base = id(obj)
+    size = type(obj).__basicsize__
+    for off in range(2 * _SIZE_PTR, size - room + 1, _SIZE_PTR):
+        if ctypes.c_uint64.from_address(base + off).value == value:
+            return off
+    raise LayoutError(f"{type(obj).__name__}: embedded work request not found")
+
+
+def _template(wr, layout: struct.Struct, expect: dict) -> WrTemplate:
+    off = _find_u64(wr, _MAGIC_WR_ID, layout.size)
+    base = id(wr) + off
+    fields = layout.unpack(ctypes.string_at(base, layout.size))
+    next_ptr, sge_ptr = fields[1], fields[2]
+    if next_ptr != 0 or not sge_ptr or fields[3] != 1:
+        raise LayoutError(f"{type(wr).__name__}: next/sg_list/num_sge not where expected")
+    for idx, want in expect.items():
+        if fields[idx] != want:
+            raise LayoutError(f"{type(wr).__name__}: field {idx} is {fields[idx]}, expected {want}")
+    if SGE_LAYOUT.unpack(ctypes.string_at(sge_ptr, SGE_LAYOUT.size)) != _MAGIC_SGE:
+        raise LayoutError(f"{type(wr).__name__}: scatter/gather entry not recognised")
+    hdr = (ctypes.c_char * layout.size).from_address(base)
+    sge = (ctypes.c_char * SGE_LAYOUT.size).from_address(sge_ptr)
+    # both ways: what pyverbs sets shows in the memory, what is written shows in pyverbs
+    wr.wr_id = 12345
+    if ctypes.c_uint64.from_address(base).value != 12345:
+        raise LayoutError(f"{type(wr).__name__}: wr_id does not follow pyverbs")
+    struct.pack_into("<Q", hdr, 0, 67890)
+    if wr.wr_id != 67890:
+        raise LayoutError(f"{type(wr).__name__}: pyverbs does not read the written wr_id")
+    return WrTemplate(wr, hdr, sge, sge_ptr)
+
+
+def send_template(SendWR, SGE, opcode: int, flags: int) -> WrTemplate:
+    """A SendWR whose request (SEND_LAYOUT) and scatter/gather entry (SGE_LAYOUT) are written directly."""
+    wr = SendWR(wr_id=_MAGIC_WR_ID, opcode=opcode, num_sge=1, sg=[SGE(*_MAGIC_SGE)], send_flags=flags)
+    return _template(wr, SEND_LAYOUT, {4: opcode, 5: flags})
+
+
+def recv_template(RecvWR, SGE) -> WrTemplate:
+    """A RecvWR whose request (RECV_LAYOUT) and scatter/gather entry (SGE_LAYOUT) are written directly."""
+    wr = RecvWR(wr_id=_MAGIC_WR_ID, num_sge=1, sg=[SGE(*_MAGIC_SGE)])
+    return _template(wr, RECV_LAYOUT, {})

@@ -225,9 +225,12 @@ def _sends_in_order(cq, n: int, timeout: float = 60.0):
     return comps
 
 
-@pytest.mark.parametrize("pair", [({}, {"signal_every": 4}), ({"fast_poll": False}, {"signal_every": 4,
-                                                                                     "fast_poll": False})],
-                         indirect=True, ids=["fast_poll", "pyverbs_poll"])
+_PYVERBS_OBJECTS = {"fast_poll": False, "wr_templates": False}     # pyverbs' own WC/WR objects throughout
+
+
+@pytest.mark.parametrize("pair", [({}, {"signal_every": 4}),
+                                  (_PYVERBS_OBJECTS, dict(_PYVERBS_OBJECTS, signal_every=4))],
+                         indirect=True, ids=["fast_paths", "pyverbs_objects"])
 def test_burst_ending_on_unsignaled_sends_completes_every_overlapped_in_order(pair):
     """Selective signalling: most SENDs are unsignalled; each still completes, in posting order,
     including the tail that no signalled SEND follows (covered by a fence)."""
@@ -250,6 +253,8 @@ def test_burst_ending_on_unsignaled_sends_completes_every_overlapped_in_order(pa
         assert rbuf[i * 256:i * 256 + size] == sbuf[i * size:(i + 1) * size]
     assert b.stats["unsignaled"] > 0            # the burst was selectively signalled
     assert b.stats["send"] == n
+    fast = b.fast_poll
+    assert (b.stats["fast_poll"], b.stats["wr_templates"], a.stats["wr_templates"]) == (fast, fast, fast)
     time.sleep(0.3)
     assert len(cq_b) == 0                       # each overlapped completed exactly once
     # a lone send after the burst (no signalled one pending) completes without waiting for a fence
