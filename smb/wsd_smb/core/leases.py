@@ -27,7 +27,6 @@ increments Lease.Epoch (LB-6 for breaks).
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
