@@ -297,3 +297,45 @@ def test_leasing_per_dialect(smbd, dialect, leasing):
         assert b.oplock_level == 0xFF and b.create_contexts
     else:
         assert b.oplock_level == 0 and not b.create_contexts
+
+
+def test_rename_breaks_handle_caching_of_other_leases(smbd):
+    """A rename through one lease's handle removes H from the file's other leases first
+    (ACK_REQUIRED: RH -> R) and the SET_INFO waits (STATUS_PENDING) for the ack."""
+    import struct
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_oplocks import client, recv_one
+
+    from wsd_smb.wire.base import FileId
+
+    c1, t1 = client(smbd)
+    c2, t2 = client(smbd)
+    k1, k2 = os.urandom(16), os.urandom(16)
+
+    def open_leased(c, t, key):
+        data = cx.LeaseRequest(lease_key=key, lease_state=R | H, lease_flags=0).pack(0)
+        req = w.CreateRequest(requested_oplock_level=0xFF, impersonation_level=2, desired_access=0x0013019F,
+                              file_attributes=0x80, share_access=7, create_disposition=3, create_options=0x40,
+                              name="ren.dat".encode("utf-16-le"),
+                              create_contexts=w.pack_create_contexts([w.CreateContext(name=b"RqLs", data=data)]))
+        r = c.request(Command.SMB2_CREATE, req, tree_id=t)
+        b = w.CreateResponse.unpack(r.raw)
+        assert r.status == 0 and b.oplock_level == 0xFF
+        return b
+
+    b1 = open_leased(c1, t1, k1)
+    open_leased(c2, t2, k2)
+    new = "ren2.dat".encode("utf-16-le")
+    info = struct.pack("<B7sQI", 1, b"\0" * 7, 0, len(new)) + new
+    req = w.SetInfoRequest(info_type=1, file_info_class=10, additional_information=0,
+                           file_id=FileId(*b1.file_id), buffer=info)
+    c1.send_raw(c1.compound([c1.build(Command.SMB2_SET_INFO, req.pack(), tree_id=t1)]))
+    assert recv_one(c1).status == 0x103  # pending until LEASE2 acknowledges
+    n = w.LeaseBreakNotification.unpack(recv_one(c2).raw)
+    assert bytes(n.lease_key) == k2 and n.current_lease_state == R | H and n.new_lease_state == R
+    assert n.flags == ACK_REQUIRED
+    assert c2.request(Command.SMB2_OPLOCK_BREAK, w.LeaseBreakAcknowledgment(lease_key=k2, lease_state=R)).status == 0
+    final = recv_one(c1)
+    assert final.status == 0 and final.header.command == Command.SMB2_SET_INFO
