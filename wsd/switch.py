@@ -291,6 +291,7 @@ class TcpConnection:
         self.fd = provider.WSPGetReadyFd(ps)
         self.closed = False
         self.ring: Ring | None = None   # the receive ring (from the first receive on)
+        self._ring_lock = threading.Lock()  # a close on another thread waits for a receive under way
         self._msg = None            # the received, unconsumed message: a view of its span in the ring
         self._pos = 0               # bytes of it already consumed
         self._lent = 0              # bytes handed out by try_recv_view, consumed by the next call
@@ -339,6 +340,12 @@ class TcpConnection:
         want = len(tv)
         if want == 0:
             return self.provider.WSPRecv(self.ps, [tv])
+        with self._ring_lock:
+            return self._recv_into(tv, want)
+
+    def _recv_into(self, tv, want: int) -> int:
+        if self.closed:
+            raise errors.WSAENOTSOCK("socket closed")
         if self._lent:
             self._consume(self._lent)
             self._lent = 0
@@ -355,6 +362,12 @@ class TcpConnection:
     def try_recv_view(self, nbytes: int) -> memoryview:
         """Zero copy: a read-only view of up to ``nbytes`` received bytes inside the ring (empty
         at end of stream), valid until the next receive call on this connection."""
+        with self._ring_lock:
+            return self._recv_view(nbytes)
+
+    def _recv_view(self, nbytes: int) -> memoryview:
+        if self.closed:
+            raise errors.WSAENOTSOCK("socket closed")
         if self._lent:
             self._consume(self._lent)
             self._lent = 0
@@ -368,6 +381,10 @@ class TcpConnection:
     def take_buffered(self) -> bytes:
         """Everything received into the ring and not consumed, removed (handing the kernel
         socket to another reader, e.g. asyncio's own transport)."""
+        with self._ring_lock:
+            return self._take_buffered()
+
+    def _take_buffered(self) -> bytes:
         if self._lent:
             self._consume(self._lent)
             self._lent = 0
@@ -381,9 +398,10 @@ class TcpConnection:
         return self.provider.WSPSend(self.ps, [data])
 
     def _drop_ring(self) -> None:
-        ring, self.ring = self.ring, None
-        self._msg = None
-        self._pos = self._lent = 0
+        with self._ring_lock:
+            ring, self.ring = self.ring, None
+            self._msg = None
+            self._pos = self._lent = 0
         if ring is not None:
             self.switch._give_tcp_ring(ring)
 

@@ -13,6 +13,7 @@ import time
 import pytest
 
 import wsd_ring
+from wsd import errors
 from wsd_ring._ring import ffi
 from switch_env import SAN, table_for
 from peer import pattern
@@ -136,6 +137,9 @@ def test_tcp_recv_into_targets_the_ring_free_span(switches):
     assert rc == 0
     s.close()
     assert sw._tcp_rings == [ring] and ring.used == 0    # emptied and kept for the next connection
+    with pytest.raises(errors.WSAENOTSOCK):
+        conn.try_recv_into(bytearray(10))                # a closed connection takes no ring again
+    assert sw._tcp_rings == [ring]
     l.close()
 
 
