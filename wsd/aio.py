@@ -251,22 +251,71 @@ class SanTransport(asyncio.Transport):
         self._protocol.connection_lost(exc)
 
 
+class RingStreamProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol):
+    """asyncio's stream protocol over the switch's TCP receive ring.
+
+    asyncio's own socket transport drives the kernel socket, and as a buffered
+    protocol it ``recv_into``s the buffer this protocol lends it: the free span of
+    the connection's ring (:meth:`get_buffer`).  The bytes that arrived are
+    committed, handed to the ``StreamReader`` and released (:meth:`buffer_updated`),
+    so the asyncio API receives through the same ring as the blocking API (one data
+    path), with no temporary bytes object per read.  The ring goes back to the
+    switch's pool when the connection is lost."""
+
+    def __init__(self, reader: asyncio.StreamReader, ring, give_back, span: int, loop) -> None:
+        super().__init__(reader, loop=loop)
+        self._ring = ring
+        self._give_back = give_back
+        self._span_size = span
+        self._span = None       # the reserved, not yet committed span lent to the transport
+
+    def get_buffer(self, sizehint: int):
+        if self._span is None:  # a read that got nothing (EAGAIN) keeps its reservation
+            self._span = self._ring.reserve(self._span_size)   # the ring is empty between reads
+        return self._span
+
+    def buffer_updated(self, nbytes: int) -> None:
+        ring, span = self._ring, self._span
+        self._span = None
+        ring.commit(nbytes)
+        try:
+            self._stream_reader.feed_data(span[:nbytes])       # the reader's one copy
+        finally:
+            del span
+            ring.release(1)
+
+    def connection_lost(self, exc) -> None:
+        try:
+            super().connection_lost(exc)
+        finally:
+            ring, self._ring, self._span = self._ring, None, None
+            if ring is not None:
+                self._give_back(ring)
+
+
 async def _streams_for(conn, switch: Switch, limit: int, initial: bytes | None = None):
     loop = asyncio.get_running_loop()
     if isinstance(conn, TcpConnection):
-        # asyncio's own transport reads the kernel socket from here on; bytes already
-        # received into the connection's ring go first
+        # asyncio's own transport reads the kernel socket from here on, into the ring
+        # (RingStreamProtocol); bytes already received into the ring go first
         buffered = conn.take_buffered()
         ksock = conn.provider.detach_kernel_socket(conn.ps)
         switch.WPUCloseSocketHandle(conn.handle)
         conn.closed = True
         conn._drop_ring()
-        reader, writer = await asyncio.open_connection(sock=ksock, limit=limit)
+        reader = asyncio.StreamReader(limit=limit, loop=loop)
         if initial:
             reader.feed_data(initial)
         if buffered:
             reader.feed_data(buffered)
-        return reader, writer
+        ring = switch._take_tcp_ring(TcpConnection.RING_CAPACITY)
+        protocol = RingStreamProtocol(reader, ring, switch._give_tcp_ring, TcpConnection.RECV_SPAN, loop)
+        try:
+            transport, _ = await loop.create_connection(lambda: protocol, sock=ksock)
+        except BaseException:
+            switch._give_tcp_ring(ring)
+            raise
+        return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
     reader = asyncio.StreamReader(limit=limit, loop=loop)
     protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
     transport = SanTransport(loop, conn, protocol, initial)

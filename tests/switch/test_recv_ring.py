@@ -219,3 +219,58 @@ def test_asyncio_streams_get_what_the_ring_already_holds(switches):
         return got
 
     assert asyncio.run(main()) == payload
+
+
+def test_asyncio_tcp_reads_land_in_the_ring(switches):
+    """After the hand-over, asyncio's transport recv_into()s the free span of a ring from the
+    switch's pool (RingStreamProtocol.get_buffer), 1 MiB arrives intact through it, and the
+    ring goes back to the pool when the connection is lost."""
+    import asyncio
+    import socket
+    import threading
+    from wsd import aio
+
+    sw = switches([])
+    payload = pattern(1 << 20, 3)
+    lent = []
+
+    async def main():
+        lst = aio.AsyncListener(sw, "127.0.0.1", 0)
+        port = lst.getsockname()[1]
+
+        def client():
+            with socket.create_connection(("127.0.0.1", port)) as c:
+                c.sendall(payload)
+                c.shutdown(socket.SHUT_WR)
+                c.settimeout(20)
+                assert c.recv(1) == b""
+        t = threading.Thread(target=client)
+        t.start()
+        conn, peer, initial = await asyncio.wait_for(lst.accept_ex(0), 20)
+        reader, writer = await aio._streams_for(conn, sw, 1 << 16, initial)
+        protocol = writer._protocol
+        assert isinstance(protocol, aio.RingStreamProtocol)
+        ring = protocol._ring
+        base = int(ffi.cast("uintptr_t", ffi.from_buffer(ring.memory)))
+        size = len(ring.memory)
+        get_buffer = protocol.get_buffer
+
+        def spy(sizehint):
+            span = get_buffer(sizehint)
+            addr = int(ffi.cast("uintptr_t", ffi.from_buffer(span)))
+            lent.append(base <= addr and addr + len(span) <= base + size)
+            return span
+        protocol.get_buffer = spy
+        got = await asyncio.wait_for(reader.read(), 20)
+        head = ring.head
+        writer.close()
+        await writer.wait_closed()
+        lst.close()
+        await asyncio.get_running_loop().run_in_executor(None, t.join, 20)
+        return got, head, ring
+
+    got, head, ring = asyncio.run(main())
+    assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+    assert lent and all(lent)                     # every kernel read went into the ring's span
+    assert head > 0                               # the ring's producer index moved
+    assert ring in sw._tcp_rings                  # back in the pool after connection_lost
