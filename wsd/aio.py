@@ -103,6 +103,7 @@ class SanTransport(asyncio.Transport):
     """An asyncio transport over a SAN connection of the switch."""
 
     HIGH_WATER = 4 << 20
+    READ_SIZE = 1 << 18     # at most this much per data_received
 
     def __init__(self, loop: asyncio.AbstractEventLoop, conn: SanConnection, protocol: asyncio.Protocol,
                  initial: bytes | None = None):
@@ -110,7 +111,6 @@ class SanTransport(asyncio.Transport):
         self._loop = loop
         self._conn = conn
         self._protocol = protocol
-        self._buf = bytearray(1 << 18)
         self._ops: list = []
         self._pending_bytes = 0
         self._paused = False
@@ -164,19 +164,19 @@ class SanTransport(asyncio.Transport):
                 self._protocol.resume_writing()
         while self._reading and not self._lost:
             try:
-                n = conn.try_recv_into(self._buf)
+                view = conn.try_recv_view(self.READ_SIZE)   # the bytes in their ring span
             except errors.WSAEWOULDBLOCK:
                 break
             except errors.WsaError as e:
                 self._connection_lost(e)
                 return
-            if n == 0:
+            if not view:
                 keep = self._protocol.eof_received()
                 if not keep or self._closing:
                     self.close()
                 self._reading = False
                 break
-            self._protocol.data_received(bytes(self._buf[:n]))
+            self._protocol.data_received(bytes(view))       # one copy, out of the ring
         if self._closing and conn.core.close_done:
             self._connection_lost(None)
             return
