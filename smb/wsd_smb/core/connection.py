@@ -180,6 +180,9 @@ class Connection:
         #: session binds in progress on this connection (MS-SMB2 3.3.5.5.2): SessionId ->
         #: [security exchange, channel PreauthIntegrityHashValue]
         self._binds: dict[int, list] = {}
+        #: MessageIds named by an SMB2 CANCEL before their request went async (still queued
+        #: or in a worker): cancelled as soon as they do (MS-SMB2 3.3.5.16); bounded
+        self._early_cancels: dict[int, None] = {}
         server.connection_list.append(self)
 
     # ================================================================ public API
@@ -322,6 +325,10 @@ class Connection:
         log.debug("event=cancel message_id=%d async_id=%d found=%s", h.message_id, h.async_id, target is not None)
         if target is not None:
             target.cancel()
+        elif not h.is_async:
+            self._early_cancels[h.message_id] = None
+            while len(self._early_cancels) > 256:
+                self._early_cancels.pop(next(iter(self._early_cancels)))
 
     # ============================================================ the pipeline
     def _pump(self) -> list:
@@ -608,6 +615,8 @@ class Connection:
                 chain.out.append(_Out(rh, w.ErrorResponse().pack(), session,
                                       sign=self._should_sign_response(session, h)))
                 chain.last_status = STATUS_SUCCESS
+                if self._early_cancels.pop(h.message_id, 1) is None:
+                    op.cancel()  # the CANCEL came first; the final response follows the interim one
                 return
         if error is not None:
             status, body = error.status, w.ErrorResponse().pack()

@@ -58,6 +58,7 @@ from ..wire import (
     SMB2_SHAREFLAG_ENCRYPT_DATA,
     SMB2_SHAREFLAG_NO_CACHING,
     SMB2_WRITEFLAG_WRITE_THROUGH,
+    ChangeNotifyResponse,
     CloseRequest,
     CloseResponse,
     Command,
@@ -95,6 +96,7 @@ from ..wire.contexts import (SMB2_CREATE_APP_INSTANCE_ID, AllocationSize, AppIns
                              DurableHandleResponseV2, QueryMaximalAccessResponse, QueryOnDiskIdResponse)
 from . import durable as dur
 from . import leases as lsm
+from . import notify as ntf
 from . import oplocks as opl
 from .dispatch import AsyncOp, RequestContext, Response, register
 from .state import SessionState
@@ -203,6 +205,9 @@ class _State:
         self.leases = lsm.LeaseManager(server, self.oplocks, self.close_any, ObjectStore._share_conflict)
         server.on_tree_disconnected.append(self.tree_disconnected)
         server.on_session_closed.append(self.session_closed)
+        #: CHANGE_NOTIFY watches (core/notify.py), fed by the _notify hooks below
+        self.notify = ntf.NotifyManager(lambda data, status: Response(ChangeNotifyResponse(output_buffer=data),
+                                                                      status=status))
 
     def close_any(self, o: Any) -> None:
         """Close an open from outside its own request flow (LB-3, AppInstanceId)."""
@@ -276,7 +281,24 @@ def state_of(server: Any) -> _State:
         return st
 
 
+def _notify(st: _State, fobj: Any, action: int, bits: int, rel: list[str] | None = None) -> None:
+    """Tell CHANGE_NOTIFY watches (core/notify.py) that *fobj* (at *rel*, default its
+    current path) changed: FILE_ACTION_* *action*, CompletionFilter *bits*."""
+    rel = list(fobj.rel) if rel is None else rel
+    if rel and fobj.stream is None:
+        st.notify.report(fobj.share, [(rel[:-1], rel[-1], action)], bits)
+
+
+def _name_bits(fobj: Any) -> int:
+    return ntf.FILE_NOTIFY_CHANGE_DIR_NAME if fobj.is_directory else ntf.FILE_NOTIFY_CHANGE_FILE_NAME
+
+
 def _close_open(st: _State, session: Any, o: Any, postquery: bool = False):
+    if not isinstance(o, _PipeOpen):
+        st.notify.open_closed(o)  # its pending CHANGE_NOTIFYs: STATUS_NOTIFY_CLEANUP
+        f = o.file
+        deleting = (o.delete_on_close or f.delete_pending) and len(f.opens) == 1 and f.opens[0] is o
+        gone = (f, list(f.rel)) if deleting else None
     session.open_table.pop(o.file_id_volatile, None)
     server = session.connection.server if session.connection is not None else None
     if server is not None:
@@ -288,7 +310,12 @@ def _close_open(st: _State, session: Any, o: Any, postquery: bool = False):
         o.endpoint.close()
         return None
     try:
-        return st.store.close(o, postquery)
+        r = st.store.close(o, postquery)
+        if gone is not None:
+            _notify(st, gone[0], ntf.FILE_ACTION_REMOVED, _name_bits(gone[0]), gone[1])
+        elif f.delete_pending and f.is_directory:
+            st.notify.delete_pending(f)
+        return r
     except NtStatusError:  # already closed by a concurrent close
         return None
     finally:
@@ -461,6 +488,11 @@ def _create_open(ctx: RequestContext, st: _State, req: CreateRequest, name: str,
                              file_attributes=req.file_attributes, allocation_size=alloc, eas=eas,
                              security_descriptor=bytes(contexts[b"SecD"].data) if b"SecD" in contexts else None)
     o = result.open
+    if result.create_action == 2:  # FILE_CREATED
+        _notify(st, o.file, ntf.FILE_ACTION_ADDED, _name_bits(o.file))
+    elif result.create_action in (0, 3):  # FILE_SUPERSEDED, FILE_OVERWRITTEN
+        _notify(st, o.file, ntf.FILE_ACTION_MODIFIED, ntf.FILE_NOTIFY_CHANGE_ATTRIBUTES
+                | ntf.FILE_NOTIFY_CHANGE_SIZE | ntf.FILE_NOTIFY_CHANGE_LAST_WRITE)
     o.session = ctx.session
     o.tree_connect = tc
     o.connection = ctx.connection
@@ -691,6 +723,8 @@ def write(ctx: RequestContext, req: WriteRequest) -> Response:
         st = state_of(ctx.server)
         store = st.store
         n = store.write(o, req.offset, req.data)
+        if n:
+            _notify(st, o.file, ntf.FILE_ACTION_MODIFIED, ntf.FILE_NOTIFY_CHANGE_LAST_WRITE | ntf.FILE_NOTIFY_CHANGE_SIZE)
         if req.flags & SMB2_WRITEFLAG_WRITE_THROUGH:
             store.flush(o)
         if st.oplocks.active():
@@ -820,10 +854,13 @@ def query_directory(ctx: RequestContext, req: QueryDirectoryRequest) -> Response
 
 @register(Command.SMB2_CHANGE_NOTIFY)
 @_traced
-def change_notify(ctx: RequestContext, req: Any) -> Response:
-    """MS-SMB2 3.3.5.19: not implemented by this server."""
-    _lookup(ctx, req.file_id)
-    raise fail(STATUS_NOT_SUPPORTED, "CHANGE_NOTIFY")
+def change_notify(ctx: RequestContext, req: Any) -> Response | AsyncOp:
+    """MS-SMB2 3.3.5.19 (core/notify.py): buffered changes at once, else STATUS_PENDING."""
+    o = _lookup(ctx, req.file_id)
+    if isinstance(o, _PipeOpen):
+        raise fail(STATUS_INVALID_PARAMETER, "CHANGE_NOTIFY on a pipe")
+    return state_of(ctx.server).notify.request(ctx, o, req.flags, req.output_buffer_length, req.completion_filter,
+                                               ctx.connection.max_transact_size)
 
 
 # ====================================================================== QUERY_INFO / SET_INFO
@@ -862,13 +899,17 @@ def set_info(ctx: RequestContext, req: SetInfoRequest) -> Response | AsyncOp:
             breaking = st.leases.before_rename(o.file, o, ctx.now)
             if breaking and _last_in_chain(ctx):
                 return _wait_for_breaks(ctx, st, breaking, lambda: set_info(ctx, req))
+        before = list(o.file.rel)
         sinfo.set_file_info(st.store, o, req.file_info_class, bytes(req.buffer))
+        _notify_set_info(st, o, req.file_info_class, before)
         if req.file_info_class in (_FILE_ALLOCATION_INFORMATION, _FILE_END_OF_FILE_INFORMATION) \
                 and st.oplocks.active():
             st.oplocks.break_level2(o.file, o, ctx.now)
             st.leases.break_on_write(o.file, o, ctx.now)
     elif req.info_type == SMB2_0_INFO_SECURITY:
-        state_of(ctx.server).store.set_security(o, req.additional_information, bytes(req.buffer))
+        st = state_of(ctx.server)
+        st.store.set_security(o, req.additional_information, bytes(req.buffer))
+        _notify(st, o.file, ntf.FILE_ACTION_MODIFIED, ntf.FILE_NOTIFY_CHANGE_SECURITY)
     elif req.info_type in (SMB2_0_INFO_FILESYSTEM, SMB2_0_INFO_QUOTA):
         raise fail(STATUS_NOT_SUPPORTED, f"SET_INFO InfoType {req.info_type}")
     else:
@@ -879,6 +920,33 @@ def set_info(ctx: RequestContext, req: SetInfoRequest) -> Response | AsyncOp:
 _FILE_RENAME_INFORMATION = 10
 _FILE_ALLOCATION_INFORMATION = 19
 _FILE_END_OF_FILE_INFORMATION = 20
+#: what a SET_INFO of a FileInformationClass changes, as CompletionFilter bits (MS-FSA 2.1.5.14)
+_SET_INFO_NOTIFY = {
+    4: ntf.FILE_NOTIFY_CHANGE_ATTRIBUTES | ntf.FILE_NOTIFY_CHANGE_LAST_WRITE  # FileBasicInformation
+    | ntf.FILE_NOTIFY_CHANGE_LAST_ACCESS | ntf.FILE_NOTIFY_CHANGE_CREATION,
+    15: ntf.FILE_NOTIFY_CHANGE_EA,  # FileFullEaInformation
+    _FILE_ALLOCATION_INFORMATION: ntf.FILE_NOTIFY_CHANGE_SIZE,
+    _FILE_END_OF_FILE_INFORMATION: ntf.FILE_NOTIFY_CHANGE_SIZE | ntf.FILE_NOTIFY_CHANGE_LAST_WRITE,
+}
+
+
+def _notify_set_info(st: _State, o: Any, cls: int, before: list[str]) -> None:
+    """CHANGE_NOTIFY reports of a SET_INFO (MS-FSA 2.1.5.14.11: a rename within a directory
+    is RENAMED_OLD_NAME + RENAMED_NEW_NAME, across directories REMOVED + ADDED)."""
+    f = o.file
+    if cls == _FILE_RENAME_INFORMATION:
+        after = list(f.rel)
+        if after == before or not before or not after or f.stream is not None:
+            return
+        bits = _name_bits(f)
+        if [c.lower() for c in before[:-1]] == [c.lower() for c in after[:-1]]:
+            st.notify.report(f.share, [(before[:-1], before[-1], ntf.FILE_ACTION_RENAMED_OLD_NAME),
+                                       (after[:-1], after[-1], ntf.FILE_ACTION_RENAMED_NEW_NAME)], bits)
+        else:
+            _notify(st, f, ntf.FILE_ACTION_REMOVED, bits, before)
+            _notify(st, f, ntf.FILE_ACTION_ADDED, bits, after)
+    elif cls in _SET_INFO_NOTIFY:
+        _notify(st, f, ntf.FILE_ACTION_MODIFIED, _SET_INFO_NOTIFY[cls])
 
 
 # ====================================================================== OPLOCK_BREAK
