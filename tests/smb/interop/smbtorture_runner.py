@@ -37,6 +37,8 @@ SUITES = [
     "smb2.rename", "smb2.delete-on-close-perms", "smb2.lock", "smb2.create",
     # beyond the first list, still fast (seconds): durable handles (DH-*), compounds, credits, FSCTLs
     "smb2.durable-open", "smb2.durable-v2-open", "smb2.compound", "smb2.credits", "smb2.ioctl",
+    # CHANGE_NOTIFY (core/notify.py); ~85 s, most of it smb2.notify.mask's own 200 ms sleeps
+    "smb2.notify",
 ]
 #: Slow on Samba (lease 3 min, oplock 2 min: they wait out break timeouts); run with WSD_SMBTORTURE_SUITES=all.
 SLOW_SUITES = ["smb2.lease", "smb2.oplock"]
