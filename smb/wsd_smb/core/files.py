@@ -477,7 +477,8 @@ def _create_open(ctx: RequestContext, st: _State, req: CreateRequest, name: str,
             access = map_generic(req.desired_access)
             breaking = mgr.before_open(fobj, access, req.share_access, req.create_disposition, ctx.now)
             breaking |= st.leases.before_open(fobj, access, req.share_access, req.create_disposition,
-                                              client_guid, lease_key, ctx.now)
+                                              client_guid, lease_key, ctx.now,
+                                              delete_on_close=bool(req.create_options & 0x00001000))
             if breaking and _last_in_chain(ctx):
                 return _wait_for_breaks(ctx, st, breaking,
                                         lambda: _create_open(ctx, st, req, name, contexts, eas, alloc, durable_req))

@@ -234,9 +234,10 @@ class LeaseManager:
         return out
 
     def before_open(self, fobj: Any, access: int, share_access: int, disposition: int, client_guid: bytes,
-                    lease_key: bytes | None, now: float) -> set:
+                    lease_key: bytes | None, now: float, delete_on_close: bool = False) -> set:
         """Break the leases a new open (from *client_guid*, with *lease_key* or none)
-        conflicts with; return those whose breaks the open must wait for."""
+        conflicts with; return those whose breaks the open must wait for.  An open with
+        FILE_DELETE_ON_CLOSE (an unlink) removes H too (smbtorture smb2.lease.unlink)."""
         wait: set = set()
         if getattr(fobj, "delete_pending", False):  # the open fails with DELETE_PENDING
             return wait
@@ -263,6 +264,8 @@ class LeaseManager:
                 new &= ~W
                 if overwrite:
                     new = SMB2_LEASE_NONE  # smb2.lease.breaking2: RWH -> NONE
+                elif delete_on_close:
+                    new &= ~H
             if new == lease.lease_state:
                 continue
             out = self.object_store_lease_break(lease.client_guid, lease.lease_key, new, now)
