@@ -148,7 +148,7 @@ class NotifyManager:
         watch_tree = bool(flags & SMB2_WATCH_TREE)
         with self._lock:
             w = self._watches.get(id(o))
-            if w is None:
+            if w is None or w.open is not o:  # (an id of an open closed some other way, reused)
                 w = self._watches[id(o)] = Watch(o, completion_filter, watch_tree, output_buffer_length)
             else:
                 w.completion_filter, w.watch_tree = completion_filter, watch_tree
@@ -188,9 +188,13 @@ class NotifyManager:
             return
         done: list[tuple[Any, Any]] = []
         with self._lock:
-            for w in list(self._watches.values()):
+            for key, w in list(self._watches.items()):
                 o = w.open
-                if getattr(o, "closed", False) or not (w.completion_filter & filter_bits):
+                if getattr(o, "closed", False):
+                    if not w.pending:
+                        del self._watches[key]  # closed without open_closed (e.g. a store-level close)
+                    continue
+                if not (w.completion_filter & filter_bits):
                     continue
                 f = o.file
                 if f.share is not share or f.stream is not None:
