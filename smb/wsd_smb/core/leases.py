@@ -176,7 +176,10 @@ class LeaseManager:
             elif not others:
                 grant = requested  # an upgrade: the request keeps every current bit
             else:
-                grant = lease.lease_state | (requested & R)  # next to other opens only R is added
+                # next to other opens an upgrade happens only as a whole and only to a state
+                # that can be shared (no W; R only next to oplock holders): smb2.lease.upgrade3
+                shareable = R if any(x.oplock_level in (0x01, 0x08, 0x09) for x in others) else R | H
+                grant = requested if not requested & ~shareable else lease.lease_state
             if others:
                 grant &= ~W  # W only while no open outside the lease exists
                 if any(x.oplock_level in (0x01, 0x08, 0x09) for x in others):
