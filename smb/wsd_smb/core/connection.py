@@ -136,6 +136,7 @@ class _Chain:
 _NO_SESSION_CMDS = {Command.SMB2_NEGOTIATE, Command.SMB2_SESSION_SETUP, Command.SMB2_ECHO, Command.SMB2_CANCEL}
 _CREDIT_PAYLOAD = 65536
 FSCTL_VALIDATE_NEGOTIATE_INFO = 0x00140204
+FSCTL_QUERY_NETWORK_INTERFACE_INFO = 0x001401FC
 _MAX_PREAUTH_SESSIONS = 64  # logons in progress per connection (bounds what a client can pin)
 
 
@@ -148,6 +149,9 @@ class Connection:
                  transport_name: str = "tcp"):
         self.server = server
         self.client_address = client_address
+        #: (host, port) this connection arrived on (set by the driver): the interface
+        #: FSCTL_QUERY_NETWORK_INTERFACE_INFO reports
+        self.server_address: tuple | None = None
         self.transport_name = transport_name
         self.creation_time = time.time() if now is None else now
         self.command_sequence_window = CommandSequenceWindow(server.config.max_credits)
@@ -546,6 +550,9 @@ class Connection:
             chain.last_file_id = req.file_id  # what the next related request inherits
         if h.command == Command.SMB2_IOCTL and req.ctl_code == FSCTL_VALIDATE_NEGOTIATE_INFO:
             return self._validate_negotiate_info(chain, el, ctx, req)
+        if h.command == Command.SMB2_IOCTL and req.ctl_code == FSCTL_QUERY_NETWORK_INTERFACE_INFO \
+                and self.server.config.multi_channel and self.server_address:
+            return self._network_interface_info(chain, el, ctx, req)
         if handler is None:
             return self._error(chain, el, STATUS_NOT_SUPPORTED, session)
         if handler.blocking:
@@ -1225,6 +1232,23 @@ class Connection:
         cfg = self.server.config
         out = struct.pack("<I16sHH", self.server_capabilities, cfg.server_guid, self.server_security_mode, self.dialect)
         body = w.IoctlResponse(ctl_code=FSCTL_VALIDATE_NEGOTIATE_INFO, file_id=req.file_id, output=out).pack()
+        self._respond(chain, el, ctx, body, STATUS_SUCCESS)
+        return None
+
+    # ========================================================= FSCTL_QUERY_NETWORK_INTERFACE_INFO
+    def _network_interface_info(self, chain: _Chain, el: _Element, ctx: RequestContext, req: w.IoctlRequest):
+        """MS-SMB2 3.3.5.15.11: the interfaces a multichannel client may open further
+        channels to -- here the address this connection arrived on (one NETWORK_INTERFACE_INFO,
+        2.2.32.5; no RSS/RDMA capability, LinkSpeed 10 Gbit/s)."""
+        host = str(self.server_address[0])
+        try:
+            entry = w.NetworkInterfaceInfo(next=0, if_index=1, capability=0, link_speed=10_000_000_000,
+                                           sock_addr_storage=w.sockaddr_storage(host)).pack(0)
+        except ValueError:  # not an IP address (e.g. a switch endpoint name)
+            return self._error(chain, el, STATUS_NOT_SUPPORTED, ctx.session)
+        if req.max_output_response < len(entry):
+            return self._error(chain, el, ntstatus.STATUS_BUFFER_TOO_SMALL, ctx.session)
+        body = w.IoctlResponse(ctl_code=FSCTL_QUERY_NETWORK_INTERFACE_INFO, file_id=req.file_id, output=entry).pack()
         self._respond(chain, el, ctx, body, STATUS_SUCCESS)
         return None
 

@@ -810,8 +810,8 @@ def ioctl(ctx: RequestContext, req: IoctlRequest) -> Response:
             len(req.input) > ctx.connection.max_transact_size:
         raise fail(STATUS_INVALID_PARAMETER, "IOCTL larger than MaxTransactSize")
     if tuple(req.file_id) == (0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFF) and code in _SERVER_LEVEL_FSCTLS:
-        # server-level FSCTLs take no file (QUERY_NETWORK_INTERFACE_INFO: no multichannel here,
-        # 3.3.5.15.11; PIPE_WAIT); any other FSCTL with this FileId names no open: FILE_CLOSED below
+        # server-level FSCTLs take no file (QUERY_NETWORK_INTERFACE_INFO: answered by the core
+        # when multi_channel is on, else not supported, 3.3.5.15.11; PIPE_WAIT); any other FSCTL with this FileId names no open: FILE_CLOSED below
         raise fail(STATUS_NOT_SUPPORTED, f"FSCTL 0x{code:08x} without a file")
     o = _lookup(ctx, req.file_id)
     if isinstance(o, _PipeOpen):

@@ -91,6 +91,8 @@ class SmbServer:
         peer = writer.get_extra_info("peername")
         addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         conn = Connection(self.server, client_address=addr)
+        local = writer.get_extra_info("sockname")
+        conn.server_address = tuple(local) if isinstance(local, (tuple, list)) else None
         loop = asyncio.get_running_loop()
         state = _ConnState(conn, writer, loop, self.pool)
         conn.wakeup = lambda: loop.call_soon_threadsafe(state.on_wakeup)

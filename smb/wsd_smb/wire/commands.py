@@ -831,6 +831,34 @@ class IoctlResponse(Structure):
     )
 
 
+class NetworkInterfaceInfo(Plain):
+    """NETWORK_INTERFACE_INFO, MS-SMB2 2.2.32.5 (152 bytes): one entry of the
+    FSCTL_QUERY_NETWORK_INTERFACE_INFO output, chained by Next.  SockAddr_Storage is the
+    128-byte SOCKADDR_STORAGE of 2.2.32.5.1 (see :func:`sockaddr_storage`)."""
+
+    FIELDS = (
+        F("Next", U32),
+        F("IfIndex", U32),
+        F("Capability", U32),  # RSS_CAPABLE 0x1, RDMA_CAPABLE 0x2
+        F("Reserved", U32, 0, reserved=True, ignore=True),
+        F("LinkSpeed", U64),  # bits per second
+        F("SockAddrStorage", "128s"),
+    )
+
+
+def sockaddr_storage(host: str) -> bytes:
+    """SOCKADDR_STORAGE (MS-SMB2 2.2.32.5.1): Family 0x0002 + Port 0 + IPv4Address + 8 zero
+    bytes, or Family 0x0017 + Port 0 + FlowInfo 0 + IPv6Address + ScopeId 0; zero-padded to 128."""
+    import ipaddress
+
+    ip = ipaddress.ip_address(host.split("%")[0])
+    if ip.version == 4:
+        raw = struct.pack("<HH", 0x0002, 0) + ip.packed + b"\0" * 8
+    else:
+        raw = struct.pack("<HHI", 0x0017, 0, 0) + ip.packed + b"\0" * 4
+    return raw + b"\0" * (128 - len(raw))
+
+
 # --------------------------------------------------------------------- 2.2.33/34 QUERY_DIRECTORY
 class QueryDirectoryRequest(Structure):
     """SMB2 QUERY_DIRECTORY Request, MS-SMB2 2.2.33 (StructureSize 33)."""

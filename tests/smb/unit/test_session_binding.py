@@ -185,3 +185,31 @@ def test_logoff_over_one_channel_removes_the_session_from_all(smbd):
     assert c1.tree_connect().status == ntstatus.STATUS_USER_SESSION_DELETED
     c1.close()
     c2.close()
+
+
+def test_3_3_5_15_11_query_network_interface_info_names_the_connections_address(smbd):
+    """With multichannel the server answers FSCTL_QUERY_NETWORK_INTERFACE_INFO: one
+    NETWORK_INTERFACE_INFO (MS-SMB2 2.2.32.5) for the address the connection arrived on."""
+    import ipaddress
+    import struct
+
+    from wsd_smb.wire.base import FileId
+
+    c = _logon(smbd)
+    t = c.tree_connect()
+    assert t.status == 0
+    req = w.IoctlRequest(ctl_code=0x001401FC, file_id=FileId(0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFF), input=b"",
+                         output=b"", max_input_response=0, max_output_response=65536, flags=1)
+    r = c.request(Command.SMB2_IOCTL, req, tree_id=t.header.tree_id)
+    assert r.status == 0
+    out = bytes(w.IoctlResponse.unpack(r.raw).output)
+    assert len(out) == 152
+    e = w.NetworkInterfaceInfo.unpack(out, 0)
+    assert e.next == 0 and e.if_index == 1 and e.capability == 0 and e.link_speed == 10_000_000_000
+    family, port = struct.unpack_from("<HH", e.sock_addr_storage, 0)
+    assert (family, port) == (0x0002, 0)
+    assert ipaddress.ip_address(e.sock_addr_storage[4:8]) == ipaddress.ip_address(smbd.host)
+    assert e.sock_addr_storage[8:] == b"\0" * 120
+    req.max_output_response = 100  # too small for one entry
+    assert c.request(Command.SMB2_IOCTL, req, tree_id=t.header.tree_id).status == ntstatus.STATUS_BUFFER_TOO_SMALL
+    c.close()
