@@ -1240,6 +1240,8 @@ class Connection:
         """MS-SMB2 3.3.5.15.11: the interfaces a multichannel client may open further
         channels to -- here the address this connection arrived on (one NETWORK_INTERFACE_INFO,
         2.2.32.5; no RSS/RDMA capability, LinkSpeed 10 Gbit/s)."""
+        if tuple(req.file_id) != (0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFF):
+            return self._error(chain, el, STATUS_INVALID_PARAMETER, ctx.session)  # a server-level FSCTL
         host = str(self.server_address[0])
         try:
             entry = w.NetworkInterfaceInfo(next=0, if_index=1, capability=0, link_speed=10_000_000_000,

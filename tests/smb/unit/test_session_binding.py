@@ -210,6 +210,9 @@ def test_3_3_5_15_11_query_network_interface_info_names_the_connections_address(
     assert (family, port) == (0x0002, 0)
     assert ipaddress.ip_address(e.sock_addr_storage[4:8]) == ipaddress.ip_address(smbd.host)
     assert e.sock_addr_storage[8:] == b"\0" * 120
+    req.file_id = FileId(1, 1)  # a server-level FSCTL: any other FileId is INVALID_PARAMETER
+    assert c.request(Command.SMB2_IOCTL, req, tree_id=t.header.tree_id).status == ntstatus.STATUS_INVALID_PARAMETER
+    req.file_id = FileId(0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFF)
     req.max_output_response = 100  # too small for one entry
     assert c.request(Command.SMB2_IOCTL, req, tree_id=t.header.tree_id).status == ntstatus.STATUS_BUFFER_TOO_SMALL
     c.close()
