@@ -280,17 +280,16 @@ class WsdSocket:
             raise errors.WSAENOTCONN()
         return self._conn
 
-    def recv_into(self, buffer, nbytes: int = 0) -> int:
+    def _receive(self, attempt):
+        """Run ``attempt(conn)`` (a non-blocking receive step) until it returns, waiting for
+        the connection between tries; honours the socket's timeout (WSAETIMEDOUT)."""
         conn = self._need_conn()
-        view = memoryview(buffer).cast("B")
-        if nbytes:
-            view = view[:nbytes]
         deadline = self._deadline()
         with self._recv_lock:
             if isinstance(conn, TcpConnection):
                 while True:
                     try:
-                        return conn.try_recv_into(view)
+                        return attempt(conn)
                     except errors.WSAEWOULDBLOCK:
                         if deadline is not None and time.monotonic() >= deadline:
                             raise errors.WSAETIMEDOUT("recv timed out") from None
@@ -298,37 +297,24 @@ class WsdSocket:
             while True:
                 conn.progress()
                 try:
-                    return conn.try_recv_into(view)
+                    return attempt(conn)
                 except errors.WSAEWOULDBLOCK:
                     pass
                 if deadline is not None and time.monotonic() >= deadline:
                     raise errors.WSAETIMEDOUT("recv timed out")
                 wait_any(conn.wait_fds(), _remaining(_min_deadline(deadline, conn.next_deadline())))
 
+    def recv_into(self, buffer, nbytes: int = 0) -> int:
+        view = memoryview(buffer).cast("B")
+        if nbytes:
+            view = view[:nbytes]
+        return self._receive(lambda conn: conn.try_recv_into(view))
+
     def recv_view(self, nbytes: int) -> memoryview:
         """Zero-copy receive: a read-only view of up to ``nbytes`` received bytes, straight out
         of the connection's receive ring; valid until the next receive on this socket (which
         gives the space back).  Empty at end of stream."""
-        conn = self._need_conn()
-        deadline = self._deadline()
-        with self._recv_lock:
-            if isinstance(conn, TcpConnection):
-                while True:
-                    try:
-                        return conn.try_recv_view(nbytes)
-                    except errors.WSAEWOULDBLOCK:
-                        if deadline is not None and time.monotonic() >= deadline:
-                            raise errors.WSAETIMEDOUT("recv timed out") from None
-                        wait_any([conn], _remaining(deadline))
-            while True:
-                conn.progress()
-                try:
-                    return conn.try_recv_view(nbytes)
-                except errors.WSAEWOULDBLOCK:
-                    pass
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise errors.WSAETIMEDOUT("recv timed out")
-                wait_any(conn.wait_fds(), _remaining(_min_deadline(deadline, conn.next_deadline())))
+        return self._receive(lambda conn: conn.try_recv_view(nbytes))
 
     def recv(self, bufsize: int) -> bytes:
         buf = bytearray(bufsize)
