@@ -478,7 +478,8 @@ def _create_open(ctx: RequestContext, st: _State, req: CreateRequest, name: str,
             breaking = mgr.before_open(fobj, access, req.share_access, req.create_disposition, ctx.now)
             breaking |= st.leases.before_open(fobj, access, req.share_access, req.create_disposition,
                                               client_guid, lease_key, ctx.now,
-                                              delete_on_close=bool(req.create_options & 0x00001000))
+                                              delete_on_close=bool(req.create_options & 0x00001000),
+                                              retried=ctx._async is not None)
             if breaking and _last_in_chain(ctx):
                 return _wait_for_breaks(ctx, st, breaking,
                                         lambda: _create_open(ctx, st, req, name, contexts, eas, alloc, durable_req))
@@ -961,7 +962,8 @@ def oplock_break(ctx: RequestContext, req: Any) -> Response:
         if ctx.connection.dialect < 0x0210:
             raise fail(STATUS_INVALID_PARAMETER, "lease acknowledgment before SMB 2.1")
         lease = st.leases.acknowledge(ctx.connection.client_guid, bytes(req.lease_key), req.lease_state)
-        return Response(LeaseBreakResponse(lease_key=lease.lease_key, lease_state=lease.lease_state))
+        # the acknowledged state (a waiting open may already have started the next break)
+        return Response(LeaseBreakResponse(lease_key=lease.lease_key, lease_state=req.lease_state))
     tc = ctx.session.tree_connect_table.get(ctx.header.tree_id)
     if tc is None:
         raise ntstatus.NtStatusError(ntstatus.STATUS_NETWORK_NAME_DELETED)

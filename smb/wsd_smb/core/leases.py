@@ -84,6 +84,9 @@ class Lease:
     file_delete_on_close: bool = False
     epoch: int = 0
     parent_lease_key: bytes = b"\0" * 16
+    #: opens that conflict with the break in progress wait for its acknowledgment
+    #: (False for an overwrite's break of a lease without W: smbtorture lease.breaking4)
+    break_blocking: bool = True
 
 
 @dataclass
@@ -237,7 +240,8 @@ class LeaseManager:
         return out
 
     def before_open(self, fobj: Any, access: int, share_access: int, disposition: int, client_guid: bytes,
-                    lease_key: bytes | None, now: float, delete_on_close: bool = False) -> set:
+                    lease_key: bytes | None, now: float, delete_on_close: bool = False,
+                    retried: bool = False) -> set:
         """Break the leases a new open (from *client_guid*, with *lease_key* or none)
         conflicts with; return those whose breaks the open must wait for.  An open with
         FILE_DELETE_ON_CLOSE (an unlink) removes H too (smbtorture smb2.lease.unlink)."""
@@ -252,9 +256,11 @@ class LeaseManager:
             if lease.client_guid == client_guid and lease.lease_key == lease_key:
                 continue  # the open's own lease
             if self.oplocks.is_breaking(lease):
-                wait.add(lease)
+                if lease.break_blocking:
+                    wait.add(lease)
                 continue
             new = lease.lease_state
+            blocking = True  # does the open wait for the acknowledgment?
             if not any(x.connection is not None and not x.connection.closed for x in lease.lease_opens):
                 # only disconnected durable opens: broken to NONE, which closes them (LB-3),
                 # as Windows gives the file to the new opener (smbtorture durable-open.lease)
@@ -264,16 +270,26 @@ class LeaseManager:
                 # client can close cached handles), nothing else (smb2.lease.break_twice)
                 new &= ~H
             elif not is_stat_open(access, lease=True):
-                new &= ~W
-                if overwrite:
-                    new = SMB2_LEASE_NONE  # smb2.lease.breaking2: RWH -> NONE
-                elif delete_on_close:
+                if overwrite and retried and new & H and not new & W:
+                    # an overwrite that already waited for a break: H first (acknowledged),
+                    # then R (smbtorture smb2.lease.breaking3)
                     new &= ~H
+                elif overwrite:
+                    # straight to NONE; the open waits only when W is lost (breaking2),
+                    # not for RH/R (breaking4)
+                    blocking = bool(new & W)
+                    new = SMB2_LEASE_NONE
+                else:
+                    new &= ~W
+                    if delete_on_close:
+                        new &= ~H
             if new == lease.lease_state:
                 continue
             out = self.object_store_lease_break(lease.client_guid, lease.lease_key, new, now)
             if out.new_state is None and out.ack_required:
-                wait.add(lease)
+                lease.break_blocking = blocking
+                if blocking:
+                    wait.add(lease)
         return wait
 
     def before_rename(self, fobj: Any, origin: Any, now: float) -> set:

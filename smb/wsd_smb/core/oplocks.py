@@ -295,7 +295,10 @@ class OplockManager:
             for w in ready:
                 w.done = True
                 self._waiters.remove(w)
-        for w in ready:
+        # newest first: a later conflicting open may need a further break, which the
+        # earlier ones then wait for too (smbtorture smb2.lease.breaking3: RH -> R -> NONE
+        # while both opens stay pending)
+        for w in reversed(ready):
             w.fire()
 
     # ------------------------------------------------------------ timer (3.3.2.1)
