@@ -3,6 +3,7 @@
     python bench/bench_verbs.py [--quick]          # on the host: boots the VM once
     python3 bench/bench_verbs.py --guest [--quick] [--only provider_bw:64,provider_lat] [--count N]  # guest
     WSD_VERBS_BENCH_OPTS='{"signal_every": 1}' ...   # VerbsProvider options for the provider runs
+    WSD_VERBS_BENCH_DEPTH=64 WSD_VERBS_BENCH_WINDOW=32 ...   # receive depth / send window (128 / 128)
 
 Inside one ``wsd-rxe-vm run`` (rxe0 on a dummy netdev, TCG guest), in order:
 
@@ -12,7 +13,8 @@ Inside one ``wsd-rxe-vm run`` (rxe0 on a dummy netdev, TCG guest), in order:
    child receives): **SEND throughput** -- the receiver keeps ``DEPTH``
    registered buffers posted and reposts each on completion, the sender keeps
    ``WINDOW`` SENDs outstanding from a registered buffer; messages/s and Gb/s
-   from the first post to the last send completion -- and **latency**: 64 B
+   from the first post to the last send completion; the rows note the RNR
+   NAKs (rxe's port counters), fences and unsignalled SENDs -- and **latency**: 64 B
    and 64 KiB ping-pong (the child echoes), reported as half the median round
    trip, which is what ``ib_send_lat`` reports;
 3. the whole switch over verbs (socket API: ``sendall`` / ``recv``): 64 KiB
@@ -37,8 +39,9 @@ from pathlib import Path
 GROUP = "verbs"
 ROOT = Path(__file__).resolve().parent.parent
 MARK = "@@WSD-VERBS-BENCH "
-DEPTH = int(os.environ.get("WSD_VERBS_BENCH_DEPTH", "64"))     # receives posted by the receiver
-WINDOW = 32       # SENDs in flight at the sender
+# perftest's ib_send_bw keeps tx_depth = 128 SENDs in flight; the provider's queues are 128 deep by default
+DEPTH = int(os.environ.get("WSD_VERBS_BENCH_DEPTH", "128"))     # receives posted by the receiver
+WINDOW = int(os.environ.get("WSD_VERBS_BENCH_WINDOW", "128"))   # SENDs in flight at the sender
 SIZES = (64, 64 << 10)
 
 
@@ -127,8 +130,11 @@ def guest_server(port: int, mode: str, size: int, count: int) -> int:
     p.WSPRegisterMemory(s, echo, MEM_READ)
     got = 0
     deadline = time.monotonic() + 600
+    cpu0 = None
     while got < count:
         for c in _wait(cq, deadline):
+            if cpu0 is None:
+                cpu0 = os.times()           # CPU of the receiving loop, from the first completion on
             if c.overlapped.context == "echo":
                 continue
             if c.error:
@@ -139,9 +145,10 @@ def guest_server(port: int, mode: str, size: int, count: int) -> int:
                 echo[:c.transferred] = views[i][:c.transferred]
                 p.WSPSend(s, [memoryview(echo)[:c.transferred]], Overlapped(cq, "echo"))
             p.WSPRecv(s, [views[i]], Overlapped(cq, i))
-    time.sleep(0.5)                          # let the last echo's ACK go out before the QP is torn down
     t = os.times()
-    _say(event="done", received=got, stats=dict(p.stats), cpu_user=t.user, cpu_sys=t.system)
+    time.sleep(0.5)                          # let the last echo's ACK go out before the QP is torn down
+    _say(event="done", received=got, stats=dict(p.stats), cpu_user=t.user - cpu0.user,
+         cpu_sys=t.system - cpu0.system)
     p.WSPCleanup()
     return 0
 
