@@ -881,9 +881,9 @@ class VerbsProvider(SanProviderBase):
         """Post a fence on each connection whose unsignalled sends wait behind no signalled request."""
         PyverbsError = _pv.PyverbsError
         for c, deadline in list(self._stranded.items()):
-            if deadline > now:
+            # (a reset below can drain the CQ, which updates _stranded: check each entry again)
+            if deadline > now or self._stranded.pop(c, None) is None:
                 continue
-            del self._stranded[c]
             if not c.sq or c.sig_pending or c.state != "connected" or c.qp is None:
                 continue
             wr_id = next(self._wr_ids)

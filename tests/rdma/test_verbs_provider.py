@@ -229,8 +229,9 @@ _PYVERBS_OBJECTS = {"fast_poll": False, "wr_templates": False}     # pyverbs' ow
 
 
 @pytest.mark.parametrize("pair", [({}, {"signal_every": 4}),
+                                  ({}, {"signal_every": 4, "fence_delay": 0.05}),
                                   (_PYVERBS_OBJECTS, dict(_PYVERBS_OBJECTS, signal_every=4))],
-                         indirect=True, ids=["fast_paths", "pyverbs_objects"])
+                         indirect=True, ids=["fast_paths", "fence_delay", "pyverbs_objects"])
 def test_burst_ending_on_unsignaled_sends_completes_every_overlapped_in_order(pair):
     """Selective signalling: most SENDs are unsignalled; each still completes, in posting order,
     including the tail that no signalled SEND follows (covered by a fence)."""
@@ -346,3 +347,29 @@ def test_send_lookup_across_registrations_and_the_send_queue_backlog():
     finally:
         a.WSPCleanup()
         b.WSPCleanup()
+
+
+@pytest.mark.parametrize("pair", [({}, {"signal_every": 64}), ({}, dict(_PYVERBS_OBJECTS, signal_every=64))],
+                         indirect=True, ids=["fast_paths", "pyverbs_objects"])
+def test_unsignaled_tail_is_completed_by_a_fence(pair):
+    """The first SEND (signalled) waits for a receive (RNR), so the 5 after it go unsignalled; when it
+    completes nothing signalled follows them, and the fence's completion completes them, in order."""
+    a, s, b, cs = pair
+    cq_a, cq_b = CompletionQueue("a"), CompletionQueue("b")
+    sbuf = bytearray(os.urandom(6 * 32))
+    b.WSPRegisterMemory(cs, sbuf, MEM_READ)
+    for i in range(6):
+        b.WSPSend(cs, [memoryview(sbuf)[i * 32:(i + 1) * 32]], Overlapped(cq_b, i))
+    assert b.stats["unsignaled"] == 5
+    time.sleep(0.3)
+    assert len(cq_b) == 0
+    rbuf = bytearray(6 * 64)
+    a.WSPRegisterMemory(s, rbuf, MEM_WRITE)
+    for i in range(6):
+        a.WSPRecv(s, [memoryview(rbuf)[i * 64:(i + 1) * 64]], Overlapped(cq_a, i))
+    comps = wait_cq(cq_b, 6)
+    assert [(c.overlapped.context, c.error, c.transferred) for c in comps] == [(i, 0, 32) for i in range(6)]
+    assert b.stats["fence"] == 1 and b.stats["send"] == 6
+    got = wait_cq(cq_a, 6)
+    assert [(c.overlapped.context, c.transferred) for c in got] == [(i, 32) for i in range(6)]
+    assert all(rbuf[i * 64:i * 64 + 32] == sbuf[i * 32:(i + 1) * 32] for i in range(6))
