@@ -138,6 +138,7 @@ _CREDIT_PAYLOAD = 65536
 FSCTL_VALIDATE_NEGOTIATE_INFO = 0x00140204
 FSCTL_QUERY_NETWORK_INTERFACE_INFO = 0x001401FC
 _MAX_PREAUTH_SESSIONS = 64  # logons in progress per connection (bounds what a client can pin)
+_MAX_CHANNELS = 32  # channels per session, as Windows Server 2012 R2/2016 (smbtorture multichannel num_channels)
 
 
 class Connection:
@@ -1075,7 +1076,8 @@ class Connection:
         channel only GMAC sessions (NOT_SUPPORTED); no binding below 3.0
         (REQUEST_NOT_ACCEPTED, also when this server does not do multichannel); the dialect
         and the cipher must be the session's (INVALID_PARAMETER); guest and anonymous
-        sessions have no key to bind with (NOT_SUPPORTED)."""
+        sessions have no key to bind with (NOT_SUPPORTED); at most 32 channels per session
+        (INSUFFICIENT_RESOURCES)."""
         mine = self._signing_algorithm()
         if gs.signing_algorithm_id == cr.AES_GMAC and mine != cr.AES_GMAC:
             return ntstatus.STATUS_REQUEST_OUT_OF_SEQUENCE
@@ -1089,6 +1091,8 @@ class Connection:
             return STATUS_INVALID_PARAMETER
         if gs.is_guest or gs.is_anonymous or not gs.has_session_key:
             return STATUS_NOT_SUPPORTED
+        if len(gs.channel_list) >= _MAX_CHANNELS:
+            return ntstatus.STATUS_INSUFFICIENT_RESOURCES
         return STATUS_SUCCESS
 
     def _session_bind(self, chain: _Chain, el: _Element, req: w.SessionSetupRequest, now: float):

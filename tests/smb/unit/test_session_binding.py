@@ -216,3 +216,21 @@ def test_3_3_5_15_11_query_network_interface_info_names_the_connections_address(
     req.max_output_response = 100  # too small for one entry
     assert c.request(Command.SMB2_IOCTL, req, tree_id=t.header.tree_id).status == ntstatus.STATUS_BUFFER_TOO_SMALL
     c.close()
+
+
+def test_at_most_32_channels_per_session(smbd):
+    """As Windows Server 2012 R2/2016: the 33rd channel is STATUS_INSUFFICIENT_RESOURCES."""
+    c1 = _logon(smbd)
+    extra = []
+    try:
+        for i in range(32):
+            c = RawClient(smbd.host, smbd.port)
+            c.negotiate(dialects=(0x0311,))
+            extra.append(c)
+            r, _ = _bind(c, c1)
+            assert r.status == (0 if i < 31 else ntstatus.STATUS_INSUFFICIENT_RESOURCES), (i, hex(r.status))
+        assert len(_session(smbd, c1.session_id).channel_list) == 32
+    finally:
+        for c in extra:
+            c.close()
+        c1.close()
