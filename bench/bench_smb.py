@@ -10,7 +10,9 @@ samba packages with apt-get when missing and root) and wsd-smbd
 
 * smbclient ``put`` / ``get`` of a 1 GiB file of random bytes (--quick: 64 MiB),
   median of 3 (--quick: 1), rate as smbclient reports it (transfer only,
-  KiB/s -> MB/s); default dialect (SMB 3.1.1), no encryption; ``get`` writes
+  KiB/s -> MB/s); default dialect (SMB 3.1.1), no encryption, signing offered
+  but not required on both servers (Samba's default; wsd-smbd's default requires
+  it, so the bench starts it with ``signing_required = false``); ``get`` writes
   into /dev/null (a local 1 GiB file write measured the client's disk, 3-7x
   slower than the transfer here); sizes are checked;
 * open+close pairs/s of one existing file: smbtorture
@@ -24,6 +26,7 @@ expect run-to-run noise of tens of percent.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -196,7 +199,10 @@ def run(quick: bool = False, only: str | None = None) -> list[dict]:
             if why:
                 print(f"bench_smb: wsd-smbd skipped: {why}", file=sys.stderr)
             else:
-                targets.append(("wsd", WsdServer))
+                # the same signing policy as the Samba side ("server signing = auto": offered, not
+                # required), so smbclient signs neither server's data; wsd-smbd's own default is
+                # signing required
+                targets.append(("wsd", functools.partial(WsdServer, server_options={"signing_required": False})))
         for label, cls in targets:
             srv = cls(tmp / label)
             try:
