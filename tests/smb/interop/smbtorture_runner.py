@@ -41,7 +41,10 @@ SUITES = [
     "smb2.notify",
 ]
 #: Slow on Samba (lease 3 min, oplock 2 min: they wait out break timeouts); run with WSD_SMBTORTURE_SUITES=all.
-SLOW_SUITES = ["smb2.lease", "smb2.oplock"]
+SLOW_SUITES = ["smb2.lease", "smb2.oplock",
+               # session binding across connections; most cases need a transport the test can
+               # block (iptables or Samba's private FSCTL), one waits out a 30 s stall
+               "smb2.multichannel"]
 
 #: Per-suite [server] options of wsd-smbd (MS-SMB2 leaves them to configuration): such a suite
 #: runs against its own wsd-smbd started with these.  smb2.session re-authenticates as anonymous
