@@ -645,11 +645,12 @@ class Connection:
             log.debug("event=error command=%s status=%s", _cmd_name(h.command), status_name(status))
         self._respond(chain, el, ctx, body, status)
 
-    def _result_to_body(self, result: Any) -> tuple[int, bytes]:
+    def _result_to_body(self, result: Any) -> tuple[int, bytes | list]:
         if isinstance(result, NtStatusError):
             return result.status, w.ErrorResponse().pack()
         if isinstance(result, Response):
-            body = result.body.pack(HEADER_SIZE) if isinstance(result.body, Structure) else bytes(result.body)
+            # a list of buffers: a READ payload is copied once, into the assembled message
+            body = result.body.pack_parts(HEADER_SIZE) if isinstance(result.body, Structure) else bytes(result.body)
             return result.status, body
         log.error("event=handler_bug result=%r", type(result).__name__)
         return ntstatus.STATUS_INTERNAL_ERROR, w.ErrorResponse().pack()
@@ -731,7 +732,11 @@ class Connection:
         for i, o in enumerate(outs):
             last = i == len(outs) - 1
             raw = bytearray(o.header.pack())
-            raw += o.body
+            if type(o.body) is list:
+                for part in o.body:
+                    raw += part
+            else:
+                raw += o.body
             if not last:
                 raw += b"\0" * ((-len(raw)) % 8)
                 struct.pack_into("<I", raw, 20, len(raw))

@@ -187,8 +187,19 @@ class Structure:
 
     # ------------------------------------------------------------------ pack
     def pack(self, base: int = 64) -> bytes:
-        """Pack; *base* is the offset of this structure from the SMB2 header start.
-        Buffers are copied once (large READ data goes straight into the result)."""
+        """Pack; *base* is the offset of this structure from the SMB2 header start."""
+        return b"".join(self._pack_parts(base))
+
+    def pack_parts(self, base: int = 64) -> list:
+        """The packed structure as a list of buffers whose concatenation is :meth:`pack`'s
+        result: the fixed part, padding, and each variable buffer as it is (a large READ
+        payload is not copied here; the message assembly copies it once).  A structure
+        that overrides :meth:`pack` (to compute counts first) comes back in one piece."""
+        if type(self).pack is not Structure.pack:
+            return [self.pack(base)]
+        return self._pack_parts(base)
+
+    def _pack_parts(self, base: int) -> list:
         values: dict[str, Any] = {}
         tail: list[bytes] = []
         pos = self.FIXED_SIZE
@@ -229,9 +240,11 @@ class Structure:
             head = self._st.pack(*args)
         except struct.error as e:
             raise ValueError(f"{type(self).__name__}.pack: {e}") from None
-        out = b"".join([head, *tail])
-        if self.STRUCTURE_SIZE is not None and len(out) < self.STRUCTURE_SIZE:
-            out += b"\0" * (self.STRUCTURE_SIZE - len(out))
+        out = [head, *tail]
+        if self.STRUCTURE_SIZE is not None:
+            n = sum(len(p) for p in out)
+            if n < self.STRUCTURE_SIZE:
+                out.append(b"\0" * (self.STRUCTURE_SIZE - n))
         return out
 
     def _pack_extra(self, base: int, pos: int) -> bytes:

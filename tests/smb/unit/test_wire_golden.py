@@ -343,3 +343,19 @@ def test_create_context_data_golden():
         cx.AppInstanceId.unpack(b"\x10\x00\x00\x00" + b"A" * 16, 0)
     with pytest.raises(ntstatus.StatusInvalidParameter):
         cx.lease_request_from(b"short")
+
+
+def test_pack_parts_concatenate_to_pack_and_keep_a_big_payload_uncopied():
+    """pack_parts(): the same bytes as pack(), with a READ payload passed through as is (the
+    message assembly copies it once); structures that override pack() come back whole."""
+    import os as _os
+
+    from wsd_smb.wire import commands as _c
+
+    data = _os.urandom(1 << 20)
+    rsp = _c.ReadResponse(data=data)
+    parts = rsp.pack_parts(64)
+    assert b"".join(parts) == rsp.pack(64)
+    assert any(p is data for p in parts)
+    lock = _c.LockRequest(locks=[])
+    assert lock.pack_parts(64) == [lock.pack(64)]
