@@ -100,7 +100,7 @@ class ProtocolViolation(Exception):
 @dataclass
 class _Element:
     header: Smb2Header  # request header (session/tree ids after inheritance)
-    raw: bytes  # request bytes of this element (header .. end incl. padding)
+    raw: bytes | bytearray  # request bytes of this element (header .. end incl. padding)
     start: int
     end: int
 
@@ -382,7 +382,8 @@ class Connection:
                 end = pos + h.next_command
             else:
                 end = len(data)
-            elements.append(_Element(h, data[pos:end], pos, end))
+            # a lone request is the message itself (an 8 MiB WRITE is not copied again)
+            elements.append(_Element(h, data if pos == 0 and end == len(data) else data[pos:end], pos, end))
             if not h.next_command:
                 break
             pos = end
