@@ -268,6 +268,22 @@ class RingStreamProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol)
         self._give_back = give_back
         self._span_size = span
         self._span = None       # the reserved, not yet committed span lent to the transport
+        self._sink = None
+
+    def set_sink(self, sink) -> None:
+        """Deliver received bytes to ``sink(view)`` instead of the ``StreamReader``: the view
+        is the ring span itself, valid only during the call (copy what you keep), and
+        ``sink(None)`` says end of stream or connection lost.  A framing consumer (e.g. an
+        SMB server assembling messages) saves the reader's copy this way.  Bytes the reader
+        already holds are handed over first."""
+        self._sink = sink
+        buffered = self._stream_reader._buffer      # the reader this protocol feeds (asyncio internals)
+        if buffered:
+            data = bytes(buffered)
+            buffered.clear()
+            sink(data)
+        if self._stream_reader.at_eof():
+            sink(None)
 
     def get_buffer(self, sizehint: int):
         if self._span is None:  # a read that got nothing (EAGAIN) keeps its reservation
@@ -279,13 +295,24 @@ class RingStreamProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol)
         self._span = None
         ring.commit(nbytes)
         try:
-            self._stream_reader.feed_data(span[:nbytes])       # the reader's one copy
+            if self._sink is not None:
+                self._sink(span[:nbytes])                       # the sink copies what it keeps
+            else:
+                self._stream_reader.feed_data(span[:nbytes])   # the reader's one copy
         finally:
             del span
             ring.release(1)
 
+    def eof_received(self):
+        if self._sink is not None:
+            self._sink(None)
+        return super().eof_received()
+
     def connection_lost(self, exc) -> None:
         try:
+            if self._sink is not None:
+                sink, self._sink = self._sink, None
+                sink(None)
             super().connection_lost(exc)
         finally:
             ring, self._ring, self._span = self._ring, None, None

@@ -274,3 +274,59 @@ def test_asyncio_tcp_reads_land_in_the_ring(switches):
     assert lent and all(lent)                     # every kernel read went into the ring's span
     assert head > 0                               # the ring's producer index moved
     assert ring in sw._tcp_rings                  # back in the pool after connection_lost
+
+
+def test_asyncio_ring_sink_gets_every_byte_then_eof(switches):
+    """RingStreamProtocol.set_sink: bytes the reader already holds come first, then every
+    kernel read as a view of the ring span, in order, then None at end of stream."""
+    import asyncio
+    import socket
+    import threading
+    from wsd import aio
+
+    sw = switches([])
+    payload = pattern(3 << 20, 9)
+
+    async def main():
+        lst = aio.AsyncListener(sw, "127.0.0.1", 0)
+        port = lst.getsockname()[1]
+        go = threading.Event()
+
+        def client():
+            with socket.create_connection(("127.0.0.1", port)) as c:
+                c.sendall(payload[:1000])
+                go.wait(20)
+                c.sendall(payload[1000:])
+                c.shutdown(socket.SHUT_WR)
+                c.settimeout(20)
+                assert c.recv(1) == b""
+        t = threading.Thread(target=client)
+        t.start()
+        conn, peer, initial = await asyncio.wait_for(lst.accept_ex(0), 20)
+        reader, writer = await aio._streams_for(conn, sw, 1 << 16, initial)
+        await asyncio.wait_for(reader.readexactly(10), 20)          # the reader holds the rest of the first 1000
+        got, ended, done = bytearray(payload[:10]), [], asyncio.Event()
+        ring = writer._protocol._ring
+        base = int(ffi.cast("uintptr_t", ffi.from_buffer(ring.memory)))
+        in_ring = []
+
+        def sink(view):
+            if view is None:
+                ended.append(True)
+                done.set()
+                return
+            addr = int(ffi.cast("uintptr_t", ffi.from_buffer(view)))
+            in_ring.append(base <= addr < base + len(ring.memory))
+            got.extend(view)
+        writer._protocol.set_sink(sink)
+        go.set()
+        await asyncio.wait_for(done.wait(), 30)
+        writer.close()
+        lst.close()
+        await asyncio.get_running_loop().run_in_executor(None, t.join, 20)
+        return bytes(got), ended, in_ring
+
+    got, ended, in_ring = asyncio.run(main())
+    assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+    assert ended
+    assert in_ring and all(in_ring[1:])   # the reader's leftover (if any) first, then ring spans

@@ -96,7 +96,7 @@ class SmbServer:
         loop = asyncio.get_running_loop()
         state = _ConnState(conn, writer, loop, self.pool)
         conn.wakeup = lambda: loop.call_soon_threadsafe(state.on_wakeup)
-        framer = DirectTcpFramer(self.server.config.max_message_size)
+        source = _MessageSource(reader, writer, DirectTcpFramer(self.server.config.max_message_size))
         log.info("event=connect client=%s", addr)
         timeout = self.server.config.logon_timeout
         watchdog = loop.call_later(timeout, state.logon_deadline, addr) if timeout > 0 else None
@@ -107,14 +107,13 @@ class SmbServer:
                         and not state.closed:
                     state.drained.clear()
                     await state.drained.wait()
-                data = await reader.read(256 * 1024)
-                if not data:
-                    break
                 try:
-                    msgs = framer.feed(data)
+                    msgs = await source.next_messages()
                 except ValueError as e:
                     reason = str(e)
                     log.warning("event=disconnect client=%s reason=%r", addr, reason)
+                    break
+                if msgs is None:
                     break
                 for m in msgs:
                     state.handle(conn.receive_message(m, time.time()))
@@ -144,6 +143,71 @@ class SmbServer:
             self._writers.discard(writer)
             self._tasks.discard(task)
             log.info("event=disconnect client=%s reason=%r", addr, reason)
+
+
+class _MessageSource:
+    """The framed SMB2 messages of one connection.
+
+    On the switch's TCP path the transport's protocol takes a sink
+    (``wsd.aio.RingStreamProtocol.set_sink``): each kernel read lands in the switch's
+    receive ring and goes from there straight into the framer, which assembles the
+    message in its final buffer (one copy), with reading paused while
+    ``_SINK_HIGH`` bytes of messages wait.  Elsewhere (SAN paths) the stream reader
+    is read as before."""
+
+    _SINK_HIGH = 16 * 1024 * 1024
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, framer: DirectTcpFramer):
+        self._reader = reader
+        self._framer = framer
+        self._transport = writer.transport
+        self._ready: list = []
+        self._ready_bytes = 0
+        self._error: ValueError | None = None
+        self._eof = False
+        self._paused = False
+        self._wake = asyncio.Event()
+        protocol = self._transport.get_protocol()
+        self._sinking = hasattr(protocol, "set_sink")
+        if self._sinking:
+            protocol.set_sink(self._sink)
+
+    def _sink(self, view) -> None:
+        if view is None:
+            self._eof = True
+        elif self._error is None and not self._eof:
+            try:
+                msgs = self._framer.feed(view)
+            except ValueError as e:
+                self._error = e
+            else:
+                if msgs:
+                    self._ready += msgs
+                    self._ready_bytes += sum(len(m) for m in msgs)
+                    if self._ready_bytes > self._SINK_HIGH and not self._paused:
+                        self._paused = True
+                        self._transport.pause_reading()
+                else:
+                    return
+        self._wake.set()
+
+    async def next_messages(self) -> list | None:
+        """The next complete messages; None at end of stream; ValueError on a bad frame."""
+        if not self._sinking:
+            data = await self._reader.read(256 * 1024)
+            return self._framer.feed(data) if data else None
+        while not self._ready and self._error is None and not self._eof:
+            self._wake.clear()
+            await self._wake.wait()
+        if self._ready:
+            msgs, self._ready, self._ready_bytes = self._ready, [], 0
+            if self._paused:
+                self._paused = False
+                self._transport.resume_reading()
+            return msgs
+        if self._error is not None:
+            raise self._error
+        return None
 
 
 class _ConnState:
