@@ -31,6 +31,7 @@ from ..ntstatus import (STATUS_ACCESS_DENIED, STATUS_INVALID_PARAMETER,
                         STATUS_MORE_PROCESSING_REQUIRED, STATUS_NETWORK_NAME_DELETED, STATUS_NETWORK_SESSION_EXPIRED,
                         STATUS_NOT_SUPPORTED, STATUS_PENDING, STATUS_SUCCESS, STATUS_USER_SESSION_DELETED,
                         NtStatusError, is_error, status_name)
+from ..buffers import HeadroomBuffer
 from ..wire import commands as w
 from ..wire.base import FILEID_RELATED, FileId, Structure
 from ..wire.header import (HEADER_SIZE, SMB1_PROTOCOL_ID, SMB2_FLAGS_ASYNC_COMMAND, SMB2_FLAGS_RELATED_OPERATIONS,
@@ -103,6 +104,24 @@ class _Element:
     raw: bytes | bytearray  # request bytes of this element (header .. end incl. padding)
     start: int
     end: int
+
+
+def _in_headroom(o: "_Out") -> bytearray | None:
+    """The whole message built in place when the body ends with a payload read into a
+    :class:`HeadroomBuffer` whose headroom fits the header and the rest of the body exactly
+    (a READ response): header and fixed part go into the headroom, the payload is not copied."""
+    body = o.body
+    if type(body) is not list or not body:
+        return None
+    payload = body[-1]
+    if type(payload) is not memoryview or not isinstance(payload.obj, HeadroomBuffer):
+        return None
+    buf = payload.obj
+    front = b"".join([o.header.pack(), *body[:-1]])
+    if len(front) != buf.headroom or len(buf) != buf.headroom + len(payload):
+        return None
+    buf[:len(front)] = front
+    return buf
 
 
 @dataclass
@@ -732,12 +751,14 @@ class Connection:
         parts = []
         for i, o in enumerate(outs):
             last = i == len(outs) - 1
-            raw = bytearray(o.header.pack())
-            if type(o.body) is list:
-                for part in o.body:
-                    raw += part
-            else:
-                raw += o.body
+            raw = _in_headroom(o) if len(outs) == 1 else None
+            if raw is None:
+                raw = bytearray(o.header.pack())
+                if type(o.body) is list:
+                    for part in o.body:
+                        raw += part
+                else:
+                    raw += o.body
             if not last:
                 raw += b"\0" * ((-len(raw)) % 8)
                 struct.pack_into("<I", raw, 20, len(raw))

@@ -92,6 +92,7 @@ from ..wire import (
     WriteResponse,
     pack_create_contexts,
 )
+from ..wire.header import HEADER_SIZE
 from ..wire.contexts import (SMB2_CREATE_APP_INSTANCE_ID, AllocationSize, AppInstanceId, DurableHandleResponse,
                              DurableHandleResponseV2, QueryMaximalAccessResponse, QueryOnDiskIdResponse)
 from . import durable as dur
@@ -708,7 +709,9 @@ def read(ctx: RequestContext, req: ReadRequest) -> Response:
     if isinstance(o, _PipeOpen):
         data = o.endpoint.read(req.length)
     else:
-        data = state_of(ctx.server).store.read(o, req.offset, req.length, req.minimum_count)
+        # read into a buffer with room for the SMB2 header and the response's fixed part
+        data = state_of(ctx.server).store.read(o, req.offset, req.length, req.minimum_count,
+                                               headroom=HEADER_SIZE + ReadResponse.FIXED_SIZE)
     return Response(ReadResponse(data=data, data_remaining=0))
 
 

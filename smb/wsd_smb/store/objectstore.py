@@ -106,6 +106,7 @@ from .errors import (
     fail,
     from_oserror,
 )
+from ..buffers import HeadroomBuffer
 from ..ntstatus import NtStatusError
 from .filetime import FILETIME_RESUME, FILETIME_SUSPEND, from_filetime, to_filetime
 from .paths import Resolved, Share, resolve, split_name, split_name_stream
@@ -783,8 +784,10 @@ class ObjectStore:
             if brl.conflicts(o.file.locks, offset, length, write, False, o):
                 raise fail(STATUS_FILE_LOCK_CONFLICT)
 
-    def read(self, o: Open, offset: int, length: int, minimum_count: int = 0) -> bytes:
-        """MS-SMB2 3.3.5.12: read up to *length* bytes at *offset*."""
+    def read(self, o: Open, offset: int, length: int, minimum_count: int = 0, headroom: int = 0) -> bytes:
+        """MS-SMB2 3.3.5.12: read up to *length* bytes at *offset*.  With *headroom*, the data
+        is read straight into a :class:`HeadroomBuffer` with that many spare bytes in front
+        and returned as a memoryview of it (the response is then assembled around it)."""
         if o.is_directory:
             raise fail(STATUS_INVALID_DEVICE_REQUEST, "read of a directory")
         if not o.granted_access & (FILE_READ_DATA | FILE_EXECUTE):
@@ -796,6 +799,8 @@ class ObjectStore:
         with o.io_lock:
             if o.closed:
                 raise fail(STATUS_FILE_CLOSED)
+            if headroom and o.stream is None and length:
+                return self._read_into_headroom(o, offset, length, minimum_count, headroom)
             try:
                 chunks = []
                 got = 0
@@ -817,6 +822,27 @@ class ObjectStore:
             raise fail(STATUS_END_OF_FILE, "less than MinimumCount")
         o.current_offset = offset + len(data)  # synchronous I/O moves the position
         return data
+
+    def _read_into_headroom(self, o: Open, offset: int, length: int, minimum_count: int,
+                            headroom: int) -> memoryview:
+        buf = HeadroomBuffer(headroom, length)
+        got = 0
+        with memoryview(buf) as whole:
+            try:
+                while got < length:
+                    n = os.preadv(o.fd, [whole[headroom + got:]], offset + got)
+                    if not n:
+                        break
+                    got += n
+            except OSError as e:
+                raise from_oserror(e) from None
+        if not got:
+            raise fail(STATUS_END_OF_FILE)
+        if got < minimum_count:
+            raise fail(STATUS_END_OF_FILE, "less than MinimumCount")
+        del buf[headroom + got:]           # the payload runs to the end of the buffer
+        o.current_offset = offset + got    # synchronous I/O moves the position
+        return memoryview(buf)[headroom:]
 
     def write(self, o: Open, offset: int, data: bytes | memoryview) -> int:
         """MS-SMB2 3.3.5.13: write *data* at *offset* (0xFFFFFFFFFFFFFFFF: append)."""

@@ -261,3 +261,21 @@ def test_user_set_times_are_sticky_per_open(store, share):
     store.set_basic(o, 0, 0, 0, 0, FILE_ATTRIBUTE_HIDDEN)
     s = store.stat(o)
     assert s.last_write_time == t and s.change_time == t
+
+
+def test_read_with_headroom_matches_plain_read(store, share):
+    """store.read(headroom=N): the same bytes and statuses as a plain read, as a view that
+    runs to the end of a HeadroomBuffer with N spare bytes in front (a READ response is then
+    assembled around the payload without copying it)."""
+    from wsd_smb.buffers import HeadroomBuffer
+
+    o = create(store, share, "h").open
+    data = os.urandom(1 << 20)
+    store.write(o, 0, data)
+    for off, n in ((0, 1 << 20), (1000, 5000), ((1 << 20) - 10, 100)):
+        v = store.read(o, off, n, headroom=80)
+        assert bytes(v) == store.read(o, off, n) == data[off:off + n]
+        assert isinstance(v.obj, HeadroomBuffer) and v.obj.headroom == 80
+        assert len(v.obj) == 80 + len(v)                      # short read at EOF: trimmed
+    assert status_of(store.read, o, 1 << 20, 5, 0, 80) == STATUS_END_OF_FILE
+    assert status_of(store.read, o, (1 << 20) - 2, 5, 3, 80) == STATUS_END_OF_FILE   # MinimumCount

@@ -359,3 +359,28 @@ def test_pack_parts_concatenate_to_pack_and_keep_a_big_payload_uncopied():
     assert any(p is data for p in parts)
     lock = _c.LockRequest(locks=[])
     assert lock.pack_parts(64) == [lock.pack(64)]
+
+
+def test_read_response_assembled_in_the_payload_headroom():
+    """A READ body whose payload sits in a HeadroomBuffer is assembled in place: the same
+    bytes as the copying assembly, in the payload's own buffer."""
+    import os as _os
+
+    from wsd_smb.buffers import HeadroomBuffer
+    from wsd_smb.core.connection import _in_headroom, _Out
+    from wsd_smb.wire import commands as _c
+    from wsd_smb.wire.header import Smb2Header
+
+    payload = _os.urandom(70000)
+    buf = HeadroomBuffer(80, len(payload))
+    buf[80:] = payload
+    body = _c.ReadResponse(data=memoryview(buf)[80:]).pack_parts(64)
+    hdr = Smb2Header(8, status=0, credit=1, message_id=7)
+    o = _Out(hdr, body, None, False, None)
+    raw = _in_headroom(o)
+    assert raw is buf
+    assert bytes(raw) == hdr.pack() + _c.ReadResponse(data=payload).pack(64)
+    # a payload that does not fill its buffer's tail is left to the copying path
+    short = HeadroomBuffer(80, 10)
+    o2 = _Out(hdr, _c.ReadResponse(data=memoryview(short)[80:85]).pack_parts(64), None, False, None)
+    assert _in_headroom(o2) is None
