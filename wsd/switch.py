@@ -202,32 +202,28 @@ class SanConnection:
         return self.core.next_deadline()
 
     # -- application-facing steps (non-blocking) -------------------------------------
-    def try_recv_into(self, buf) -> int:
-        """Bytes copied, 0 at end of stream; raises WSAEWOULDBLOCK or the connection's error."""
+    def _receive(self, step, arg):
+        """Run a receive step of the core (``recv_into`` / ``recv_view``) and its actions; a
+        step that raises still sends out the reposts it freed (``take_actions``)."""
         with self.lock:
             try:
-                n, acts = self.core.recv_into(buf, time.monotonic())
+                out, acts = step(arg, time.monotonic())
             except errors.WsaError:
                 if self.core._stash:
                     self._run(self.core.take_actions())
                 raise
             if acts:
                 self._run(acts)
-            return n
+            return out
+
+    def try_recv_into(self, buf) -> int:
+        """Bytes copied, 0 at end of stream; raises WSAEWOULDBLOCK or the connection's error."""
+        return self._receive(self.core.recv_into, buf)
 
     def try_recv_view(self, nbytes: int) -> memoryview:
         """Zero copy (see ``SessionProtocol.recv_view``): empty at end of stream; raises
         WSAEWOULDBLOCK or the connection's error."""
-        with self.lock:
-            try:
-                view, acts = self.core.recv_view(nbytes, time.monotonic())
-            except errors.WsaError:
-                if self.core._stash:
-                    self._run(self.core.take_actions())
-                raise
-            if acts:
-                self._run(acts)
-            return view
+        return self._receive(self.core.recv_view, nbytes)
 
     def start_send(self, data) -> S.SendOp:
         with self.lock:

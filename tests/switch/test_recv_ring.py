@@ -185,37 +185,67 @@ def test_san_recv_view_is_zero_copy(provider, switches):
     l.close()
 
 
+def _kernel_client(port: int, first: bytes, rest: bytes = b"", gate=None):
+    """A plain-socket client thread: sends ``first``, waits for ``gate`` (if any), sends
+    ``rest``, shuts down its side and waits for the server's end of stream."""
+    import socket
+    import threading
+
+    def client():
+        with socket.create_connection(("127.0.0.1", port)) as c:
+            c.sendall(first)
+            if gate is not None:
+                gate.wait(20)
+            c.sendall(rest)
+            c.shutdown(socket.SHUT_WR)
+            c.settimeout(20)
+            assert c.recv(1) == b""
+    t = threading.Thread(target=client)
+    t.start()
+    return t
+
+
+def _in_ring(view, ring) -> bool:
+    base = int(ffi.cast("uintptr_t", ffi.from_buffer(ring.memory)))
+    addr = int(ffi.cast("uintptr_t", ffi.from_buffer(view)))
+    return base <= addr and addr + len(view) <= base + len(ring.memory)
+
+
+async def _aio_tcp_accept(sw, initial_size: int, first: bytes, rest: bytes = b"", gate=None):
+    """An asyncio listener on the switch's TCP path, a kernel client, the accepted streams."""
+    import asyncio
+    from wsd import aio
+
+    lst = aio.AsyncListener(sw, "127.0.0.1", 0)
+    t = _kernel_client(lst.getsockname()[1], first, rest, gate)
+    conn, peer, initial = await asyncio.wait_for(lst.accept_ex(initial_size), 20)
+    return lst, t, conn, initial
+
+
+async def _aio_finish(writer, lst, t):
+    import asyncio
+
+    writer.close()
+    lst.close()
+    await asyncio.get_running_loop().run_in_executor(None, t.join, 20)
+
+
 def test_asyncio_streams_get_what_the_ring_already_holds(switches):
     """wsd.aio hands a TCP connection's kernel socket to asyncio's own transport; bytes the
     ring already holds (AcceptEx read more than its initial size) come first, in order."""
     import asyncio
-    import socket
-    import threading
     from wsd import aio
 
     sw = switches([])
     payload = pattern(50000, 7)
 
     async def main():
-        lst = aio.AsyncListener(sw, "127.0.0.1", 0)
-        port = lst.getsockname()[1]
-
-        def client():
-            with socket.create_connection(("127.0.0.1", port)) as c:
-                c.sendall(payload)
-                c.shutdown(socket.SHUT_WR)
-                c.settimeout(20)
-                assert c.recv(1) == b""
-        t = threading.Thread(target=client)
-        t.start()
-        conn, peer, initial = await asyncio.wait_for(lst.accept_ex(10), 20)
+        lst, t, conn, initial = await _aio_tcp_accept(sw, 10, payload)
         assert initial == payload[:10]
         assert conn.buffered > 0                  # the first receive read more into the ring
         reader, writer = await aio._streams_for(conn, sw, 1 << 16, initial)
         got = await asyncio.wait_for(reader.read(), 20)
-        writer.close()
-        lst.close()
-        await asyncio.get_running_loop().run_in_executor(None, t.join, 20)
+        await _aio_finish(writer, lst, t)
         return got
 
     assert asyncio.run(main()) == payload
@@ -226,8 +256,6 @@ def test_asyncio_tcp_reads_land_in_the_ring(switches):
     switch's pool (RingStreamProtocol.get_buffer), 1 MiB arrives intact through it, and the
     ring goes back to the pool when the connection is lost."""
     import asyncio
-    import socket
-    import threading
     from wsd import aio
 
     sw = switches([])
@@ -235,38 +263,22 @@ def test_asyncio_tcp_reads_land_in_the_ring(switches):
     lent = []
 
     async def main():
-        lst = aio.AsyncListener(sw, "127.0.0.1", 0)
-        port = lst.getsockname()[1]
-
-        def client():
-            with socket.create_connection(("127.0.0.1", port)) as c:
-                c.sendall(payload)
-                c.shutdown(socket.SHUT_WR)
-                c.settimeout(20)
-                assert c.recv(1) == b""
-        t = threading.Thread(target=client)
-        t.start()
-        conn, peer, initial = await asyncio.wait_for(lst.accept_ex(0), 20)
+        lst, t, conn, initial = await _aio_tcp_accept(sw, 0, payload)
         reader, writer = await aio._streams_for(conn, sw, 1 << 16, initial)
         protocol = writer._protocol
         assert isinstance(protocol, aio.RingStreamProtocol)
         ring = protocol._ring
-        base = int(ffi.cast("uintptr_t", ffi.from_buffer(ring.memory)))
-        size = len(ring.memory)
         get_buffer = protocol.get_buffer
 
         def spy(sizehint):
             span = get_buffer(sizehint)
-            addr = int(ffi.cast("uintptr_t", ffi.from_buffer(span)))
-            lent.append(base <= addr and addr + len(span) <= base + size)
+            lent.append(_in_ring(span, ring))
             return span
         protocol.get_buffer = spy
         got = await asyncio.wait_for(reader.read(), 20)
         head = ring.head
-        writer.close()
+        await _aio_finish(writer, lst, t)
         await writer.wait_closed()
-        lst.close()
-        await asyncio.get_running_loop().run_in_executor(None, t.join, 20)
         return got, head, ring
 
     got, head, ring = asyncio.run(main())
@@ -280,7 +292,6 @@ def test_asyncio_ring_sink_gets_every_byte_then_eof(switches):
     """RingStreamProtocol.set_sink: bytes the reader already holds come first, then every
     kernel read as a view of the ring span, in order, then None at end of stream."""
     import asyncio
-    import socket
     import threading
     from wsd import aio
 
@@ -288,26 +299,12 @@ def test_asyncio_ring_sink_gets_every_byte_then_eof(switches):
     payload = pattern(3 << 20, 9)
 
     async def main():
-        lst = aio.AsyncListener(sw, "127.0.0.1", 0)
-        port = lst.getsockname()[1]
         go = threading.Event()
-
-        def client():
-            with socket.create_connection(("127.0.0.1", port)) as c:
-                c.sendall(payload[:1000])
-                go.wait(20)
-                c.sendall(payload[1000:])
-                c.shutdown(socket.SHUT_WR)
-                c.settimeout(20)
-                assert c.recv(1) == b""
-        t = threading.Thread(target=client)
-        t.start()
-        conn, peer, initial = await asyncio.wait_for(lst.accept_ex(0), 20)
+        lst, t, conn, initial = await _aio_tcp_accept(sw, 0, payload[:1000], payload[1000:], go)
         reader, writer = await aio._streams_for(conn, sw, 1 << 16, initial)
-        await asyncio.wait_for(reader.readexactly(10), 20)          # the reader holds the rest of the first 1000
+        await asyncio.wait_for(reader.readexactly(10), 20)          # the reader may hold more of the first 1000
         got, ended, done = bytearray(payload[:10]), [], asyncio.Event()
         ring = writer._protocol._ring
-        base = int(ffi.cast("uintptr_t", ffi.from_buffer(ring.memory)))
         in_ring = []
 
         def sink(view):
@@ -315,15 +312,12 @@ def test_asyncio_ring_sink_gets_every_byte_then_eof(switches):
                 ended.append(True)
                 done.set()
                 return
-            addr = int(ffi.cast("uintptr_t", ffi.from_buffer(view)))
-            in_ring.append(base <= addr < base + len(ring.memory))
+            in_ring.append(_in_ring(view, ring))
             got.extend(view)
         writer._protocol.set_sink(sink)
         go.set()
         await asyncio.wait_for(done.wait(), 30)
-        writer.close()
-        lst.close()
-        await asyncio.get_running_loop().run_in_executor(None, t.join, 20)
+        await _aio_finish(writer, lst, t)
         return bytes(got), ended, in_ring
 
     got, ended, in_ring = asyncio.run(main())
