@@ -163,6 +163,7 @@ def test_tree_disconnect_closes_durable_opens(smbd):
 
 # ---------------------------------------------------------------- DH-1 ... DH-15
 def test_dh1_durable_request_next_to_reconnect_is_ignored(smbd):
+    """DH-1: a DHnQ request context next to a reconnect context is ignored."""
     c, t, fid = durable_batch(smbd, "dh1.dat")
     disconnect(smbd, c, fid[0])
     c2, t2 = client(smbd)
@@ -172,6 +173,7 @@ def test_dh1_durable_request_next_to_reconnect_is_ignored(smbd):
 
 @pytest.mark.parametrize("extra", ["DH2Q", "DH2C"])
 def test_dh2_v2_context_next_to_reconnect(smbd, extra):
+    """DH-2: a DH2Q/DH2C context next to a DHnC reconnect -> STATUS_INVALID_PARAMETER."""
     c, t, fid = durable_batch(smbd, f"dh2{extra}.dat")
     disconnect(smbd, c, fid[0])
     c2, t2 = client(smbd)
@@ -181,11 +183,13 @@ def test_dh2_v2_context_next_to_reconnect(smbd, extra):
 
 
 def test_dh3_unknown_persistent_id(smbd):
+    """DH-3: the open is looked up by FileId.Persistent in GlobalOpenTable, else STATUS_OBJECT_NAME_NOT_FOUND."""
     c, t = client(smbd)
     assert reconnect_req(c, t, "dh3.dat", ctxs(dhnc((0x7777777, 1))))[0] == NOT_FOUND
 
 
 def test_dh4_leased_open_of_another_client_guid(smbd):
+    """DH-4: a leased open reconnected with another ClientGuid is refused."""
     guid, key = os.urandom(16), os.urandom(16)
     c, t, fid = durable_lease(smbd, "dh4.dat", key, guid)
     disconnect(smbd, c, fid[0])
@@ -194,6 +198,7 @@ def test_dh4_leased_open_of_another_client_guid(smbd):
 
 
 def test_dh5_leased_open_under_another_name(smbd):
+    """DH-5: a leased open reconnected under another file name is refused."""
     guid, key = os.urandom(16), os.urandom(16)
     c, t, fid = durable_lease(smbd, "dh5.dat", key, guid)
     disconnect(smbd, c, fid[0])
@@ -203,6 +208,7 @@ def test_dh5_leased_open_under_another_name(smbd):
 
 
 def test_dh6a_leased_open_without_lease_context(smbd):
+    """DH-6a: a leased open reconnected without a lease context is refused."""
     guid, key = os.urandom(16), os.urandom(16)
     c, t, fid = durable_lease(smbd, "dh6a.dat", key, guid)
     disconnect(smbd, c, fid[0])
@@ -211,6 +217,7 @@ def test_dh6a_leased_open_without_lease_context(smbd):
 
 
 def test_dh6b_lease_context_for_an_open_without_lease(smbd):
+    """DH-6b: a lease context for an open that had no lease is refused."""
     c, t, fid = durable_batch(smbd, "dh6b.dat")
     disconnect(smbd, c, fid[0])
     c2, t2 = client(smbd)
@@ -218,7 +225,7 @@ def test_dh6b_lease_context_for_an_open_without_lease(smbd):
 
 
 def test_dh6c_oplock_no_longer_batch(smbd):
-    """A kept durable open whose oplock is no longer BATCH is not reconnected."""
+    """DH-6c: A kept durable open whose oplock is no longer BATCH is not reconnected."""
     c, t, fid = durable_batch(smbd, "dh6c.dat")
     disconnect(smbd, c, fid[0])
     o = server_open(smbd, fid[0])
@@ -240,7 +247,7 @@ def test_broken_durable_open_is_not_kept(smbd):
 
 
 def test_dh6d_lease_lost_handle_caching(smbd):
-    """The durable open's lease was broken to R by another client's open; the
+    """DH-6d: The durable open's lease was broken to R by another client's open; the
     reconnect is refused (the open is not kept at disconnect either)."""
     guid, key = os.urandom(16), os.urandom(16)
     c, t, fid = durable_lease(smbd, "dh6d.dat", key, guid, state=RH)
@@ -254,6 +261,7 @@ def test_dh6d_lease_lost_handle_caching(smbd):
 
 
 def test_dh6e_open_that_is_not_durable(smbd):
+    """DH-6e: an open that is not durable cannot be reconnected."""
     c, t, fid = durable_batch(smbd, "dh6e.dat")
     disconnect(smbd, c, fid[0])
     o = server_open(smbd, fid[0])
@@ -268,6 +276,7 @@ def test_dh6e_open_that_is_not_durable(smbd):
 
 
 def test_dh6f_open_still_attached_to_a_session(smbd):
+    """DH-6f: an open still attached to a session cannot be reconnected."""
     c, t, fid = durable_batch(smbd, "dh6f.dat")
     c2, t2 = client(smbd)
     assert reconnect_req(c2, t2, "dh6f.dat", ctxs(dhnc(fid)))[0] == NOT_FOUND
@@ -276,6 +285,7 @@ def test_dh6f_open_still_attached_to_a_session(smbd):
 
 @pytest.mark.parametrize("v2", [True, False], ids=["DH-6g-lease-v2", "DH-6h-lease-v1"])
 def test_dh6g_dh6h_lease_key_differs(smbd, v2):
+    """DH-6g, DH-6h: a lease key that differs from the open's lease is refused."""
     guid, key = os.urandom(16), os.urandom(16)
     c, t, fid = durable_lease(smbd, f"dh6{v2}.dat", key, guid, v2=v2)
     disconnect(smbd, c, fid[0])
@@ -285,6 +295,7 @@ def test_dh6g_dh6h_lease_key_differs(smbd, v2):
 
 
 def test_dh7_lease_version_differs(smbd):
+    """DH-7: the lease version of the context must match the open's lease version."""
     guid, key = os.urandom(16), os.urandom(16)
     c, t, fid = durable_lease(smbd, "dh7.dat", key, guid, v2=False)
     disconnect(smbd, c, fid[0])
@@ -293,6 +304,7 @@ def test_dh7_lease_version_differs(smbd):
 
 
 def test_dh8_other_user(smbd):
+    """DH-8: a reconnect by a different user -> STATUS_ACCESS_DENIED."""
     c, t, fid = durable_batch(smbd, "dh8.dat")
     disconnect(smbd, c, fid[0])
     c2, t2 = client(smbd, user="bob", password="bobpw")
@@ -325,7 +337,7 @@ def test_dh9_to_dh13_open_reattached(smbd):
 
 
 def test_dh14_no_open_execution_no_oplock_acquisition(smbd):
-    """The reconnect does not run the open again (an OVERWRITE disposition does not
+    """DH-14: The reconnect does not run the open again (an OVERWRITE disposition does not
     truncate) nor oplock acquisition (BATCH stays although none is asked for)."""
     c, t, fid = durable_batch(smbd, "dh14.dat")
     c.request(Command.SMB2_WRITE, w.WriteRequest(offset=0, file_id=FileId(*fid), data=b"x" * 100), tree_id=t)

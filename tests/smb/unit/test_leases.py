@@ -74,6 +74,7 @@ def world(tmp_path):
 
 
 def test_lb1_no_lease_table_or_lease(world):
+    """LB-1."""
     c = world.connection()
     world.open(conn=c)
     out = world.leases.object_store_lease_break(b"X" * 16, KEY, R, 1.0)
@@ -84,6 +85,7 @@ def test_lb1_no_lease_table_or_lease(world):
 
 
 def test_lb2_lease_without_opens(world):
+    """LB-2."""
     c = world.connection()
     o, lease = world.open(conn=c)
     lease.lease_opens.clear()
@@ -92,6 +94,7 @@ def test_lb2_lease_without_opens(world):
 
 
 def test_lb3_no_connection_closes_non_durable_and_durable_without_h(world):
+    """LB-3."""
     o1, lease = world.open()  # no connection
     o2 = world.store.create(world.share, "f.dat", desired_access=0x0012019F, share_access=7,
                             create_disposition=3).open
@@ -107,6 +110,7 @@ def test_lb3_no_connection_closes_non_durable_and_durable_without_h(world):
 
 
 def test_lb4_notification_header_and_body(world):
+    """LB-4."""
     c = world.connection()
     o, lease = world.open(conn=c, state=R | H | W)
     world.leases.object_store_lease_break(GUID, KEY, R | H, 1.0)
@@ -117,6 +121,7 @@ def test_lb4_notification_header_and_body(world):
 
 
 def test_lb5_read_only_lease_needs_no_ack(world):
+    """LB-5."""
     c = world.connection()
     o, lease = world.open(conn=c, state=R)
     out = world.leases.object_store_lease_break(GUID, KEY, 0, 1.0)
@@ -126,6 +131,7 @@ def test_lb5_read_only_lease_needs_no_ack(world):
 
 
 def test_lb5_other_lease_needs_ack_with_timeout(world):
+    """LB-5."""
     c = world.connection()
     o, lease = world.open(conn=c, state=R | H)
     out = world.leases.object_store_lease_break(GUID, KEY, R, 10.0)
@@ -137,6 +143,7 @@ def test_lb5_other_lease_needs_ack_with_timeout(world):
 
 
 def test_lb6_epoch_v2_on_smb3_else_zero(world, tmp_path):
+    """LB-6."""
     c = world.connection(dialect=0x0311)
     o, lease = world.open(conn=c, state=R | H | W, epoch=5)
     assert lease.epoch == 6  # a new lease: the request's Epoch + 1
@@ -151,6 +158,7 @@ def test_lb6_epoch_v2_on_smb3_else_zero(world, tmp_path):
 
 
 def test_lb7_first_available_connection_then_alternate_and_ack_timer(world):
+    """LB-7."""
     dead = world.connection()
     alive = world.connection()
     dead.closed = True  # sending on it fails
@@ -162,6 +170,7 @@ def test_lb7_first_available_connection_then_alternate_and_ack_timer(world):
 
 
 def test_lb8_cannot_send(world):
+    """LB-8."""
     other = world.connection(guid=b"O" * 16)  # the open's connection is alive, but no
     o, lease = world.open(conn=other, state=R | H)  # connection has the lease's ClientGuid
     out = world.leases.object_store_lease_break(GUID, KEY, R, 1.0)
@@ -171,6 +180,7 @@ def test_lb8_cannot_send(world):
 
 
 def test_lb8_persistent_open_keeps_waiting(world):
+    """LB-8."""
     other = world.connection(guid=b"O" * 16)
     o, lease = world.open(conn=other, state=R | H)
     o.is_persistent = True
