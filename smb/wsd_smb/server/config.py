@@ -93,7 +93,9 @@ def load(path: str | None = None, *, host: str | None = None, port: int | None =
                       ("allow_anonymous", "allow_anonymous"), ("reject_unencrypted_access", "reject_unencrypted_access"),
                       ("max_read_size", "max_read_size"), ("max_write_size", "max_write_size"),
                       ("max_transact_size", "max_transact_size"), ("logon_timeout", "logon_timeout"),
-                      ("multi_channel", "multi_channel")):
+                      ("multi_channel", "multi_channel"), ("oplock_break_timeout", "oplock_break_timeout"),
+                      ("durable_v1_timeout", "durable_v1_timeout"),
+                      ("durable_v2_default_timeout", "durable_v2_default_timeout")):
         if key in srv:
             setattr(cfg, attr, type(getattr(cfg, attr))(srv[key]))
     if "dialects" in srv:
