@@ -104,6 +104,9 @@ def test_in_vm_rdma_suite_passes(rxe_image):
                  "_WSD_A7_A8", "test_accept_ex_completes_with_first_data_WSD_X1",
                  "test_cancel_closes_the_accepting_san_socket_WSD_X2"):
         assert f"PASSED tests/switch/test_e2e.py::{case}[verbs]" in out, out[-4000:]
+    # one data path: verbs receives into the connection's ring like every provider
+    for case in ("test_san_provider_delivers_into_the_connection_ring", "test_san_recv_view_is_zero_copy"):
+        assert f"PASSED tests/switch/test_recv_ring.py::{case}[verbs]" in out, out[-4000:]
     summary = out.strip().splitlines()[-1]
     assert "passed" in summary and "failed" not in summary and "error" not in summary, summary
 

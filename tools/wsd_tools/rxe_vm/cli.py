@@ -175,6 +175,7 @@ def cmd_run(args) -> int:
 # and the N3 case's 5 s bound includes the peer process's start-up, 3-20 s in the TCG guest (the verbs
 # tests cover N3 with the bound taken from the connection request).
 DEFAULT_TEST_TARGETS = ("tests/rdma", "tests/switch/test_e2e.py", "tests/switch/test_bad_peer.py",
+                        "tests/switch/test_recv_ring.py",
                         "-k", "(rxe or verbs) and not test_credit_overrun and not test_negotiation_message_over_256")
 
 
