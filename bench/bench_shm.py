@@ -27,7 +27,6 @@ repetition runs every path once, interleaved, because the machine is shared.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import socket
 import statistics
@@ -38,20 +37,16 @@ import time
 import zmq
 
 import wsd
+# the forked-child harness, the grace period and the error type are bench_switch's
+from bench_switch import GRACE, BenchError, _Child  # noqa: E402
 
 GROUP = "shm"
 HOST = "127.0.0.1"
-GRACE = 20.0
-CTX = multiprocessing.get_context("fork")
 SMALL = 64
 BATCH = 255                      # 64 B records per sendall in the batched rows
 BIG = 64 * 1024
 
 INLINE_CFG = dict(recv_size=(128 << 10) + 64, rdma_threshold=(128 << 10) + 1)
-
-
-class BenchError(RuntimeError):
-    pass
 
 
 def _switch(path: str) -> wsd.Switch:
@@ -66,38 +61,6 @@ def _switch(path: str) -> wsd.Switch:
 def _nodelay(s):
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return s
-
-
-def _child_main(fn, conn, args) -> None:
-    try:
-        fn(conn, *args)
-    except (EOFError, BrokenPipeError):
-        os._exit(3)
-
-
-class _Child:
-    def __init__(self, fn, *args):
-        self.pc, cc = CTX.Pipe()
-        self.p = CTX.Process(target=_child_main, args=(fn, cc, args), daemon=True)
-        self.p.start()
-        cc.close()
-
-    def expect(self, timeout: float = GRACE):
-        if not self.pc.poll(timeout):
-            raise BenchError(f"child said nothing for {timeout:.0f} s (exit code {self.p.exitcode})")
-        try:
-            return self.pc.recv()
-        except EOFError:
-            self.p.join(1)
-            raise BenchError(f"child exited (code {self.p.exitcode})") from None
-
-    def finish(self) -> None:
-        self.p.join(10)
-        if self.p.is_alive():
-            self.p.kill()
-            self.p.join()
-        self.pc.close()
-        self.p.close()
 
 
 def _close(*objs):
