@@ -337,11 +337,12 @@ async def _streams_for(conn, switch: Switch, limit: int, initial: bytes | None =
             reader.feed_data(buffered)
         ring = switch._take_tcp_ring(TcpConnection.RING_CAPACITY)
         protocol = RingStreamProtocol(reader, ring, switch._give_tcp_ring, TcpConnection.RECV_SPAN, loop)
+        transport = None
         try:
             transport, _ = await loop.create_connection(lambda: protocol, sock=ksock)
-        except BaseException:
-            switch._give_tcp_ring(ring)
-            raise
+        finally:
+            if transport is None:           # no transport: the ring goes straight back
+                switch._give_tcp_ring(ring)
         return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
     reader = asyncio.StreamReader(limit=limit, loop=loop)
     protocol = asyncio.StreamReaderProtocol(reader, loop=loop)

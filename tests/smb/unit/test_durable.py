@@ -208,7 +208,7 @@ def test_dh5_leased_open_under_another_name(smbd):
 
 
 def test_dh6a_leased_open_without_lease_context(smbd):
-    """DH-6a: a leased open reconnected without a lease context is refused."""
+    """DH-6 (first bullet, DH-6a): a leased open reconnected without a lease context is refused."""
     guid, key = os.urandom(16), os.urandom(16)
     c, t, fid = durable_lease(smbd, "dh6a.dat", key, guid)
     disconnect(smbd, c, fid[0])
