@@ -269,14 +269,23 @@ class RingStreamProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol)
         self._span_size = span
         self._span = None       # the reserved, not yet committed span lent to the transport
         self._sink = None
+        self._lend = None       # the sink's lender: () -> writable memoryview | None
+        self._filled = None     # ... and its completion: (nbytes) -> None
+        self._lent = False      # the buffer asyncio reads into is the sink's, not the ring's
 
-    def set_sink(self, sink) -> None:
+    def set_sink(self, sink, lend=None, filled=None) -> None:
         """Deliver received bytes to ``sink(view)`` instead of the ``StreamReader``: the view
         is the ring span itself, valid only during the call (copy what you keep), and
         ``sink(None)`` says end of stream or connection lost.  A framing consumer (e.g. an
         SMB server assembling messages) saves the reader's copy this way.  Bytes the reader
-        already holds are handed over first."""
+        already holds are handed over first.
+
+        With *lend* and *filled* the consumer may also lend its own buffer: before each read
+        ``lend()`` returns a writable memoryview (e.g. the rest of a large message it is
+        assembling) or None; the kernel's bytes then go straight into it and ``filled(n)``
+        reports them, with no pass through the ring.  None means: read into the ring."""
         self._sink = sink
+        self._lend, self._filled = lend, filled
         buffered = self._stream_reader._buffer      # the reader this protocol feeds (asyncio internals)
         if buffered:
             data = bytes(buffered)
@@ -286,11 +295,21 @@ class RingStreamProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol)
             sink(None)
 
     def get_buffer(self, sizehint: int):
+        if self._lend is not None:
+            buf = self._lend()
+            if buf is not None:
+                self._lent = True
+                return buf
+            self._lent = False
         if self._span is None:  # a read that got nothing (EAGAIN) keeps its reservation
             self._span = self._ring.reserve(self._span_size)   # the ring is empty between reads
         return self._span
 
     def buffer_updated(self, nbytes: int) -> None:
+        if self._lent:          # the bytes are in the consumer's buffer already
+            self._lent = False
+            self._filled(nbytes)
+            return
         ring, span = self._ring, self._span
         self._span = None
         ring.commit(nbytes)
@@ -312,6 +331,7 @@ class RingStreamProtocol(asyncio.StreamReaderProtocol, asyncio.BufferedProtocol)
         try:
             if self._sink is not None:
                 sink, self._sink = self._sink, None
+                self._lend = self._filled = None
                 sink(None)
             super().connection_lost(exc)
         finally:

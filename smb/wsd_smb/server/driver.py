@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ..core.connection import Close, Connection, Send, Work
+from ..buffers import MessageBufferPool
 from ..core.state import Server, SessionState
 from .transport import DirectTcpFramer, start_server
 
@@ -43,6 +44,10 @@ class SmbServer:
         self.drain_timeout = 5.0
         self._tasks: set[asyncio.Task] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        #: big message buffers (WRITE requests) reused across connections, on the loop thread
+        self.buffers = MessageBufferPool()
+        #: bytes the kernel read straight into message buffers (no ring pass), all connections
+        self.direct_bytes = 0
 
     async def start(self, host: str = "127.0.0.1", port: int = 4450):
         self._listener = await start_server(self._client, host, port)
@@ -84,6 +89,9 @@ class SmbServer:
             await self._listener.wait_closed()
         self.pool.shutdown(wait=False, cancel_futures=True)
 
+    def _count_direct(self, nbytes: int) -> None:
+        self.direct_bytes += nbytes
+
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         self._tasks.add(task)
@@ -96,7 +104,8 @@ class SmbServer:
         loop = asyncio.get_running_loop()
         state = _ConnState(conn, writer, loop, self.pool)
         conn.wakeup = lambda: loop.call_soon_threadsafe(state.on_wakeup)
-        source = _MessageSource(reader, writer, DirectTcpFramer(self.server.config.max_message_size))
+        source = _MessageSource(reader, writer, DirectTcpFramer(self.server.config.max_message_size, self.buffers),
+                                on_direct=self._count_direct)
         log.info("event=connect client=%s", addr)
         timeout = self.server.config.logon_timeout
         watchdog = loop.call_later(timeout, state.logon_deadline, addr) if timeout > 0 else None
@@ -153,12 +162,15 @@ class _MessageSource:
     receive ring and goes from there straight into the framer, which assembles the
     message in its final buffer (one copy), with reading paused while
     ``_SINK_HIGH`` bytes of messages wait.  Elsewhere (SAN paths) the stream reader
-    is read as before."""
+    is read as before.  While a big message is being assembled, the protocol lends the
+    message buffer itself to the kernel read (``lend``/``filled``): the bytes skip the ring."""
 
     _SINK_HIGH = 16 * 1024 * 1024
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, framer: DirectTcpFramer):
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, framer: DirectTcpFramer,
+                 on_direct=None):
         self._reader = reader
+        self._on_direct = on_direct
         self._framer = framer
         self._transport = writer.transport
         self._ready: list = []
@@ -170,7 +182,7 @@ class _MessageSource:
         protocol = self._transport.get_protocol()
         self._sinking = hasattr(protocol, "set_sink")
         if self._sinking:
-            protocol.set_sink(self._sink)
+            protocol.set_sink(self._sink, self._lend, self._filled)
 
     def _sink(self, view) -> None:
         if view is None:
@@ -181,15 +193,31 @@ class _MessageSource:
             except ValueError as e:
                 self._error = e
             else:
-                if msgs:
-                    self._ready += msgs
-                    self._ready_bytes += sum(len(m) for m in msgs)
-                    if self._ready_bytes > self._SINK_HIGH and not self._paused:
-                        self._paused = True
-                        self._transport.pause_reading()
-                else:
+                if not msgs:
                     return
+                self._deliver(msgs)
         self._wake.set()
+
+    def _lend(self):
+        """The rest of a big message: the kernel reads straight into it (no ring pass)."""
+        if self._error is None and not self._eof:
+            return self._framer.lend()
+        return None
+
+    def _filled(self, nbytes: int) -> None:
+        if self._on_direct is not None:
+            self._on_direct(nbytes)
+        msgs = self._framer.filled(nbytes)
+        if msgs:
+            self._deliver(msgs)
+            self._wake.set()
+
+    def _deliver(self, msgs: list) -> None:
+        self._ready += msgs
+        self._ready_bytes += sum(len(m) for m in msgs)
+        if self._ready_bytes > self._SINK_HIGH and not self._paused:
+            self._paused = True
+            self._transport.pause_reading()
 
     async def next_messages(self) -> list | None:
         """The next complete messages; None at end of stream; ValueError on a bad frame."""

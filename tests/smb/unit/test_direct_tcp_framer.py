@@ -57,3 +57,73 @@ def test_bad_header_byte_and_oversize_frame_are_refused():
         DirectTcpFramer().feed(b"\x85\x00\x00\x00")  # a NetBIOS keep-alive type is not Direct TCP
     with pytest.raises(ValueError, match="exceeds"):
         DirectTcpFramer(max_message_size=100).feed(b"\x00\x00\x00\x65")
+
+
+def _read_like_a_buffered_protocol(f: DirectTcpFramer, data: bytes, chunk: int) -> tuple[list, int]:
+    """What RingStreamProtocol does: read into the framer's lent buffer when it lends one,
+    else into a scratch buffer that is fed.  Returns the messages and the bytes lent."""
+    out, pos, lent = [], 0, 0
+    while pos < len(data):
+        buf = f.lend()
+        n = min(chunk, len(data) - pos)
+        if buf is not None:
+            n = min(n, len(buf))
+            buf[:n] = data[pos : pos + n]
+            out += f.filled(n)
+            lent += n
+        else:
+            out += f.feed(data[pos : pos + n])
+        pos += n
+    return out, lent
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from([0, 5, 64, DirectTcpFramer.LEND_MIN - 1, DirectTcpFramer.LEND_MIN + 3, 600_000]),
+                max_size=6),
+       st.sampled_from([7, 1000, 65536, 300_000]))
+def test_lent_reads_give_the_same_messages(sizes, chunk):
+    msgs = [os.urandom(n) for n in sizes]
+    f = DirectTcpFramer()
+    got, lent = _read_like_a_buffered_protocol(f, _stream(msgs), chunk)
+    assert [bytes(m) for m in got] == msgs
+    assert f.lend() is None  # nothing half-assembled
+
+
+def test_only_the_rest_of_a_big_message_is_lent():
+    f = DirectTcpFramer()
+    assert f.lend() is None                       # between messages: header bytes go through feed
+    assert f.feed(DirectTcpFramer.frame(b"x" * 100)[:50]) == []
+    assert f.lend() is None                       # a small message is not worth it
+    f = DirectTcpFramer()
+    big = os.urandom(1 << 20)
+    assert f.feed(DirectTcpFramer.frame(big)[:4 + 1000]) == []
+    buf = f.lend()
+    assert len(buf) == (1 << 20) - 1000
+    buf[:] = big[1000:]
+    [msg] = f.filled(len(buf))
+    assert msg == big and f.lend() is None
+    with pytest.raises(ValueError):
+        f.filled(1)                               # nothing was lent
+
+
+def test_pooled_message_buffers_are_reused_only_when_free():
+    from wsd_smb.buffers import MessageBufferPool
+
+    pool = MessageBufferPool(min_size=1 << 16, max_bytes=3 << 20)
+    f = DirectTcpFramer(pool=pool)
+    data = _stream([os.urandom(1 << 20)])
+    [m1] = f.feed(data)
+    [m2] = f.feed(data)
+    assert m1 is not m2 and m1 == m2              # m1 still held: a new buffer
+    view = memoryview(m1)
+    del m1
+    [m3] = f.feed(data)
+    assert m3 is not m2 and view.obj is not m3    # a live view keeps its buffer out of reuse
+    del view
+    del m3
+    before = pool.reused
+    [m4] = f.feed(data)
+    assert pool.reused == before + 1 and m4 == m2
+    assert pool.pooled_bytes <= pool.max_bytes
+    small = f.feed(_stream([b"tiny"]))[0]
+    assert small == b"tiny" and pool.pooled_bytes <= pool.max_bytes
