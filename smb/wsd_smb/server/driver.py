@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from ..core.connection import Close, Connection, Send, Work
 from ..buffers import MessageBufferPool
 from ..core.state import Server, SessionState
 from .transport import DirectTcpFramer, start_server
+from .workers import WorkerPool
 
 log = logging.getLogger("wsd_smb.server")
 
@@ -38,7 +38,8 @@ class SmbServer:
     def __init__(self, server: Server, *, workers: int = 8):
         load_file_handlers()
         self.server = server
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="smb-io")
+        self.workers = workers
+        self.pool: WorkerPool | None = None  # started with the server, on its loop
         self._listener = None
         self._ticker: asyncio.Task | None = None
         self.drain_timeout = 5.0
@@ -50,6 +51,8 @@ class SmbServer:
         self.direct_bytes = 0
 
     async def start(self, host: str = "127.0.0.1", port: int = 4450):
+        if self.pool is None:
+            self.pool = WorkerPool(self.workers)
         self._listener = await start_server(self._client, host, port)
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
         return self._listener
@@ -57,11 +60,10 @@ class SmbServer:
     async def _tick(self) -> None:
         """Fire the core's timers (oplock/lease break timeouts, durable-open scavenger)
         once Server.next_deadline() has passed; blocking clean-up runs in the pool."""
-        loop = asyncio.get_running_loop()
         while True:
             deadline, now = self.server.next_deadline(), time.time()
             if deadline is not None and deadline <= now:
-                await loop.run_in_executor(self.pool, self.server.handle_timers, now)
+                await self.pool.run(lambda: self.server.handle_timers(now))
                 continue
             await asyncio.sleep(0.25 if deadline is None else min(0.25, deadline - now))
 
@@ -87,7 +89,8 @@ class SmbServer:
             await asyncio.wait(list(self._tasks), timeout=drain_timeout + 5)
         if self._listener is not None:
             await self._listener.wait_closed()
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.pool is not None:
+            self.pool.shutdown()
 
     def _count_direct(self, nbytes: int) -> None:
         self.direct_bytes += nbytes
@@ -144,7 +147,7 @@ class SmbServer:
             state.closed = True
             works = conn.connection_lost(time.time())
             for wk in works:
-                await loop.run_in_executor(self.pool, wk.run)
+                await self.pool.run(wk.run)
             try:
                 writer.close()
             except (OSError, RuntimeError):
@@ -248,7 +251,7 @@ class _ConnState:
         self.pool = pool
         self.closed = False
         self.drained = asyncio.Event()
-        self._work_tasks: set = set()  # concurrent.futures.Future of handlers running on the pool
+        self._work_running = 0  # handlers running on the pool
         self._idle = asyncio.Event()
 
     def handle(self, events: list) -> None:
@@ -275,20 +278,15 @@ class _ConnState:
                 return
 
     def _submit(self, work: Work) -> None:
-        """Run a blocking handler on the pool; its completion comes back to the loop as one
-        call_soon_threadsafe (no Task or chained futures per request)."""
-        fut = self.pool.submit(work.run)
-        self._work_tasks.add(fut)
-        loop = self.loop
-        fut.add_done_callback(lambda f: loop.call_soon_threadsafe(self._work_finished, f, work))
+        """Run a blocking handler on the pool; its completion comes back on the loop
+        (batched with others that finish meanwhile, see workers.py)."""
+        self._work_running += 1
+        self.pool.submit(work.run, lambda _result, exc: self._work_finished(work, exc))
 
-    def _work_finished(self, fut, work: Work) -> None:
-        self._work_tasks.discard(fut)
-        if not self._work_tasks:
+    def _work_finished(self, work: Work, exc: BaseException | None) -> None:
+        self._work_running -= 1
+        if not self._work_running:
             self._idle.set()
-        if fut.cancelled():
-            return
-        exc = fut.exception()
         if exc is not None:  # something Work.run does not map (a bug): drop this connection only
             log.error("event=disconnect reason='internal error' error=%r", exc,
                       exc_info=(type(exc), exc, exc.__traceback__))
@@ -324,10 +322,10 @@ class _ConnState:
 
     def busy(self) -> bool:
         """A blocking handler is running or received requests wait behind one."""
-        return bool(self._work_tasks) or bool(self.conn._queue) or self.conn._chain is not None
+        return bool(self._work_running) or bool(self.conn._queue) or self.conn._chain is not None
 
     async def wait_idle(self, timeout: float = 10) -> None:
-        if self._work_tasks:
+        if self._work_running:
             self._idle.clear()
             try:
                 await asyncio.wait_for(self._idle.wait(), timeout)

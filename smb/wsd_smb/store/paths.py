@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import stat as stat_mod
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -69,6 +70,23 @@ class Share:
     def open_root(self) -> int:
         """A new directory fd of the share root (caller closes)."""
         return os.open(self.path, _DIR_FLAGS)
+
+    def root_fd(self) -> int:
+        """The share root's directory fd that path walks start from: opened once and kept
+        for the server's life (never closed by a :class:`Resolved`), so a lookup does not
+        walk the share's own path each time (as smbd keeps its share directory open)."""
+        fd = _ROOT_FDS.get(self.path)
+        if fd is None:
+            with _ROOT_LOCK:
+                fd = _ROOT_FDS.get(self.path)
+                if fd is None:
+                    fd = _ROOT_FDS[self.path] = os.open(self.path, _DIR_FLAGS)
+        return fd
+
+
+#: share path -> its kept root fd (Share.root_fd); shares with the same path share one
+_ROOT_FDS: dict[str, int] = {}
+_ROOT_LOCK = threading.Lock()
 
 
 _BAD_STREAM_CHARS = frozenset("\\/:\0")  # NTFS stream names may hold anything else
@@ -149,8 +167,10 @@ class Resolved:
         return self.st is not None
 
     def close(self) -> None:
+        root = _ROOT_FDS.get(self.share.path)
         for fd in self._fds:
-            os.close(fd)
+            if fd != root:  # the share's kept root fd stays open
+                os.close(fd)
         self._fds.clear()
 
     def __enter__(self) -> "Resolved":
@@ -196,7 +216,8 @@ def resolve(share: Share, parts: list[str], *, follow_last: bool = True) -> Reso
 
     A missing last component gives ``st=None`` (the caller may create it); a missing
     intermediate one raises STATUS_OBJECT_PATH_NOT_FOUND."""
-    fds = [share.open_root()]
+    root = share.root_fd()
+    fds = [root]
     rel: list[str] = []
     queue = deque(parts)
     hops = 0
@@ -261,7 +282,8 @@ def resolve(share: Share, parts: list[str], *, follow_last: bool = True) -> Reso
         return Resolved(share, list(rel), fds[-2], rel[-1], st, fds)
     except BaseException:
         for fd in fds:
-            os.close(fd)
+            if fd != root:
+                os.close(fd)
         raise
 
 
