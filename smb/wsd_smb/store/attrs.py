@@ -35,13 +35,27 @@ _DOSINFO = struct.Struct("<IQ")
 _NOT_SUPPORTED = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA, errno.EPERM, errno.EACCES, errno.ENOENT}
 
 
-def read_dosinfo(path: str, follow: bool = True) -> tuple[int | None, int]:
-    """(stored attributes or None, stored CreationTime or 0) of *path*.
+def xattr_call(fn, target: str | int, *args, follow: bool = True):
+    """``fn(target, *args)`` for os.getxattr/listxattr: *target* is a path or an open fd.
+    An fd goes to the f*xattr call directly (no /proc path lookup); an ``O_PATH`` fd,
+    which those refuse with EBADF, is retried through its :func:`fd_path`."""
+    if isinstance(target, int):
+        try:
+            return fn(target, *args)
+        except OSError as e:
+            if e.errno != errno.EBADF:
+                raise
+        target, follow = fd_path(target), True
+    return fn(target, *args, follow_symlinks=follow)
+
+
+def read_dosinfo(path: str | int, follow: bool = True) -> tuple[int | None, int]:
+    """(stored attributes or None, stored CreationTime or 0) of *path* (or open fd).
 
     *follow* must be True for ``/proc/self/fd/N`` paths (:func:`fd_path`), which are
     magic links; directory-entry paths pass False so a symlink is never followed."""
     try:
-        raw = os.getxattr(path, XATTR_NAME, follow_symlinks=follow)
+        raw = xattr_call(os.getxattr, path, XATTR_NAME, follow=follow)
     except OSError as e:
         if e.errno in _NOT_SUPPORTED:
             return None, 0
@@ -98,12 +112,14 @@ def dos_attributes(st: os.stat_result, name: str, stored: int | None, hide_dot_f
     return a or FILE_ATTRIBUTE_NORMAL
 
 
-def file_stat(st: os.stat_result, name: str, xattr_path: str | None, hide_dot_files: bool = True,
+def file_stat(st: os.stat_result, name: str, xattr_path: str | int | None, hide_dot_files: bool = True,
               follow: bool = True) -> FileStat:
+    """*xattr_path*: where the DOS attributes and EAs are read (a path or an open fd)."""
     from .eas import ea_size, read_eas
 
-    stored, ctime = read_dosinfo(xattr_path, follow) if xattr_path else (None, 0)
-    eas = ea_size(read_eas(xattr_path, follow)) if xattr_path else 0
+    has_xattrs = xattr_path is not None and xattr_path != ""
+    stored, ctime = read_dosinfo(xattr_path, follow) if has_xattrs else (None, 0)
+    eas = ea_size(read_eas(xattr_path, follow)) if has_xattrs else 0
     is_dir = stat_mod.S_ISDIR(st.st_mode)
     if not ctime:
         ctime = to_filetime(min(st.st_mtime_ns, st.st_ctime_ns))

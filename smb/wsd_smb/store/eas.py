@@ -116,10 +116,12 @@ def parse_get(buf: bytes) -> list[str]:
     return out
 
 
-def read_eas(path: str, follow: bool = True) -> list[Ea]:
-    """The EAs of *path* (an fd_path, or a directory entry path with follow=False)."""
+def read_eas(path: str | int, follow: bool = True) -> list[Ea]:
+    """The EAs of *path* (an open fd, an fd_path, or a directory entry path with follow=False)."""
+    from .attrs import xattr_call
+
     try:
-        names = [n for n in os.listxattr(path, follow_symlinks=follow) if n.startswith(PREFIX)]
+        names = [n for n in xattr_call(os.listxattr, path, follow=follow) if n.startswith(PREFIX)]
     except OSError as e:
         if e.errno in _NO_XATTR or e.errno == errno.ENOENT:
             return []
@@ -127,7 +129,7 @@ def read_eas(path: str, follow: bool = True) -> list[Ea]:
     out = []
     for n in sorted(names):
         try:
-            raw = os.getxattr(path, n, follow_symlinks=follow)
+            raw = xattr_call(os.getxattr, path, n, follow=follow)
         except OSError as e:
             if e.errno in _NO_XATTR:
                 continue

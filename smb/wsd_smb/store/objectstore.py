@@ -326,7 +326,7 @@ class ObjectStore:
 
     def _stat_of(self, o: Open) -> FileStat:
         st = os.fstat(o.fd)
-        fs = file_stat(st, o.file.rel[-1] if o.file.rel else "", fd_path(o.fd), o.share.hide_dot_files)
+        fs = file_stat(st, o.file.rel[-1] if o.file.rel else "", o.fd, o.share.hide_dot_files)
         if o.stream is not None:  # a named stream: its own size, no directory
             size = len(read_stream(fd_path(o.fd), o.stream))
             fs.end_of_file, fs.allocation_size = size, (size + 4095) & ~4095
@@ -914,7 +914,7 @@ class ObjectStore:
                 raise fail(STATUS_FILE_CLOSED)
             try:
                 st = os.fstat(o.fd)
-                fs = file_stat(st, o.file.rel[-1] if o.file.rel else "", fd_path(o.fd), o.share.hide_dot_files)
+                fs = file_stat(st, o.file.rel[-1] if o.file.rel else "", o.fd, o.share.hide_dot_files)
                 if not fs.is_directory:
                     fs.allocation_size = allocated_bytes(o.fd, st)
                 return fs
