@@ -95,3 +95,27 @@ def test_short_names_and_lookup(store, share, root):
     data = query_directory(store, d, FIC.FileBothDirectoryInformation, 0, "A Long*", 4096)
     e = fscc.FileBothDirectoryInformation.unpack(data, 0)
     assert bytes(e.short_name)[:e.short_name_length].decode("utf-16-le") == sn
+
+
+def test_xattrs_read_through_an_fd_a_path_fd_and_a_path_agree(tmp_path):
+    """DOS attributes and EAs of an open are read through its fd (fgetxattr); an O_PATH fd
+    (which f*xattr refuses with EBADF) falls back to its /proc path; all three agree."""
+    from wsd_smb.store.attrs import fd_path, read_dosinfo, write_dosinfo
+    from wsd_smb.store.eas import read_eas, write_eas
+
+    p = tmp_path / "f.txt"
+    p.write_bytes(b"x")
+    fd = os.open(p, os.O_RDONLY)
+    pfd = os.open(p, os.O_PATH)
+    try:
+        if not write_dosinfo(fd_path(fd), 0x22, 132000000000000000):
+            pytest.skip("no user xattrs on this file system")
+        write_eas(fd_path(fd), [Ea("COLOR", b"blue", 0)])
+        by_path = (read_dosinfo(str(p), False), read_eas(str(p), False))
+        assert by_path[0] == (0x22, 132000000000000000)
+        assert [(e.name, e.value) for e in by_path[1]] == [("COLOR", b"blue")]
+        for target in (fd, pfd):
+            assert (read_dosinfo(target), read_eas(target)) == by_path
+    finally:
+        os.close(fd)
+        os.close(pfd)
