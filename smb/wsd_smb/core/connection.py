@@ -32,6 +32,7 @@ from ..ntstatus import (STATUS_ACCESS_DENIED, STATUS_INVALID_PARAMETER,
                         STATUS_NOT_SUPPORTED, STATUS_PENDING, STATUS_SUCCESS, STATUS_USER_SESSION_DELETED,
                         NtStatusError, is_error, status_name)
 from ..buffers import HeadroomBuffer
+from ..store.errors import WouldBlock
 from ..wire import commands as w
 from ..wire.base import FILEID_RELATED, FileId, Structure
 from ..wire.header import (HEADER_SIZE, SMB1_PROTOCOL_ID, SMB2_FLAGS_ASYNC_COMMAND, SMB2_FLAGS_RELATED_OPERATIONS,
@@ -577,6 +578,20 @@ class Connection:
         if handler is None:
             return self._error(chain, el, STATUS_NOT_SUPPORTED, session)
         if handler.blocking:
+            if handler.inline_first and self.server.config.inline_metadata:
+                # tried on the loop first: done without waiting, or WouldBlock before any change
+                attempt = Work(lambda: handler.fn(ctx, req))
+                ctx.inline = True
+                try:
+                    attempt.run()
+                except WouldBlock:
+                    ctx.inline = False
+                    self.server.inline_would_block += 1
+                else:
+                    ctx.inline = False
+                    self.server.inline_done += 1
+                    self._finish_element(chain, el, ctx, attempt.result, attempt.error, now)
+                    return None
             chain.pending = (el, handler, ctx, req)
             return Work(lambda: handler.fn(ctx, req))
         inline = Work(lambda: handler.fn(ctx, req))

@@ -12,7 +12,10 @@ core turns it into an SMB2 ERROR response), or returns ``ctx.go_async(...)`` (an
 
 ``blocking=True`` (the default) handlers are run by the driver in a bounded thread pool,
 so they may call blocking object-store functions; ``blocking=False`` handlers run on the
-event loop (only for handlers that never block).  Requests of one connection are handled
+event loop (only for handlers that never block).  ``inline_first=True`` blocking handlers
+are first tried on the event loop with ``ctx.inline`` set: they must then either finish
+without waiting (cached-only object-store calls) or raise ``WouldBlock`` before changing
+anything, and the core runs them again in the pool (ServerConfig.inline_metadata).  Requests of one connection are handled
 one at a time in arrival order (a request that went async no longer holds the line).
 
 Commands with no registered handler get STATUS_NOT_SUPPORTED.
@@ -49,6 +52,7 @@ class Handler:
     blocking: bool = True
     needs_session: bool = True
     needs_tree: bool = True
+    inline_first: bool = False
 
 
 #: The one dispatch table: Command -> Handler.
@@ -56,17 +60,18 @@ DISPATCH: dict[int, Handler] = {}
 
 
 def register(command: int, *, blocking: bool = True, needs_session: bool = True,
-             needs_tree: bool = True) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+             needs_tree: bool = True, inline_first: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering a handler for *command* (a later registration replaces an
     earlier one: files.py overrides the core's minimal TREE_CONNECT).
 
     needs_session: the core rejects requests without a valid session (USER_SESSION_DELETED...).
     needs_tree: the core looks up header.TreeId in Session.TreeConnectTable first
     (STATUS_NETWORK_NAME_DELETED if absent) and passes it as ctx.tree_connect.
+    inline_first: a blocking handler that is tried on the event loop first (module docstring).
     """
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        DISPATCH[int(command)] = Handler(int(command), fn, blocking, needs_session, needs_tree)
+        DISPATCH[int(command)] = Handler(int(command), fn, blocking, needs_session, needs_tree, inline_first)
         return fn
 
     return deco
@@ -136,6 +141,9 @@ class RequestContext:
     encrypted: bool = False
     #: scratch for compound processing (FileId of the previous CREATE, etc.)
     chain: Any = None
+    #: the attempt on the event loop of an ``inline_first`` handler: finish without
+    #: waiting or raise WouldBlock before changing anything
+    inline: bool = False
     _async: AsyncOp | None = field(default=None, repr=False)
 
     @property

@@ -47,6 +47,7 @@ from ..store.errors import (
     STATUS_NOT_SUPPORTED,
     STATUS_OBJECT_NAME_NOT_FOUND,
     STATUS_SUCCESS,
+    WouldBlock,
     fail,
 )
 from ..wire import (
@@ -294,19 +295,30 @@ def _name_bits(fobj: Any) -> int:
     return ntf.FILE_NOTIFY_CHANGE_DIR_NAME if fobj.is_directory else ntf.FILE_NOTIFY_CHANGE_FILE_NAME
 
 
-def _close_open(st: _State, session: Any, o: Any, postquery: bool = False):
+def _close_open(st: _State, session: Any, o: Any, postquery: bool = False, cached_only: bool = False):
+    """Close *o* and drop it from the session's and server's tables.  *cached_only* (the
+    attempt on the event loop): the object store closes first and raises WouldBlock
+    before anything changes unless the close needs no I/O and no waiting (see
+    ObjectStore.close); it excludes delete-on-close, so the bookkeeping after it is
+    the same as below."""
+    if cached_only:
+        if isinstance(o, _PipeOpen):
+            raise WouldBlock()
+        try:
+            r = st.store.close(o, postquery, cached_only=True)
+        except NtStatusError:  # already closed by a concurrent close
+            r = None
+        st.notify.open_closed(o)
+        _drop_open(session, o)
+        st.leases.open_closed(o)
+        st.oplocks.open_closed(o)
+        return r
     if not isinstance(o, _PipeOpen):
         st.notify.open_closed(o)  # its pending CHANGE_NOTIFYs: STATUS_NOTIFY_CLEANUP
         f = o.file
         deleting = (o.delete_on_close or f.delete_pending) and len(f.opens) == 1 and f.opens[0] is o
         gone = (f, list(f.rel)) if deleting else None
-    session.open_table.pop(o.file_id_volatile, None)
-    server = session.connection.server if session.connection is not None else None
-    if server is not None:
-        server.global_open_table.pop(o.file_id_persistent, None)
-    tc = o.tree_connect
-    if tc is not None:
-        tc.open_count = max(0, tc.open_count - 1)
+    _drop_open(session, o)
     if isinstance(o, _PipeOpen):
         o.endpoint.close()
         return None
@@ -322,6 +334,17 @@ def _close_open(st: _State, session: Any, o: Any, postquery: bool = False):
     finally:
         st.leases.open_closed(o)
         st.oplocks.open_closed(o)
+
+
+def _drop_open(session: Any, o: Any) -> None:
+    """Remove *o* from Session.OpenTable and GlobalOpenTable; one open fewer on its tree."""
+    session.open_table.pop(o.file_id_volatile, None)
+    server = session.connection.server if session.connection is not None else None
+    if server is not None:
+        server.global_open_table.pop(o.file_id_persistent, None)
+    tc = o.tree_connect
+    if tc is not None:
+        tc.open_count = max(0, tc.open_count - 1)
 
 
 def _lookup(ctx: RequestContext, file_id: Any) -> Any:
@@ -406,12 +429,14 @@ def _create_contexts(req: CreateRequest) -> dict[bytes, CreateContext]:
     return out
 
 
-@register(Command.SMB2_CREATE)
+@register(Command.SMB2_CREATE, inline_first=True)
 @_traced
 def create(ctx: RequestContext, req: CreateRequest) -> Response:
     """MS-SMB2 3.3.5.9."""
     st = state_of(ctx.server)
     tc = ctx.tree_connect
+    if ctx.inline and (tc.share.type == "pipe" or not _inline_contexts_only(req)):
+        raise WouldBlock()  # on the loop only plain opens (no pipes, EAs, SDs, durability, ...)
     name = _name(req.name)
     if tc.share.type != "pipe" and req.create_contexts:
         durable_req, durable_rc = dur.parse(_create_contexts(req), ctx.connection.dialect)
@@ -457,6 +482,14 @@ def create(ctx: RequestContext, req: CreateRequest) -> Response:
     return _create_open(ctx, st, req, name, contexts, eas, alloc, durable_req)
 
 
+#: create contexts a CREATE attempted on the event loop may carry (they only read state)
+_INLINE_CREATE_CONTEXTS = frozenset({b"MxAc", b"QFid"})
+
+
+def _inline_contexts_only(req: CreateRequest) -> bool:
+    return all(bytes(c.name) in _INLINE_CREATE_CONTEXTS for c in req.contexts)
+
+
 def _create_open(ctx: RequestContext, st: _State, req: CreateRequest, name: str, contexts: dict,
                  eas: Any, alloc: int, durable_req: Any = None) -> Response | AsyncOp:
     """Open execution, oplock acquisition and response construction (MS-SMB2 3.3.5.9).
@@ -469,6 +502,8 @@ def _create_open(ctx: RequestContext, st: _State, req: CreateRequest, name: str,
         _close_app_instance(st, app_id, tc, name)
     lease_req, lease_version = _lease_request(ctx, req, contexts)
     client_guid = ctx.connection.client_guid
+    if ctx.inline and mgr.active():
+        raise WouldBlock()  # breaks to arrange: not on the loop
     if mgr.active():
         fobj = st.store.file_of(tc.store, name)
         lease_key = bytes(lease_req.lease_key) if lease_req is not None else None
@@ -489,7 +524,8 @@ def _create_open(ctx: RequestContext, st: _State, req: CreateRequest, name: str,
     result = st.store.create(tc.store, name, desired_access=req.desired_access, share_access=req.share_access,
                              create_disposition=req.create_disposition, create_options=req.create_options,
                              file_attributes=req.file_attributes, allocation_size=alloc, eas=eas,
-                             security_descriptor=bytes(contexts[b"SecD"].data) if b"SecD" in contexts else None)
+                             security_descriptor=bytes(contexts[b"SecD"].data) if b"SecD" in contexts else None,
+                             cached_only=ctx.inline)
     o = result.open
     if result.create_action == 2:  # FILE_CREATED
         _notify(st, o.file, ntf.FILE_ACTION_ADDED, _name_bits(o.file))
@@ -670,14 +706,14 @@ def _create_pipe(ctx: RequestContext, st: _State, name: str) -> Response:
 
 
 # ====================================================================== CLOSE / FLUSH
-@register(Command.SMB2_CLOSE)
+@register(Command.SMB2_CLOSE, inline_first=True)
 @_traced
 def close(ctx: RequestContext, req: CloseRequest) -> Response:
     """MS-SMB2 3.3.5.10 (SMB2_CLOSE_FLAG_POSTQUERY_ATTRIB: attributes after the close)."""
     st = state_of(ctx.server)
     o = _lookup(ctx, req.file_id)
     postquery = bool(req.flags & SMB2_CLOSE_FLAG_POSTQUERY_ATTRIB)
-    s = _close_open(st, ctx.session, o, postquery)
+    s = _close_open(st, ctx.session, o, postquery, cached_only=ctx.inline)
     if postquery and s is not None:
         return Response(CloseResponse(
             flags=SMB2_CLOSE_FLAG_POSTQUERY_ATTRIB, creation_time=s.creation_time,

@@ -90,6 +90,9 @@ class ServerConfig:
     max_read_size: int = 8 * 1024 * 1024
     max_write_size: int = 8 * 1024 * 1024
     max_credits: int = 8192
+    #: CREATE/CLOSE are first tried on the event loop, cached-only (openat2 RESOLVE_CACHED on
+    #: local file systems; anything that would wait goes to the worker threads)
+    inline_metadata: bool = True
     max_message_size: int = 16 * 1024 * 1024 + 4096
     server_guid: bytes = field(default_factory=lambda: uuid.uuid4().bytes_le)
     #: Open.OplockTimeout / Lease.LeaseBreakTimeout after a break notification (MS-SMB2
@@ -236,6 +239,9 @@ class Server:
         self.server_start_time = time.time() if now is None else now
         self._lock = threading.Lock()
         self._global_ids = itertools.count(1)
+        #: inline_first handlers: attempts finished on the loop / sent to the pool (WouldBlock)
+        self.inline_done = 0
+        self.inline_would_block = 0
         # SessionId: a random 8-bit prefix keeps ids distinct across restarts; ids stay
         # within 32 bits because some clients (smbtorture's smb2.session-id) keep them in
         # a uint32 and expect them to work.

@@ -13,6 +13,7 @@
     allow_anonymous = false
     dialects = ["2.0.2", "2.1", "3.0", "3.0.2", "3.1.1"]
     workers = 8                 # thread pool for blocking file I/O
+    inline_metadata = true      # CREATE/CLOSE tried on the event loop when no I/O is needed
     log_format = "kv"           # or "json"
     state_dir = "./state"
 
@@ -95,7 +96,8 @@ def load(path: str | None = None, *, host: str | None = None, port: int | None =
                       ("max_transact_size", "max_transact_size"), ("logon_timeout", "logon_timeout"),
                       ("multi_channel", "multi_channel"), ("oplock_break_timeout", "oplock_break_timeout"),
                       ("durable_v1_timeout", "durable_v1_timeout"),
-                      ("durable_v2_default_timeout", "durable_v2_default_timeout")):
+                      ("durable_v2_default_timeout", "durable_v2_default_timeout"),
+                      ("inline_metadata", "inline_metadata")):
         if key in srv:
             setattr(cfg, attr, type(getattr(cfg, attr))(srv[key]))
     if "dialects" in srv:

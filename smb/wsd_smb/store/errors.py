@@ -50,6 +50,14 @@ STATUS_INVALID_LOCK_RANGE = 0xC00001A1
 STATUS_NOT_A_REPARSE_POINT = 0xC0000275
 
 
+class WouldBlock(Exception):
+    """A cached-only attempt (``cached_only=True``, run on the event loop) found that the
+    operation would have to wait: for disk or network I/O (a path not in the kernel's
+    dentry cache), for a lock a worker holds, or for work that is never done inline.
+    Nothing has been changed; the caller runs the same request again where blocking is
+    allowed (the driver's worker threads).  Not an NTSTATUS: it never reaches a client."""
+
+
 def fail(status: int, message: str = "") -> NtStatusError:
     """The exception for *status* (raise the result)."""
     return NtStatusError(status, message=message) if message else NtStatusError(status)

@@ -105,11 +105,12 @@ from .errors import (
     STATUS_SUCCESS,
     fail,
     from_oserror,
+    WouldBlock,
 )
 from ..buffers import HeadroomBuffer
 from ..ntstatus import NtStatusError
 from .filetime import FILETIME_RESUME, FILETIME_SUSPEND, from_filetime, to_filetime
-from .paths import Resolved, Share, resolve, split_name, split_name_stream
+from .paths import Resolved, Share, cached_lookup_ok, path_cached, resolve, split_name, split_name_stream
 from .streams import find_stream, list_streams, read_stream, remove_stream, write_stream
 from .security import SE_DACL_PRESENT, XATTR_SD, Descriptor, default_descriptor
 from .wildcard import is_name_in_expression
@@ -278,6 +279,7 @@ class ObjectStore:
 
     def __init__(self) -> None:
         self.mutex = threading.RLock()
+        self._inline_ok: dict[str, bool] = {}  # share path -> cached-only attempts make sense there
         self.opens: dict[int, Open] = {}
         self.by_persistent: dict[int, Open] = {}
         self.files: dict[tuple[int, int], FileObject] = {}
@@ -341,8 +343,12 @@ class ObjectStore:
     def create(self, share: Share, name: str, *, desired_access: int, share_access: int,
                create_disposition: int, create_options: int = 0, file_attributes: int = 0,
                allocation_size: int = 0, eas: list | None = None,
-               security_descriptor: bytes | None = None) -> CreateResult:
+               security_descriptor: bytes | None = None, cached_only: bool = False) -> CreateResult:
         """Open or create *name* in *share* (MS-FSA 2.1.5.1, MS-SMB2 3.3.5.9).
+
+        *cached_only* (an attempt on the event loop): open an existing file or directory
+        only if its whole path is in the kernel's dentry cache and no worker holds the
+        store's lock; anything else raises :class:`WouldBlock` before any change is made.
 
         Raises NtStatusError: INVALID_PARAMETER, ACCESS_DENIED, OBJECT_NAME_NOT_FOUND,
         OBJECT_PATH_NOT_FOUND, OBJECT_NAME_COLLISION, SHARING_VIOLATION, DELETE_PENDING,
@@ -372,12 +378,23 @@ class ObjectStore:
         if share.read_only and (access & WRITE_ACCESS_BITS or doc):
             raise fail(STATUS_ACCESS_DENIED, "read-only share")
         parts, stream = split_name_stream(name)
+        if cached_only:
+            if stream is not None or create_disposition not in (CreateDisposition.FILE_OPEN,
+                                                                CreateDisposition.FILE_OPEN_IF) \
+                    or not self.inline_ok(share) or not path_cached(share, parts):
+                raise WouldBlock()
+            if not self.mutex.acquire(blocking=False):
+                raise WouldBlock()
         if stream:
             return self._create_stream(share, parts, stream, access, want_max, share_access,
                                        create_disposition, create_options)
-        with self.mutex:
+        if not cached_only:
+            self.mutex.acquire()
+        try:
             r = resolve(share, parts)
             try:
+                if cached_only and not r.exists:  # gone since the probe: creating it is I/O
+                    raise WouldBlock()
                 if stream == "" and r.exists and stat_mod.S_ISDIR(r.st.st_mode):
                     # a directory has no data stream (MS-FSA 2.1.5.1.2)
                     raise fail(STATUS_NOT_A_DIRECTORY if create_options & FILE_DIRECTORY_FILE
@@ -390,6 +407,8 @@ class ObjectStore:
                                            create_disposition, create_options, file_attributes)
             finally:
                 r.close()
+        finally:
+            self.mutex.release()
         o = res.open
         if res.create_action != CreateAction.FILE_OPENED:
             try:
@@ -411,6 +430,14 @@ class ObjectStore:
                 self.close(o)
                 raise
         return res
+
+    def inline_ok(self, share: Share) -> bool:
+        """Cached-only attempts are worth making on *share* (a local file system, and
+        openat2 RESOLVE_CACHED works here); computed once per share path."""
+        ok = self._inline_ok.get(share.path)
+        if ok is None:
+            ok = self._inline_ok[share.path] = cached_lookup_ok(share.path)
+        return ok
 
     def file_of(self, share: Share, name: str) -> FileObject | None:
         """The FileObject (with its opens) that a CREATE of *name* would open, if the
@@ -681,59 +708,86 @@ class ObjectStore:
         return CreateResult(o, action)
 
     # ------------------------------------------------------------------ CLOSE
-    def close(self, o: Open, postquery: bool = False) -> FileStat | None:
+    def close(self, o: Open, postquery: bool = False, cached_only: bool = False) -> FileStat | None:
         """Close an open (MS-FSA 2.1.5.4): drop its locks (waking waiters), fail its
         waiting lock requests, and on the last close of a delete-pending file unlink it.
-        Returns the file's attributes before the close if *postquery*."""
-        wake: list[tuple[PendingLock, int]] = []
-        with o.io_lock:
-            with self.mutex:
-                if o.closed:
-                    raise fail(STATUS_FILE_CLOSED)
-                info = None
-                if postquery:
-                    try:
-                        info = self._stat_of(o)
-                    except OSError:
-                        info = None
-                o.closed = True
-                fobj = o.file
-                for p in list(o.pending_locks):
-                    if not p.done:
-                        p.done = True
-                        wake.append((p, STATUS_RANGE_NOT_LOCKED))
-                    if p in fobj.waiters:
-                        fobj.waiters.remove(p)
-                o.pending_locks.clear()
-                had_locks = any(lk.owner is o for lk in fobj.locks)
-                fobj.locks = [lk for lk in fobj.locks if lk.owner is not o]
-                if o.delete_on_close:
-                    fobj.delete_pending = True
-                fobj.opens.remove(o)
-                self.opens.pop(o.file_id_volatile, None)
-                self.by_persistent.pop(o.file_id_persistent, None)
-                try:
-                    os.close(o.fd)
-                except OSError as e:
-                    log.warning("close(%d) of %s: %s", o.fd, fobj.path, e)
-                if not fobj.opens:
-                    if fobj.delete_pending and fobj.stream is None and self._streams_open(fobj.key):
-                        pass  # the file goes when its last open stream closes (kept delete-pending)
-                    else:
-                        if fobj.delete_pending:
-                            self._unlink(fobj)
-                        self.files.pop(fobj.key, None)
-                    if fobj.stream is not None:
-                        base = self.files.get(fobj.key[:2])
-                        if base is not None and not base.opens and base.delete_pending \
-                                and not self._streams_open(base.key):
-                            self._unlink(base)
-                            self.files.pop(base.key, None)
-                elif had_locks:
-                    wake += self._retry_waiters(fobj)
+        Returns the file's attributes before the close if *postquery*.
+
+        *cached_only* (an attempt on the event loop): only the close of a read-only fd
+        (no data to flush) of a file on a local file system that nobody is deleting,
+        and only if no worker holds the open's or the store's lock; anything else raises
+        :class:`WouldBlock` before any change is made."""
+        if cached_only:
+            if o.fd_writable or o.stream is not None or not self.inline_ok(o.share):
+                raise WouldBlock()
+            if not o.io_lock.acquire(blocking=False):
+                raise WouldBlock()
+            if not self.mutex.acquire(blocking=False):
+                o.io_lock.release()
+                raise WouldBlock()
+            try:
+                if o.delete_on_close or o.file.delete_pending:
+                    raise WouldBlock()
+                info, wake = self._close_locked(o, postquery)
+            finally:
+                self.mutex.release()
+                o.io_lock.release()
+        else:
+            with o.io_lock:
+                with self.mutex:
+                    info, wake = self._close_locked(o, postquery)
         for p, status in wake:
             p.on_complete(status)
         return info
+
+    def _close_locked(self, o: Open, postquery: bool) -> tuple[FileStat | None, list]:
+        """The close itself; the caller holds ``o.io_lock`` and the store's mutex and, after
+        releasing them, completes the returned waiting lock requests."""
+        wake: list[tuple[PendingLock, int]] = []
+        if o.closed:
+            raise fail(STATUS_FILE_CLOSED)
+        info = None
+        if postquery:
+            try:
+                info = self._stat_of(o)
+            except OSError:
+                info = None
+        o.closed = True
+        fobj = o.file
+        for p in list(o.pending_locks):
+            if not p.done:
+                p.done = True
+                wake.append((p, STATUS_RANGE_NOT_LOCKED))
+            if p in fobj.waiters:
+                fobj.waiters.remove(p)
+        o.pending_locks.clear()
+        had_locks = any(lk.owner is o for lk in fobj.locks)
+        fobj.locks = [lk for lk in fobj.locks if lk.owner is not o]
+        if o.delete_on_close:
+            fobj.delete_pending = True
+        fobj.opens.remove(o)
+        self.opens.pop(o.file_id_volatile, None)
+        self.by_persistent.pop(o.file_id_persistent, None)
+        try:
+            os.close(o.fd)
+        except OSError as e:
+            log.warning("close(%d) of %s: %s", o.fd, fobj.path, e)
+        if not fobj.opens:
+            if fobj.delete_pending and fobj.stream is None and self._streams_open(fobj.key):
+                pass  # the file goes when its last open stream closes (kept delete-pending)
+            else:
+                if fobj.delete_pending:
+                    self._unlink(fobj)
+                self.files.pop(fobj.key, None)
+            if fobj.stream is not None:
+                base = self.files.get(fobj.key[:2])
+                if base is not None and not base.opens and base.delete_pending \
+                        and not self._streams_open(base.key):
+                    self._unlink(base)
+                    self.files.pop(base.key, None)
+        elif had_locks:
+            wake += self._retry_waiters(fobj)
+        return info, wake
 
     def _streams_open(self, key: tuple) -> bool:
         """Does any named stream of the file *key* (dev, ino) have opens?"""

@@ -23,6 +23,7 @@ A component that is an 8.3 mangled name (shortname.py) finds the long name it st
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import stat as stat_mod
 import threading
@@ -87,6 +88,88 @@ class Share:
 #: share path -> its kept root fd (Share.root_fd); shares with the same path share one
 _ROOT_FDS: dict[str, int] = {}
 _ROOT_LOCK = threading.Lock()
+
+
+# ---------------------------------------------------------------- cached-only lookups
+# openat2(2) (Linux 5.6; RESOLVE_CACHED since 5.12): a path walk that fails with EAGAIN
+# instead of doing I/O when a component is not in the dentry cache.
+_SYS_OPENAT2 = 437  # the same number on every Linux architecture (asm-generic table)
+_RESOLVE_NO_MAGICLINKS = 0x02
+_RESOLVE_NO_SYMLINKS = 0x04
+_RESOLVE_BENEATH = 0x08
+_RESOLVE_CACHED = 0x20
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def _load_openat2():
+    """libc's syscall() if openat2 with RESOLVE_CACHED works here, else None."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        syscall = libc.syscall
+    except (OSError, AttributeError):
+        return None
+    syscall.restype = ctypes.c_long
+    how = _OpenHow(os.O_PATH | os.O_CLOEXEC, 0, _RESOLVE_CACHED | _RESOLVE_BENEATH)
+    fd = syscall(_SYS_OPENAT2, ctypes.c_int(-100), b".", ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    if fd < 0:  # ENOSYS (no openat2) or EINVAL (no RESOLVE_CACHED): no cached-only lookups
+        return None
+    os.close(fd)
+    return syscall
+
+
+_openat2 = _load_openat2()
+_CACHED_HOW = _OpenHow(os.O_PATH | os.O_CLOEXEC, 0,
+                       _RESOLVE_CACHED | _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS)
+_CACHED_HOW_REF = ctypes.byref(_CACHED_HOW)
+_CACHED_HOW_SIZE = ctypes.c_size_t(ctypes.sizeof(_CACHED_HOW))
+
+#: file systems whose metadata calls on cached objects (fstat, f*xattr, close of a
+#: read-only fd) are served from memory; network and FUSE file systems are not listed
+LOCAL_FS_TYPES = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "f2fs", "overlay", "zfs", "jfs"})
+
+
+def fs_type(path: str) -> str | None:
+    """The file-system type of the mount holding *path* (from /proc/self/mountinfo)."""
+    best, best_type = "", None
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                left, _, right = line.partition(" - ")
+                fields = left.split()
+                if len(fields) < 5 or not right:
+                    continue
+                mnt = fields[4].replace("\\040", " ")
+                if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                    best, best_type = mnt, right.split()[0]
+    except OSError:
+        return None
+    return best_type
+
+
+def cached_lookup_ok(path: str) -> bool:
+    """Cached-only lookups can be trusted under *path* (a share's directory): openat2
+    RESOLVE_CACHED works and the path is on a local file system."""
+    return _openat2 is not None and fs_type(os.path.realpath(path)) in LOCAL_FS_TYPES
+
+
+def path_cached(share: "Share", parts: list[str]) -> bool:
+    """*parts* (exact on-disk names, no symlinks) exist under the share root and every
+    component is in the kernel's dentry cache, so resolving them does no I/O.  False for
+    anything else (not cached, missing, a symlink on the way, other case on disk):
+    the caller then does the full lookup where blocking is allowed."""
+    if not parts:
+        return True
+    if _openat2 is None:
+        return False
+    fd = _openat2(_SYS_OPENAT2, ctypes.c_int(share.root_fd()), "/".join(parts).encode("utf-8", "surrogateescape"),
+                  _CACHED_HOW_REF, _CACHED_HOW_SIZE)
+    if fd < 0:
+        return False
+    os.close(fd)
+    return True
 
 
 _BAD_STREAM_CHARS = frozenset("\\/:\0")  # NTFS stream names may hold anything else
