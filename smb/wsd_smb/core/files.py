@@ -552,7 +552,7 @@ def _create_open(ctx: RequestContext, st: _State, req: CreateRequest, name: str,
     else:
         oplock_level = mgr.grant(o, req.requested_oplock_level)
     o.app_instance_id = app_id
-    s = st.store.stat(o)
+    s = st.store.stat(o, eas=False)  # the CREATE response has no EaSize
     if durable_req is not None and dur.grant(o, durable_req, ctx.config, dur.owner_of(ctx.session)):
         out_ctx.append(_durable_response(o, durable_req.version))
     if b"MxAc" in contexts:

@@ -113,13 +113,14 @@ def dos_attributes(st: os.stat_result, name: str, stored: int | None, hide_dot_f
 
 
 def file_stat(st: os.stat_result, name: str, xattr_path: str | int | None, hide_dot_files: bool = True,
-              follow: bool = True) -> FileStat:
-    """*xattr_path*: where the DOS attributes and EAs are read (a path or an open fd)."""
+              follow: bool = True, eas: bool = True) -> FileStat:
+    """*xattr_path*: where the DOS attributes and EAs are read (a path or an open fd);
+    with *eas* False the EAs are not read (ea_size 0)."""
     from .eas import ea_size, read_eas
 
     has_xattrs = xattr_path is not None and xattr_path != ""
     stored, ctime = read_dosinfo(xattr_path, follow) if has_xattrs else (None, 0)
-    eas = ea_size(read_eas(xattr_path, follow)) if has_xattrs else 0
+    eas = ea_size(read_eas(xattr_path, follow)) if has_xattrs and eas else 0
     is_dir = stat_mod.S_ISDIR(st.st_mode)
     if not ctime:
         ctime = to_filetime(min(st.st_mtime_ns, st.st_ctime_ns))

@@ -326,9 +326,11 @@ class ObjectStore:
                 return True
         return False
 
-    def _stat_of(self, o: Open) -> FileStat:
+    def _stat_of(self, o: Open, eas: bool = True) -> FileStat:
+        """*eas*: also read the EAs for FileStat.ea_size (a CREATE or CLOSE response does
+        not carry it: one flistxattr and a getxattr per EA fewer)."""
         st = os.fstat(o.fd)
-        fs = file_stat(st, o.file.rel[-1] if o.file.rel else "", o.fd, o.share.hide_dot_files)
+        fs = file_stat(st, o.file.rel[-1] if o.file.rel else "", o.fd, o.share.hide_dot_files, eas=eas)
         if o.stream is not None:  # a named stream: its own size, no directory
             size = len(read_stream(fd_path(o.fd), o.stream))
             fs.end_of_file, fs.allocation_size = size, (size + 4095) & ~4095
@@ -749,7 +751,7 @@ class ObjectStore:
         info = None
         if postquery:
             try:
-                info = self._stat_of(o)
+                info = self._stat_of(o, eas=False)  # for the CLOSE response: no EaSize
             except OSError:
                 info = None
         o.closed = True
@@ -952,12 +954,13 @@ class ObjectStore:
                     raise from_oserror(e) from None
 
     # ------------------------------------------------------------------ info (query side)
-    def stat(self, o: Open) -> FileStat:
+    def stat(self, o: Open, eas: bool = True) -> FileStat:
+        """The open's FileStat; with eas=False its ea_size is 0 (not read)."""
         with o.io_lock:
             if o.closed:
                 raise fail(STATUS_FILE_CLOSED)
             try:
-                return self._stat_of(o)
+                return self._stat_of(o, eas)
             except OSError as e:
                 raise from_oserror(e) from None
 

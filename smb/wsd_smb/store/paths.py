@@ -69,8 +69,9 @@ class Share:
             raise ValueError(f"share {self.name}: {self.path} is not a directory")
 
     def open_root(self) -> int:
-        """A new directory fd of the share root (caller closes)."""
-        return os.open(self.path, _DIR_FLAGS)
+        """A new directory fd of the share root (caller closes), opened relative to the
+        kept root fd (no walk of the share's own path)."""
+        return os.open(".", _DIR_FLAGS, dir_fd=self.root_fd())
 
     def root_fd(self) -> int:
         """The share root's directory fd that path walks start from: opened once and kept
