@@ -8,6 +8,9 @@ dir, ephemeral port on 127.0.0.1 -- tests/smb/sut_servers.py; installs the
 samba packages with apt-get when missing and root) and wsd-smbd
 (``python -m wsd_smb.server.cli``), then measures for each:
 
+Both servers run at once and every figure is taken in rounds that alternate them
+(A B, B A, A B), so that both see the same state of this noisy machine:
+
 * smbclient ``put`` / ``get`` of a 1 GiB file of random bytes (--quick: 64 MiB),
   median of 3 (--quick: 1), rate as smbclient reports it (transfer only,
   KiB/s -> MB/s); default dialect (SMB 3.1.1), no encryption, signing offered
@@ -15,10 +18,11 @@ samba packages with apt-get when missing and root) and wsd-smbd
   it, so the bench starts it with ``signing_required = false``); ``get`` writes
   into /dev/null (a local 1 GiB file write measured the client's disk, 3-7x
   slower than the transfer here); sizes are checked;
-* open+close pairs/s of one existing file: smbtorture
-  ``smb2.bench.path-contention-shared`` (4 connections, queue depth 1; median
-  of its per-second figures), and the same loop with smbprotocol's low-level
-  API on one persistent connection (one Python client; bounded by the client);
+* open+close pairs/s of one existing path: smbtorture
+  ``smb2.bench.path-contention-shared`` (the share's root directory, 4 connections,
+  queue depth 1; 3 runs of 4 s, median of their per-second figures), and the same
+  loop on a file with smbprotocol's low-level API on one persistent connection (one
+  Python client; bounded by the client);
 * ratio rows wsd/Samba.
 
 Files live in a temp dir, never in the repo.  The machine is shared (2 cores):
@@ -92,27 +96,25 @@ def _smbclient(srv, conf: Path, command: str, timeout: float = 900, with_output:
     return (rate, out) if with_output else rate
 
 
-def put_get(srv, conf: Path, payload: Path, runs: int) -> tuple[float, float]:
-    puts, gets = [], []
+def put_get_once(srv, conf: Path, payload: Path, i: int) -> tuple[float, float]:
+    """One smbclient put and get of *payload* (sizes checked); (put MB/s, get MB/s)."""
     size = payload.stat().st_size
-    for i in range(runs):
-        puts.append(_smbclient(srv, conf, f"put {payload} bench_{i}.bin"))
-        if (srv.share_path / f"bench_{i}.bin").stat().st_size != size:
-            raise RuntimeError(f"put stored {(srv.share_path / f'bench_{i}.bin').stat().st_size} bytes, want {size}")
-        # into /dev/null: writing 1 GiB into the local page cache and disk costs more than the transfer
-        # on this machine and would measure the client's disk, not the server
-        rate, out = _smbclient(srv, conf, f"get bench_{i}.bin /dev/null", with_output=True)
-        if f"of size {size} as" not in out:
-            raise RuntimeError(f"get did not report {size} bytes: {out.strip()[-300:]}")
-        gets.append(rate)
-        (srv.share_path / f"bench_{i}.bin").unlink(missing_ok=True)
-    return statistics.median(puts), statistics.median(gets)
+    put = _smbclient(srv, conf, f"put {payload} bench_{i}.bin")
+    if (srv.share_path / f"bench_{i}.bin").stat().st_size != size:
+        raise RuntimeError(f"put stored {(srv.share_path / f'bench_{i}.bin').stat().st_size} bytes, want {size}")
+    # into /dev/null: writing 1 GiB into the local page cache and disk costs more than the transfer
+    # on this machine and would measure the client's disk, not the server
+    get, out = _smbclient(srv, conf, f"get bench_{i}.bin /dev/null", with_output=True)
+    if f"of size {size} as" not in out:
+        raise RuntimeError(f"get did not report {size} bytes: {out.strip()[-300:]}")
+    (srv.share_path / f"bench_{i}.bin").unlink(missing_ok=True)
+    return put, get
 
 
 _OPS = re.compile(r"open\[num/s=(\d+),")
 
 
-def torture_open_close(srv, conf: Path, seconds: int) -> float:
+def torture_open_close(srv, conf: Path, seconds: int) -> list[int]:
     argv = ["smbtorture", f"//{srv.host}/{srv.share}", "-p", str(srv.port), "-U", srv.creds, "-s", str(conf),
             "smb2.bench.path-contention-shared", f"--option=torture:timelimit={seconds}"]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120, stdin=subprocess.DEVNULL)
@@ -120,7 +122,7 @@ def torture_open_close(srv, conf: Path, seconds: int) -> float:
     per_sec = [int(x) for x in _OPS.findall(out)]
     if "success: path-contention-shared" not in out or not per_sec:
         raise RuntimeError(f"smbtorture bench failed (rc={r.returncode}): {out.strip()[-600:]}")
-    return float(statistics.median(per_sec))
+    return per_sec
 
 
 def smbprotocol_open_close(srv, seconds: float) -> float:
@@ -156,24 +158,42 @@ def smbprotocol_open_close(srv, seconds: float) -> float:
     return rate
 
 
-def _measure(srv, conf: Path, payload: Path, quick: bool) -> dict[str, float | str]:
+def _interleaved(servers: dict, conf: Path, payload: Path, quick: bool) -> dict[str, dict]:
+    """Every figure measured in rounds that alternate the servers (A B, then B A, ...), so
+    that both see the same state of this noisy machine (page cache, other jobs)."""
     runs = 1 if quick else 3
-    mib = payload.stat().st_size >> 20
-    res: dict[str, float | str] = {}
-    try:
-        res["put"], res["get"] = put_get(srv, conf, payload, runs)
-    except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
-        res["put"] = res["get"] = f"failed: {e}"
-    try:
-        res["oc_torture"] = torture_open_close(srv, conf, 3 if quick else 10)
-    except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
-        res["oc_torture"] = f"failed: {e}"
-    try:
-        res["oc_smbprotocol"] = smbprotocol_open_close(srv, 2 if quick else 5)
-    except (SMBException, OSError, ValueError) as e:
-        res["oc_smbprotocol"] = f"failed: {type(e).__name__}: {e}"
-    res["_mib"] = mib
-    res["_runs"] = runs
+    res: dict[str, dict] = {label: {"put": [], "get": [], "oc_torture": [], "_runs": runs,
+                                    "_mib": payload.stat().st_size >> 20} for label in servers}
+    order = list(servers)
+    for r in range(runs):
+        for label in (order if r % 2 == 0 else order[::-1]):
+            rr = res[label]
+            if isinstance(rr["put"], str):
+                continue
+            try:
+                p, g = put_get_once(servers[label], conf, payload, r)
+                rr["put"].append(p)
+                rr["get"].append(g)
+            except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
+                rr["put"] = rr["get"] = f"failed: {e}"
+    for r in range(runs):
+        for label in (order if r % 2 == 0 else order[::-1]):
+            rr = res[label]
+            if isinstance(rr["oc_torture"], str):
+                continue
+            try:
+                rr["oc_torture"] += torture_open_close(servers[label], conf, 3 if quick else 4)
+            except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
+                rr["oc_torture"] = f"failed: {e}"
+    for label in order:
+        rr = res[label]
+        for key in ("put", "get", "oc_torture"):
+            if isinstance(rr[key], list):
+                rr[key] = float(statistics.median(rr[key]))
+        try:
+            rr["oc_smbprotocol"] = smbprotocol_open_close(servers[label], 2 if quick else 5)
+        except (SMBException, OSError, ValueError) as e:
+            rr["oc_smbprotocol"] = f"failed: {type(e).__name__}: {e}"
     return res
 
 
@@ -203,16 +223,20 @@ def run(quick: bool = False, only: str | None = None) -> list[dict]:
                 # required), so smbclient signs neither server's data; wsd-smbd's own default is
                 # signing required
                 targets.append(("wsd", functools.partial(WsdServer, server_options={"signing_required": False})))
-        for label, cls in targets:
-            srv = cls(tmp / label)
-            try:
-                srv.start()
-            except (ServerUnavailable, RuntimeError, TimeoutError) as e:
-                print(f"bench_smb: {label} did not start: {e}", file=sys.stderr)
-                continue
-            try:
-                results[label] = _measure(srv, conf, payload, quick)
-            finally:
+        servers = {}
+        try:
+            for label, cls in targets:
+                srv = cls(tmp / label)
+                try:
+                    srv.start()
+                except (ServerUnavailable, RuntimeError, TimeoutError) as e:
+                    print(f"bench_smb: {label} did not start: {e}", file=sys.stderr)
+                    continue
+                servers[label] = srv
+            if servers:
+                results = _interleaved(servers, conf, payload, quick)
+        finally:
+            for srv in servers.values():
                 srv.stop()
 
     names = {"samba": "Samba 4.17 smbd", "wsd": "wsd-smbd"}
@@ -223,7 +247,7 @@ def run(quick: bool = False, only: str | None = None) -> list[dict]:
             ("get", f"smbclient get {mib} MiB", "MB/s",
              f"median of {runs}; into /dev/null; SMB 3.1.1, unsigned data, no encryption"),
             ("oc_torture", "open+close, smbtorture path-contention-shared", "pairs/s",
-             "4 connections, qdepth 1, median of per-second figures"),
+             f"4 connections, qdepth 1, median of the per-second figures of {runs} runs"),
             ("oc_smbprotocol", "open+close, smbprotocol 1 connection", "pairs/s",
              "one Python client on a persistent signed connection (client-bound)"),
         ]
