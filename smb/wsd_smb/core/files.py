@@ -168,6 +168,13 @@ class PipeEndpoint:
     def read(self, length: int) -> bytes:
         raise fail(STATUS_NOT_SUPPORTED)
 
+    def read_message(self, length: int) -> tuple[bytes, bool]:
+        """(at most *length* bytes of the next message, whether more of that message is
+        left): a message-mode pipe whose message does not fit the READ answers
+        STATUS_BUFFER_OVERFLOW with the part that fits, as Windows does (ERROR_MORE_DATA).
+        The default: :meth:`read`, never more."""
+        return self.read(length), False
+
     def transceive(self, data: bytes, max_output: int) -> bytes:
         raise fail(STATUS_NOT_SUPPORTED)
 
@@ -743,7 +750,9 @@ def read(ctx: RequestContext, req: ReadRequest) -> Response:
         raise fail(STATUS_INVALID_PARAMETER, "Length > MaxReadSize")
     o = _lookup(ctx, req.file_id)
     if isinstance(o, _PipeOpen):
-        data = o.endpoint.read(req.length)
+        data, more = o.endpoint.read_message(req.length)
+        if more:  # the rest of the message stays for the next READ (MS-SMB2 3.3.5.12)
+            return Response(ReadResponse(data=data, data_remaining=0), status=STATUS_BUFFER_OVERFLOW)
     else:
         # read into a buffer with room for the SMB2 header and the response's fixed part
         data = state_of(ctx.server).store.read(o, req.offset, req.length, req.minimum_count,

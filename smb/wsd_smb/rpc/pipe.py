@@ -155,20 +155,26 @@ class RpcPipe(PipeEndpoint):
 
     def read(self, length: int) -> bytes:
         """At most *length* bytes of the next queued PDU (the rest stays for the next read)."""
+        return self.read_message(length)[0]
+
+    def read_message(self, length: int) -> tuple[bytes, bool]:
+        """At most *length* bytes of the next queued PDU, and whether more of that PDU is
+        left (the rest stays for the next read; the SMB layer says STATUS_BUFFER_OVERFLOW)."""
         with self._lock:
             if length <= 0:
                 return b""
             if not self._out:
                 raise NtStatusError(STATUS_PIPE_EMPTY, "no RPC reply queued")
             head = self._out[0]
-            if len(head) <= length:
+            more = len(head) > length
+            if not more:
                 out = self._pop()
             else:
                 self._out[0] = head[length:]
                 self._queued -= length
                 out = head[:length]
             self._process()  # input held back by flow control
-            return out
+            return out, more
 
     def transceive(self, data: bytes, max_output: int) -> bytes:
         """Write *data*, return the next queued PDU.  When it is longer than *max_output*

@@ -409,3 +409,42 @@ def test_junk_written_to_the_pipe_over_smb(smbd, caplog):
     bugs = [rec.getMessage() for rec in caplog.records if "handler_bug" in rec.getMessage()
             or rec.levelno >= logging.ERROR]
     assert not bugs
+
+
+def test_a_pipe_read_shorter_than_the_message_says_buffer_overflow(smbd):
+    """A READ on \\srvsvc smaller than the queued reply PDU gets the part that fits with
+    STATUS_BUFFER_OVERFLOW (MS-SMB2 3.3.5.12, message-mode pipe); the next READ gets the
+    rest with STATUS_SUCCESS, and the two parts make the whole bind_ack."""
+    from wsd_smb.rpc import pdu as P
+    from wsd_smb.wire import commands as w
+    from wsd_smb.wire.base import FileId
+    from wsd_smb.wire.header import Command
+
+    c = RawClient(smbd.host, smbd.port)
+    c.negotiate(dialects=(0x0311,))
+    assert c.session_setup(USER, PASSWORD).status == 0
+    r = c.tree_connect("IPC$")
+    assert r.status == 0
+    tid = r.header.tree_id
+    r = c.request(Command.SMB2_CREATE, w.CreateRequest(
+        requested_oplock_level=0, impersonation_level=2, desired_access=0x0012019F, file_attributes=0,
+        share_access=3, create_disposition=1, create_options=0, name="srvsvc".encode("utf-16-le")), tree_id=tid)
+    assert r.status == 0
+    fid = w.CreateResponse.unpack(r.raw).file_id
+    bind = P.Bind(call_id=1, contexts=[P.ContextElem(0, P.SyntaxId.of(
+        "4b324fc8-1670-01d3-1278-5a47bf6ee188", 3), [P.NDR20])]).pack()
+    assert c.request(Command.SMB2_WRITE, w.WriteRequest(offset=0, file_id=FileId(*fid), data=bind),
+                     tree_id=tid).status == 0
+    r1 = c.request(Command.SMB2_READ, w.ReadRequest(length=16, offset=0, file_id=FileId(*fid)), tree_id=tid)
+    assert r1.status == 0x80000005  # STATUS_BUFFER_OVERFLOW
+    part1 = bytes(w.ReadResponse.unpack(r1.raw).data)
+    assert len(part1) == 16
+    frag_length = int.from_bytes(part1[8:10], "little")
+    assert frag_length > 16
+    r2 = c.request(Command.SMB2_READ, w.ReadRequest(length=4280, offset=0, file_id=FileId(*fid)), tree_id=tid)
+    assert r2.status == 0
+    part2 = bytes(w.ReadResponse.unpack(r2.raw).data)
+    assert len(part1 + part2) == frag_length and part1[2] == 12  # a whole bind_ack
+    r3 = c.request(Command.SMB2_READ, w.ReadRequest(length=4280, offset=0, file_id=FileId(*fid)), tree_id=tid)
+    assert r3.status == 0xC00000D9  # STATUS_PIPE_EMPTY
+    c.close()
