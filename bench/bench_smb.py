@@ -165,26 +165,32 @@ def _interleaved(servers: dict, conf: Path, payload: Path, quick: bool) -> dict[
     res: dict[str, dict] = {label: {"put": [], "get": [], "oc_torture": [], "_runs": runs,
                                     "_mib": payload.stat().st_size >> 20} for label in servers}
     order = list(servers)
-    for r in range(runs):
-        for label in (order if r % 2 == 0 else order[::-1]):
-            rr = res[label]
-            if isinstance(rr["put"], str):
-                continue
-            try:
-                p, g = put_get_once(servers[label], conf, payload, r)
-                rr["put"].append(p)
-                rr["get"].append(g)
-            except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
-                rr["put"] = rr["get"] = f"failed: {e}"
-    for r in range(runs):
-        for label in (order if r % 2 == 0 else order[::-1]):
-            rr = res[label]
-            if isinstance(rr["oc_torture"], str):
-                continue
-            try:
-                rr["oc_torture"] += torture_open_close(servers[label], conf, 3 if quick else 4)
-            except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
-                rr["oc_torture"] = f"failed: {e}"
+
+    def rounds(key: str, measure) -> None:
+        """*runs* rounds, servers alternating; measure(server, round) adds to res[label][key]
+        (a failure replaces the list with its text and ends that server's rounds)."""
+        for r in range(runs):
+            for label in (order if r % 2 == 0 else order[::-1]):
+                rr = res[label]
+                if isinstance(rr[key], str):
+                    continue
+                try:
+                    measure(rr, servers[label], r)
+                except (RuntimeError, subprocess.TimeoutExpired, OSError) as e:
+                    rr[key] = f"failed: {e}"
+                    if key == "put":
+                        rr["get"] = rr[key]
+
+    def transfer(rr: dict, srv, r: int) -> None:
+        p, g = put_get_once(srv, conf, payload, r)
+        rr["put"].append(p)
+        rr["get"].append(g)
+
+    def open_close(rr: dict, srv, r: int) -> None:
+        rr["oc_torture"] += torture_open_close(srv, conf, 3 if quick else 4)
+
+    rounds("put", transfer)
+    rounds("oc_torture", open_close)
     for label in order:
         rr = res[label]
         for key in ("put", "get", "oc_torture"):
