@@ -761,8 +761,8 @@ class Connection:
         return bool(tree is not None and tree.share.encrypt_data)
 
     def _assemble(self, outs: list[_Out], enc_session: Session | None) -> bytes:
-        """Compound the responses (each 8-aligned, NextCommand set), sign each, then
-        encrypt the whole (MS-SMB2 3.3.4.1)."""
+        """Compound the responses (each 8-aligned, NextCommand set; a lone response is not
+        padded), sign each, then encrypt the whole (MS-SMB2 3.3.4.1)."""
         parts = []
         for i, o in enumerate(outs):
             last = i == len(outs) - 1
@@ -774,9 +774,12 @@ class Connection:
                         raw += part
                 else:
                     raw += o.body
-            if not last:
+            if len(outs) > 1:
+                # every element of a compound response is 8-byte aligned, the last one too
+                # (as Windows and Samba send it; smbtorture smb2.compound.compound-padding)
                 raw += b"\0" * ((-len(raw)) % 8)
-                struct.pack_into("<I", raw, 20, len(raw))
+                if not last:
+                    struct.pack_into("<I", raw, 20, len(raw))
             if o.sign and enc_session is None and o.sign_key:
                 cr.sign_in_place(o.sign_key, raw, self._signing_algorithm() if o.sign_algorithm is None else o.sign_algorithm)
             elif o.sign and enc_session is None and o.session is not None:

@@ -162,7 +162,7 @@ class RpcPipe(PipeEndpoint):
         left (the rest stays for the next read; the SMB layer says STATUS_BUFFER_OVERFLOW)."""
         with self._lock:
             if length <= 0:
-                return b""
+                return b"", False
             if not self._out:
                 raise NtStatusError(STATUS_PIPE_EMPTY, "no RPC reply queued")
             head = self._out[0]
