@@ -26,6 +26,7 @@ from .. import ntstatus
 from ..ntstatus import NtStatusError
 from ..store import ObjectStore, Open, Share
 from ..store import info as sinfo
+from ..store.fscc import FileObjectIdBuffer
 from ..store.eas import parse_full as parse_full_eas
 from ..store.constants import (
     FILE_ALL_ACCESS,
@@ -122,6 +123,8 @@ FSCTL_DELETE_REPARSE_POINT = 0x000900AC
 FSCTL_GET_COMPRESSION = 0x0009003C
 FSCTL_SET_COMPRESSION = 0x0009C040
 FSCTL_SET_SPARSE = 0x000900C4
+FSCTL_CREATE_OR_GET_OBJECT_ID = 0x000900C0
+FSCTL_GET_OBJECT_ID = 0x0009009C
 
 #: CreateOptions bits a client may send (MS-SMB2 2.2.13; others -> INVALID_PARAMETER)
 VALID_CREATE_OPTIONS = 0x00FFFFFF
@@ -878,6 +881,11 @@ def ioctl(ctx: RequestContext, req: IoctlRequest) -> Response:
         raise NtStatusError(STATUS_NOT_A_REPARSE_POINT)
     if code == FSCTL_DELETE_REPARSE_POINT:
         raise NtStatusError(STATUS_NOT_A_REPARSE_POINT)
+    if code in (FSCTL_CREATE_OR_GET_OBJECT_ID, FSCTL_GET_OBJECT_ID):  # MS-FSA 2.1.5.10.1 / .13
+        if req.max_output_response < FileObjectIdBuffer.FIXED_SIZE:
+            raise fail(STATUS_INVALID_PARAMETER, "output buffer smaller than FILE_OBJECTID_BUFFER")
+        out = state_of(ctx.server).store.object_id(o, create=code == FSCTL_CREATE_OR_GET_OBJECT_ID)
+        return Response(IoctlResponse(ctl_code=code, file_id=req.file_id, input=b"", output=out, flags=0))
     if code == FSCTL_GET_COMPRESSION:
         if req.max_output_response < 2:
             raise NtStatusError(0xC0000023)  # STATUS_BUFFER_TOO_SMALL

@@ -19,6 +19,19 @@ def _name(s: str) -> bytes:
     return s.encode("utf-16-le", "surrogatepass")
 
 
+# ====================================================================== FSCTL buffers
+class FileObjectIdBuffer(Plain):
+    """MS-FSCC 2.1.3 FILE_OBJECTID_BUFFER (64 bytes), type 1: the reply of
+    FSCTL_CREATE_OR_GET_OBJECT_ID (2.3.2) and FSCTL_GET_OBJECT_ID (2.3.26)."""
+
+    FIELDS = (
+        F("ObjectId", Bytes(16), b"\0" * 16),
+        F("BirthVolumeId", Bytes(16), b"\0" * 16),
+        F("BirthObjectId", Bytes(16), b"\0" * 16),
+        F("DomainId", Bytes(16), b"\0" * 16),  # "reserved; MUST be zero" (2.1.3.1)
+    )
+
+
 # ====================================================================== file information
 class FileBasicInformation(Plain):
     """MS-FSCC 2.4.7 FILE_BASIC_INFORMATION (40 bytes)."""

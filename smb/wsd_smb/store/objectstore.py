@@ -17,11 +17,13 @@ import os
 import stat as stat_mod
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from . import locks as brl
-from .attrs import FileStat, allocated_bytes, fd_path, file_stat, read_dosinfo, write_dosinfo
+from .attrs import FileStat, allocated_bytes, fd_path, file_stat, read_dosinfo, write_dosinfo, xattr_call
+from .fscc import FileObjectIdBuffer
 from .eas import Ea, read_eas, write_eas
 from .eas import pack_full as pack_eas
 from .constants import (
@@ -106,6 +108,8 @@ from .errors import (
     fail,
     from_oserror,
     WouldBlock,
+    STATUS_OBJECTID_NOT_FOUND,
+    STATUS_MEDIA_WRITE_PROTECTED,
 )
 from ..buffers import HeadroomBuffer
 from ..ntstatus import NtStatusError
@@ -114,6 +118,9 @@ from .paths import Resolved, Share, cached_lookup_ok, path_cached, resolve, spli
 from .streams import find_stream, list_streams, read_stream, remove_stream, write_stream
 from .security import SE_DACL_PRESENT, XATTR_SD, Descriptor, default_descriptor
 from .wildcard import is_name_in_expression
+
+#: the xattr holding a file's ObjectId GUID (FSCTL_CREATE_OR_GET_OBJECT_ID)
+XATTR_OBJECTID = "user.wsd.objectid"
 
 log = logging.getLogger("wsd_smb.store")
 
@@ -432,6 +439,36 @@ class ObjectStore:
                 self.close(o)
                 raise
         return res
+
+    def object_id(self, o: Open, create: bool) -> bytes:
+        """FILE_OBJECTID_BUFFER of the open's file (MS-FSA 2.1.5.10.1 FSCTL_CREATE_OR_GET_OBJECT_ID
+        with *create*, 2.1.5.10.13 FSCTL_GET_OBJECT_ID without).  The ObjectId is a GUID kept
+        in the ``user.wsd.objectid`` xattr; BirthVolumeId is the share's volume GUID (derived
+        from its path), BirthObjectId the ObjectId itself, DomainId zero."""
+        with o.io_lock:
+            if o.closed:
+                raise fail(STATUS_FILE_CLOSED)
+            target = o.fd
+            try:
+                oid = xattr_call(os.getxattr, target, XATTR_OBJECTID)
+            except OSError as e:
+                if e.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise from_oserror(e) from None
+                oid = b""
+            if len(oid) != 16:
+                if not create:
+                    raise fail(STATUS_OBJECTID_NOT_FOUND)
+                if o.share.read_only:
+                    raise fail(STATUS_MEDIA_WRITE_PROTECTED, "read-only share")
+                oid = uuid.uuid4().bytes_le
+                try:
+                    xattr_call(os.setxattr, target, XATTR_OBJECTID, oid)
+                except OSError as e:
+                    if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):  # no user xattrs: no object IDs
+                        raise fail(STATUS_INVALID_DEVICE_REQUEST, "no object IDs here") from None
+                    raise from_oserror(e) from None
+        volume = uuid.uuid5(uuid.NAMESPACE_URL, "wsd-share:" + o.share.path).bytes_le
+        return FileObjectIdBuffer(object_id=oid, birth_volume_id=volume, birth_object_id=oid).pack(0)
 
     def inline_ok(self, share: Share) -> bool:
         """Cached-only attempts are worth making on *share* (a local file system, and

@@ -54,6 +54,15 @@ def test_basic_information():
     assert fscc.FileBasicInformation.unpack(b.pack(0), 0) == b
 
 
+def test_object_id_buffer():
+    """MS-FSCC 2.1.3 FILE_OBJECTID_BUFFER: four 16-byte GUIDs, ObjectId first."""
+    b = fscc.FileObjectIdBuffer(object_id=bytes(range(16)), birth_volume_id=bytes(range(16, 32)),
+                                birth_object_id=bytes(range(16)))
+    assert b.pack(0) == bytes(range(32)) + bytes(range(16)) + b"\0" * 16
+    assert fscc.FileObjectIdBuffer.FIXED_SIZE == 64
+    assert fscc.FileObjectIdBuffer.unpack(b.pack(0), 0) == b
+
+
 def test_standard_information():
     s = fscc.FileStandardInformation(allocation_size=4096, end_of_file=5, number_of_links=1,
                                      delete_pending=1, directory=0)
