@@ -14,7 +14,9 @@ is always False (no durable handles yet) and no oplock or lease is ever granted.
 """
 from __future__ import annotations
 
+import hmac
 import logging
+import secrets
 import struct
 import threading
 import time
@@ -30,10 +32,13 @@ from ..store.fscc import FileObjectIdBuffer
 from ..store.eas import parse_full as parse_full_eas
 from ..store.constants import (
     FILE_ALL_ACCESS,
+    FILE_EXECUTE,
     FILE_GENERIC_EXECUTE,
     FILE_GENERIC_READ,
     FILE_OPEN_BY_FILE_ID,
     FILE_RESERVE_OPFILTER,
+    FILE_READ_DATA,
+    FILE_WRITE_DATA,
     MAXIMUM_ALLOWED,
     SMB2_0_INFO_FILE,
     SMB2_0_INFO_FILESYSTEM,
@@ -95,6 +100,9 @@ from ..wire import (
     pack_create_contexts,
 )
 from ..wire.header import HEADER_SIZE
+from ..wire.copychunk import (FSCTL_SRV_COPYCHUNK, FSCTL_SRV_COPYCHUNK_WRITE, FSCTL_SRV_REQUEST_RESUME_KEY,
+                              RESUME_KEY_SIZE, SrvCopychunkCopy, SrvCopychunkResponse, SrvRequestResumeKeyResponse,
+                              unpack_chunks)
 from ..wire.contexts import (SMB2_CREATE_APP_INSTANCE_ID, AllocationSize, AppInstanceId, DurableHandleResponse,
                              DurableHandleResponseV2, QueryMaximalAccessResponse, QueryOnDiskIdResponse)
 from . import durable as dur
@@ -893,7 +901,89 @@ def ioctl(ctx: RequestContext, req: IoctlRequest) -> Response:
                                       output=struct.pack("<H", 0), flags=0))
     if code in (FSCTL_SET_REPARSE_POINT, FSCTL_SET_SPARSE, FSCTL_SET_COMPRESSION):
         raise NtStatusError(STATUS_INVALID_DEVICE_REQUEST)  # the store has none of these features
+    if code == FSCTL_SRV_REQUEST_RESUME_KEY:
+        return _request_resume_key(ctx, req, o)
+    if code in (FSCTL_SRV_COPYCHUNK, FSCTL_SRV_COPYCHUNK_WRITE):
+        return _copychunk(ctx, req, o)
     raise fail(STATUS_NOT_SUPPORTED, f"FSCTL 0x{code:08x}")
+
+
+# ---------------------------------------------------------------------- server-side copy
+#: ServerSideCopyMaxNumberofChunks, ServerSideCopyMaxChunkSize, ServerSideCopyMaxDataSize
+#: (MS-SMB2 3.3.3): Windows' and Samba's values
+SERVER_SIDE_COPY_MAX_NUMBER_OF_CHUNKS = 256
+SERVER_SIDE_COPY_MAX_CHUNK_SIZE = 1024 * 1024
+SERVER_SIDE_COPY_MAX_DATA_SIZE = 16 * 1024 * 1024
+
+
+def _request_resume_key(ctx: RequestContext, req: IoctlRequest, o: Open) -> Response:
+    """MS-SMB2 3.3.5.15.5 FSCTL_SRV_REQUEST_RESUME_KEY: the open's Open.ResumeKey, made on the
+    first request: FileId.Volatile (8 bytes, to find the open again) + 16 random bytes (so a
+    key cannot be guessed from a FileId).  No access is needed to ask for it; the copy checks."""
+    if req.max_output_response < SrvRequestResumeKeyResponse.FIXED_SIZE:
+        raise fail(STATUS_INVALID_PARAMETER, "output buffer smaller than SRV_REQUEST_RESUME_KEY")
+    if not o.resume_key:
+        o.resume_key = struct.pack("<Q", o.file_id_volatile) + secrets.token_bytes(RESUME_KEY_SIZE - 8)
+    out = SrvRequestResumeKeyResponse(resume_key=o.resume_key).pack(0)
+    return Response(IoctlResponse(ctl_code=req.ctl_code, file_id=req.file_id, input=b"", output=out, flags=0))
+
+
+def _source_open(ctx: RequestContext, key: bytes) -> Open | None:
+    """The open whose Open.ResumeKey is *key* (3.3.5.15.6), if it is still open."""
+    store = state_of(ctx.server).store
+    src = store.opens.get(struct.unpack_from("<Q", key)[0])
+    if src is None or src.closed or not src.resume_key or not hmac.compare_digest(src.resume_key, key):
+        return None
+    return src
+
+
+def _copychunk_response(req: IoctlRequest, chunks: int, chunk_bytes: int, total: int,
+                        status: int = STATUS_SUCCESS) -> Response:
+    out = SrvCopychunkResponse(chunks_written=chunks, chunk_bytes_written=chunk_bytes,
+                               total_bytes_written=total).pack(0)
+    return Response(IoctlResponse(ctl_code=req.ctl_code, file_id=req.file_id, input=b"", output=out, flags=0),
+                    status=status)
+
+
+def _copychunk(ctx: RequestContext, req: IoctlRequest, dst: Open) -> Response:
+    """MS-SMB2 3.3.5.15.6 FSCTL_SRV_COPYCHUNK / FSCTL_SRV_COPYCHUNK_WRITE: copy ranges of the
+    open named by SourceKey into *dst* (the IOCTL's FileId).  A copy that stops on an error
+    still answers a SRV_COPYCHUNK_RESPONSE (what was written) with that error's status."""
+    data = bytes(req.input)
+    src: Any = None
+    if len(data) >= RESUME_KEY_SIZE:
+        src = _source_open(ctx, data[:RESUME_KEY_SIZE])
+        if src is None:
+            raise fail(STATUS_OBJECT_NAME_NOT_FOUND, "no open with this resume key")
+    if req.max_output_response < SrvCopychunkResponse.FIXED_SIZE:
+        raise fail(STATUS_INVALID_PARAMETER, "output buffer smaller than SRV_COPYCHUNK_RESPONSE")
+    chunks = None
+    if len(data) >= SrvCopychunkCopy.FIXED_SIZE:
+        head = SrvCopychunkCopy.unpack(data, 0)
+        if head.chunk_count <= SERVER_SIDE_COPY_MAX_NUMBER_OF_CHUNKS:
+            chunks = unpack_chunks(data, head.chunk_count)
+    if chunks is None or any(not 0 < c.length <= SERVER_SIDE_COPY_MAX_CHUNK_SIZE for c in chunks) \
+            or sum(c.length for c in chunks) > SERVER_SIDE_COPY_MAX_DATA_SIZE:
+        # 3.3.5.15.6.2: the limits, with STATUS_INVALID_PARAMETER
+        return _copychunk_response(req, SERVER_SIDE_COPY_MAX_NUMBER_OF_CHUNKS, SERVER_SIDE_COPY_MAX_CHUNK_SIZE,
+                                   SERVER_SIDE_COPY_MAX_DATA_SIZE, STATUS_INVALID_PARAMETER)
+    if isinstance(src, _PipeOpen):
+        raise fail(STATUS_INVALID_DEVICE_REQUEST, "copy chunk from a pipe")
+    if src.session is not ctx.session:
+        # our choice: a key is honoured only in the session that asked for it
+        raise fail(STATUS_ACCESS_DENIED, "resume key of another session")
+    if not src.granted_access & (FILE_READ_DATA | FILE_EXECUTE):
+        raise fail(STATUS_ACCESS_DENIED, "source open without FILE_READ_DATA")
+    if not dst.granted_access & FILE_WRITE_DATA:
+        raise fail(STATUS_ACCESS_DENIED, "target open without FILE_WRITE_DATA")
+    if req.ctl_code == FSCTL_SRV_COPYCHUNK and not dst.granted_access & FILE_READ_DATA:
+        raise fail(STATUS_ACCESS_DENIED, "FSCTL_SRV_COPYCHUNK: target open without FILE_READ_DATA")
+    written, total, err = state_of(ctx.server).store.copy_chunks(
+        src, dst, [(c.source_offset, c.target_offset, c.length) for c in chunks])
+    if err is not None:
+        log.debug("event=copychunk_stopped chunks_written=%d status=%s", written, ntstatus.status_name(err.status))
+        return _copychunk_response(req, written, 0, total, err.status)
+    return _copychunk_response(req, written, 0, total)
 
 
 # ====================================================================== QUERY_DIRECTORY
