@@ -899,7 +899,16 @@ def ioctl(ctx: RequestContext, req: IoctlRequest) -> Response:
             raise NtStatusError(0xC0000023)  # STATUS_BUFFER_TOO_SMALL
         return Response(IoctlResponse(ctl_code=code, file_id=req.file_id, input=b"",
                                       output=struct.pack("<H", 0), flags=0))
-    if code in (FSCTL_SET_REPARSE_POINT, FSCTL_SET_SPARSE, FSCTL_SET_COMPRESSION):
+    if code == FSCTL_SET_COMPRESSION:  # MS-FSCC 2.3 FSCTL_SET_COMPRESSION; this file system has no compression
+        if len(req.input) < 2:
+            raise fail(STATUS_INVALID_PARAMETER, "FSCTL_SET_COMPRESSION without CompressionState")
+        state = struct.unpack_from("<H", bytes(req.input))[0]
+        if state > 2:  # COMPRESSION_FORMAT_NONE 0, _DEFAULT 1, _LZNT1 2
+            raise fail(STATUS_INVALID_PARAMETER, f"CompressionState {state}")
+        if state:  # as Windows ReFS and Samba without compression: NONE is a no-op, the rest unsupported
+            raise fail(STATUS_NOT_SUPPORTED, "no compression on this file system")
+        return Response(IoctlResponse(ctl_code=code, file_id=req.file_id, input=b"", output=b"", flags=0))
+    if code in (FSCTL_SET_REPARSE_POINT, FSCTL_SET_SPARSE):
         raise NtStatusError(STATUS_INVALID_DEVICE_REQUEST)  # the store has none of these features
     if code == FSCTL_SRV_REQUEST_RESUME_KEY:
         return _request_resume_key(ctx, req, o)
