@@ -384,3 +384,38 @@ def test_read_response_assembled_in_the_payload_headroom():
     short = HeadroomBuffer(80, 10)
     o2 = _Out(hdr, _c.ReadResponse(data=memoryview(short)[80:85]).pack_parts(64), None, False, None)
     assert _in_headroom(o2) is None
+
+
+def test_copychunk_structures_golden():
+    from wsd_smb.wire.copychunk import (SrvCopychunk, SrvCopychunkCopy, SrvCopychunkResponse,
+                                        SrvRequestResumeKeyResponse, unpack_chunks)
+    key = bytes(range(24))
+    # MS-SMB2 2.2.32.3 SRV_REQUEST_RESUME_KEY Response
+    assert SrvRequestResumeKeyResponse(resume_key=key).pack(0) == (
+        key                      # ResumeKey (24 bytes)
+        + b"\x00\x00\x00\x00"    # ContextLength 0
+        + b"\x00\x00\x00\x00")   # Context (reserved, zero)
+    # MS-SMB2 2.2.31.1 SRV_COPYCHUNK_COPY with two 2.2.31.1.1 SRV_COPYCHUNK entries
+    raw = (key                                    # SourceKey
+           + b"\x02\x00\x00\x00"                  # ChunkCount 2
+           + b"\xee\xee\xee\xee"                  # Reserved (ignored by the server)
+           + b"\x00\x10\x00\x00\x00\x00\x00\x00"  # SourceOffset 4096
+           + b"\x00\x00\x00\x00\x01\x00\x00\x00"  # TargetOffset 2**32
+           + b"\x30\x00\x00\x00"                  # Length 48
+           + b"\x00\x00\x00\x00"                  # Reserved
+           + b"\x01\x00\x00\x00\x00\x00\x00\x00"  # SourceOffset 1
+           + b"\x02\x00\x00\x00\x00\x00\x00\x00"  # TargetOffset 2
+           + b"\x00\x00\x10\x00"                  # Length 1 MiB
+           + b"\x00\x00\x00\x00")                 # Reserved
+    head = SrvCopychunkCopy.unpack(raw, 0)
+    assert (head.source_key, head.chunk_count) == (key, 2)
+    chunks = unpack_chunks(raw, head.chunk_count)
+    assert [(x.source_offset, x.target_offset, x.length) for x in chunks] == [(4096, 1 << 32, 48), (1, 2, 1 << 20)]
+    assert unpack_chunks(raw[:-1], 2) is None    # the array is one byte short
+    assert SrvCopychunk(source_offset=4096, target_offset=1 << 32, length=48).pack(0) == raw[32:56]
+    # MS-SMB2 2.2.32.1 SRV_COPYCHUNK_RESPONSE (here: the 3.3.5.15.6.2 limits)
+    assert SrvCopychunkResponse(chunks_written=256, chunk_bytes_written=1 << 20,
+                                total_bytes_written=16 << 20).pack(0) == (
+        b"\x00\x01\x00\x00"      # ChunksWritten 256
+        + b"\x00\x00\x10\x00"    # ChunkBytesWritten 1 MiB
+        + b"\x00\x00\x00\x01")   # TotalBytesWritten 16 MiB
