@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import struct
 
+import pytest
 from rawclient import RawClient
 from smbunit import PASSWORD, USER
 
@@ -221,3 +222,21 @@ def test_stream_to_stream(smbd, tmp_path):
     r = c.request(Command.SMB2_READ, w.ReadRequest(length=266, offset=0, file_id=dst), tree_id=tid)
     assert r.status == 0 and bytes(w.ReadResponse.unpack(r.raw).data) == bytes(10) + data
     c.close()
+
+
+def test_smbprotocol_copyfile_uses_server_side_copy(smbd, tmp_path):
+    """Interop: smbprotocol's smbclient.copyfile (PyPI, written by others) copies with
+    FSCTL_SRV_REQUEST_RESUME_KEY + FSCTL_SRV_COPYCHUNK_WRITE in 1 MiB chunks."""
+    smbclient = pytest.importorskip("smbclient")
+    share = tmp_path / "share"
+    data = os.urandom(3 * 1024 * 1024 + 123)
+    (share / "big.bin").write_bytes(data)
+    cache: dict = {}
+    kw = dict(port=smbd.port, connection_cache=cache)
+    smbclient.register_session(smbd.host, username=USER, password=PASSWORD, connection_timeout=10, **kw)
+    try:
+        unc = rf"\\{smbd.host}\share"
+        smbclient.copyfile(unc + r"\big.bin", unc + r"\copy.bin", **kw)
+        assert (share / "copy.bin").read_bytes() == data
+    finally:
+        smbclient.reset_connection_cache(connection_cache=cache)
