@@ -17,6 +17,7 @@ log = logging.getLogger("wsd_smb.server")
 _MAX_QUEUED = 64  # messages buffered per connection before we stop reading
 _MAX_QUEUED_BYTES = 32 * 1024 * 1024  # ... or this many bytes of them
 _COALESCE = 64 * 1024  # responses up to this size go out with their frame header in one write
+_INLINE_WRITE_LIMIT = 256 * 1024  # requests run straight from the read callback while less than this waits to go out
 
 
 def load_file_handlers() -> None:
@@ -49,6 +50,9 @@ class SmbServer:
         self.buffers = MessageBufferPool()
         #: bytes the kernel read straight into message buffers (no ring pass), all connections
         self.direct_bytes = 0
+        #: messages run straight from the read callback / by the connection's task (see _MessageSource)
+        self.messages_inline = 0
+        self.messages_queued = 0
 
     async def start(self, host: str = "127.0.0.1", port: int = 4450):
         if self.pool is None:
@@ -105,10 +109,10 @@ class SmbServer:
         local = writer.get_extra_info("sockname")
         conn.server_address = tuple(local) if isinstance(local, (tuple, list)) else None
         loop = asyncio.get_running_loop()
-        state = _ConnState(conn, writer, loop, self.pool)
+        state = _ConnState(conn, writer, loop, self.pool, self)
         conn.wakeup = lambda: loop.call_soon_threadsafe(state.on_wakeup)
         source = _MessageSource(reader, writer, DirectTcpFramer(self.server.config.max_message_size, self.buffers),
-                                on_direct=self._count_direct)
+                                on_direct=self._count_direct, state=state)
         log.info("event=connect client=%s", addr)
         timeout = self.server.config.logon_timeout
         watchdog = loop.call_later(timeout, state.logon_deadline, addr) if timeout > 0 else None
@@ -127,6 +131,7 @@ class SmbServer:
                     break
                 if msgs is None:
                     break
+                self.messages_queued += len(msgs)
                 for m in msgs:
                     state.handle(conn.receive_message(m, time.time()))
                     if state.closed:
@@ -171,8 +176,10 @@ class _MessageSource:
     _SINK_HIGH = 16 * 1024 * 1024
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, framer: DirectTcpFramer,
-                 on_direct=None):
+                 on_direct=None, state: "_ConnState | None" = None):
         self._reader = reader
+        self._state = state
+        self._waiting = False  # the connection's task sleeps in next_messages() with nothing ready
         self._on_direct = on_direct
         self._framer = framer
         self._transport = writer.transport
@@ -196,10 +203,22 @@ class _MessageSource:
             except ValueError as e:
                 self._error = e
             else:
-                if not msgs:
+                if not msgs or self._run_inline(msgs):
                     return
                 self._deliver(msgs)
         self._wake.set()
+
+    def _run_inline(self, msgs: list) -> bool:
+        """Run *msgs* right here, in the read callback, when the connection's task is idle
+        (nothing queued before them, so the order holds) and the peer keeps up with our
+        responses: this saves the task wake-up per request.  Otherwise the task takes them."""
+        state = self._state
+        if state is None or not self._waiting or self._ready or not state.run_inline(msgs):
+            return False
+        if state.closed:  # the task wakes up to finish the connection
+            self._eof = True
+            self._wake.set()
+        return True
 
     def _lend(self):
         """The rest of a big message: the kernel reads straight into it (no ring pass)."""
@@ -211,7 +230,7 @@ class _MessageSource:
         if self._on_direct is not None:
             self._on_direct(nbytes)
         msgs = self._framer.filled(nbytes)
-        if msgs:
+        if msgs and not self._run_inline(msgs):
             self._deliver(msgs)
             self._wake.set()
 
@@ -229,7 +248,11 @@ class _MessageSource:
             return self._framer.feed(data) if data else None
         while not self._ready and self._error is None and not self._eof:
             self._wake.clear()
-            await self._wake.wait()
+            self._waiting = True
+            try:
+                await self._wake.wait()
+            finally:
+                self._waiting = False
         if self._ready:
             msgs, self._ready, self._ready_bytes = self._ready, [], 0
             if self._paused:
@@ -244,8 +267,9 @@ class _MessageSource:
 class _ConnState:
     """Runs the events of one connection on the loop."""
 
-    def __init__(self, conn: Connection, writer: asyncio.StreamWriter, loop, pool):
+    def __init__(self, conn: Connection, writer: asyncio.StreamWriter, loop, pool, counters: SmbServer):
         self.conn = conn
+        self.counters = counters
         self.writer = writer
         self.loop = loop
         self.pool = pool
@@ -253,6 +277,28 @@ class _ConnState:
         self.drained = asyncio.Event()
         self._work_running = 0  # handlers running on the pool
         self._idle = asyncio.Event()
+
+    def run_inline(self, msgs: list) -> bool:
+        """Process *msgs* now, on the read callback (see _MessageSource._run_inline);
+        False when the task must take them: closing, requests queued behind a blocking
+        handler, or responses not yet written out (the task waits for the drain)."""
+        conn = self.conn
+        if self.closed or self.writer.is_closing() or len(conn._queue) > _MAX_QUEUED \
+                or (conn._queue and sum(len(d) for d, _ in conn._queue) > _MAX_QUEUED_BYTES) \
+                or self.writer.transport.get_write_buffer_size() > _INLINE_WRITE_LIMIT:
+            return False
+        now = time.time()
+        self.counters.messages_inline += len(msgs)
+        try:
+            for m in msgs:
+                self.handle(conn.receive_message(m, now))
+                if self.closed:
+                    break
+        except (ConnectionError, OSError) as e:
+            log.warning("event=disconnect client=%s reason=%r", conn.client_address, f"{type(e).__name__}: {e}")
+            self.closed = True
+            self.writer.close()
+        return True
 
     def handle(self, events: list) -> None:
         for ev in events:
