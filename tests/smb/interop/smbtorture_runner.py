@@ -16,6 +16,7 @@ suite's budget is spent it kills smbtorture, records the running case as
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import re
@@ -205,8 +206,16 @@ def load_pins(path: Path = PINS) -> dict:
     return {}
 
 
-def save_pins(pins: dict, path: Path = PINS) -> None:
-    path.write_text(json.dumps(pins, indent=1, sort_keys=True) + "\n")
+def merge_pins(target: str, updates: dict[str, list[str]], path: Path = PINS) -> None:
+    """Write *updates* (suite -> pinned cases) for *target* into the pin file, re-read under
+    an exclusive lock: runners of other suites that finish meanwhile keep their pins."""
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        pins = load_pins(path)
+        pins.setdefault(target, {}).update(updates)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(pins, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     srv = KINDS[a.target](root)
     srv.start()
     all_results = {}
+    updates: dict[str, list[str]] = {}
     try:
         pins = load_pins()
         for s in suites:
@@ -258,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                 lost = old - stable
                 if lost:
                     print(f"  REGRESSION, pinned but not passing: {sorted(lost)}")
-                pins[a.target][s] = sorted(stable | old)
+                updates[s] = sorted(stable | old)
             if own is not None:
                 if not own.alive():
                     print(f"!! {a.target} server died during {s}; log tail:\n{own.log_tail()[-3000:]}")
@@ -269,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                 srv = KINDS[a.target](root / f"restart-{s}")
                 srv.start()
         if a.update_pins:
-            save_pins(pins)
+            merge_pins(a.target, updates)
         if a.json:
             Path(a.json).write_text(json.dumps(all_results, indent=1, sort_keys=True))
     finally:
