@@ -57,6 +57,14 @@ class Close:
 
 
 @dataclass
+class Cleanup:
+    """Blocking clean-up for the driver's thread pool that answers no request (the
+    file layer's hooks after a session was closed from outside, MS-SMB2 3.3.4.12)."""
+
+    fn: Callable[[], Any]
+
+
+@dataclass
 class Work:
     """A blocking call for the driver's thread pool.  run() never raises for the
     exceptions a handler is expected to raise; it stores the outcome."""
@@ -198,6 +206,7 @@ class Connection:
         self.should_sign = False
         self.closed = False
         self.wakeup: Callable[[], None] = lambda: None
+        self._session_closes: list[Session] = []  # request_session_close(), done by poll()
         self._queue: deque[tuple[bytes, float]] = deque()
         self._chain: _Chain | None = None
         self._lock = threading.Lock()
@@ -245,9 +254,25 @@ class Connection:
         out = self._continue_chain(now)
         return out + self._pump()
 
+    def request_session_close(self, session: Session) -> None:
+        """Server application requests closing a session (MS-SMB2 3.3.4.12), from any
+        thread: queued, and done by :meth:`poll` on this connection's own loop."""
+        with self._lock:
+            self._session_closes.append(session)
+        self.wakeup()
+
     def poll(self, now: float | None = None) -> list:
-        """Final responses of async operations completed since the last call."""
+        """Final responses of async operations completed since the last call, and the
+        session closes requested meanwhile (their file-layer hooks as Cleanup events)."""
         out: list = []
+        with self._lock:
+            closes, self._session_closes = self._session_closes, []
+        for session in closes:
+            if self.closed or self.session_table.get(session.session_id) is not session:
+                continue  # gone already (LOGOFF, connection lost)
+            log.info("event=session_closed_by_server session_id=0x%x user=%s", session.session_id,
+                     session.user_name)
+            out += [Cleanup(w.fn) for w in self._teardown_session(session, run_hooks=True)]
         while True:
             with self._lock:
                 if not self._completions:

@@ -225,6 +225,7 @@ class _State:
         self.leases = lsm.LeaseManager(server, self.oplocks, self.close_any, ObjectStore._share_conflict)
         server.on_tree_disconnected.append(self.tree_disconnected)
         server.on_session_closed.append(self.session_closed)
+        server.open_closer = self.close_any  # MS-SMB2 3.3.4.17 (srvsvc NetrFileClose)
         #: CHANGE_NOTIFY watches (core/notify.py), fed by the _notify hooks below
         self.notify = ntf.NotifyManager(lambda data, status: Response(ChangeNotifyResponse(output_buffer=data),
                                                                       status=status))
@@ -714,6 +715,7 @@ def _create_pipe(ctx: RequestContext, st: _State, name: str) -> Response:
     pid = st.new_pipe_id()
     o = _PipeOpen(ep, pid, pid)
     o.session, o.tree_connect, o.connection = ctx.session, ctx.tree_connect, ctx.connection
+    o.file_global_id = ctx.server.allocate_global_id()
     ctx.session.open_table[o.file_id_volatile] = o
     ctx.server.global_open_table[o.file_id_persistent] = o
     ctx.tree_connect.open_count += 1

@@ -12,7 +12,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # pragma: no cover
     from .connection import Connection
@@ -225,6 +225,45 @@ class SessionInfo:
     transport: str = "tcp"
 
 
+@dataclass
+class OpenInfo:
+    """Answer of the server's open query (MS-SMB2 3.3.4.20), read by srvsvc
+    (MS-SRVS NetrFileEnum / NetrFileGetInfo) as FILE_INFO_3."""
+
+    file_global_id: int  # fi3_id: Open.FileGlobalId
+    granted_access: int  # fi3_permissions: Open.GrantedAccess
+    lock_count: int  # fi3_num_locks: Open.LockCount
+    path_name: str  # fi3_path_name: Open.PathName, as a path on the server ("C:\\srv\\dir\\f", "\\PIPE\\srvsvc")
+    user_name: str  # fi3_username: Open.Session.UserName, "" when Open.Session is NULL
+    client_address: str  # the session's client (the UserName qualifier "\\\\host" matches it)
+
+
+@dataclass
+class TreeConnectInfo:
+    """Answer of the server's tree-connect query (MS-SMB2 3.3.4.19), read by srvsvc
+    (MS-SRVS NetrConnectionEnum) as CONNECTION_INFO_1."""
+
+    tree_global_id: int  # coni1_id
+    share: "Share"  # coni1_type from its type; the share-name qualifier and coni1_netname
+    open_count: int  # coni1_num_opens
+    connected_time: float  # coni1_time: seconds since TreeConnect.CreationTime
+    user_name: str  # coni1_username
+    client_address: str  # the computer-name qualifier and coni1_netname
+
+
+def open_path_name(o: Any) -> str:
+    """Open.PathName as a server path: the share's directory in DOS form plus the file's
+    current name inside it (it follows renames); named pipes are ``\\PIPE\\name``."""
+    endpoint = getattr(o, "endpoint", None)
+    if endpoint is not None:
+        return "\\PIPE\\" + endpoint.name
+    share = getattr(o, "share", None)
+    root = getattr(share, "path", "") or ""
+    rel = getattr(o, "path", "") or ""
+    full = root.rstrip("/") + ("/" + rel if rel else "")
+    return "C:" + full.replace("/", "\\")
+
+
 class Server:
     """Global server state (MS-SMB2 3.3.1.5): GlobalSessionTable, GlobalOpenTable,
     ConnectionList, ServerStartTime, the configuration."""
@@ -257,6 +296,8 @@ class Server:
         #: :meth:`handle_timers` once :meth:`next_deadline` has passed (sans-IO: the core
         #: never reads the clock for these)
         self.timer_sources: list = []
+        #: set by the file layer: closes an Open from outside its own requests (MS-SMB2 3.3.4.17)
+        self.open_closer: Callable[[Any], None] | None = None
 
     def next_deadline(self) -> float | None:
         """The earliest deadline of any timer source (None: nothing pending)."""
@@ -306,6 +347,59 @@ class Server:
         """session_info() of every valid session (the SessionList walk of NetrSessionEnum)."""
         out = [self.session_info(g, now) for g in self.session_global_ids()]
         return [i for i in out if i is not None]
+
+    # ----------------------------------------------------- MS-SMB2 3.3.4.12, 3.3.4.17, 3.3.4.19, 3.3.4.20
+    def close_session(self, session_global_id: int) -> bool:
+        """Server application requests closing a session (MS-SMB2 3.3.4.12): the session's
+        connection tears it down on its own loop (its opens closed, tree connects
+        disconnected); later requests on it get STATUS_USER_SESSION_DELETED.  False if
+        no such session."""
+        for s in list(self.global_session_table.values()):
+            if s.session_global_id == session_global_id and s.connection is not None:
+                s.connection.request_session_close(s)
+                return True
+        return False
+
+    def open_info(self, o: Any) -> OpenInfo:
+        """Server application queries an open (MS-SMB2 3.3.4.20)."""
+        file = getattr(o, "file", None)
+        locks = sum(1 for lk in list(file.locks) if lk.owner is o) if file is not None else 0
+        session = o.session
+        return OpenInfo(file_global_id=o.file_global_id, granted_access=o.granted_access, lock_count=locks,
+                        path_name=open_path_name(o), user_name=session.user_name if session is not None else "",
+                        client_address=session.connection.client_address
+                        if session is not None and session.connection is not None else "")
+
+    def open_infos(self) -> list[OpenInfo]:
+        """open_info() of every Open in GlobalOpenTable, in FileGlobalId order."""
+        opens = sorted(list(self.global_open_table.values()), key=lambda o: o.file_global_id)
+        return [self.open_info(o) for o in opens if o.file_global_id and not getattr(o, "closed", False)]
+
+    def close_open(self, file_global_id: int) -> bool:
+        """Server application requests closing an open (MS-SMB2 3.3.4.17); blocking (the
+        object store closes the file).  False if no open has that FileGlobalId."""
+        for o in list(self.global_open_table.values()):
+            if o.file_global_id == file_global_id and not getattr(o, "closed", False):
+                if self.open_closer is None:
+                    return False
+                self.open_closer(o)
+                return True
+        return False
+
+    def tree_connect_infos(self, now: float | None = None) -> list[TreeConnectInfo]:
+        """Server application queries a tree connect (MS-SMB2 3.3.4.19), for every tree
+        connect of every valid session, in TreeGlobalId order."""
+        now = time.time() if now is None else now
+        out = []
+        for s in list(self.global_session_table.values()):
+            if s.state is not SessionState.Valid:
+                continue
+            addr = s.connection.client_address if s.connection is not None else ""
+            for tc in list(s.tree_connect_table.values()):
+                out.append(TreeConnectInfo(tree_global_id=tc.tree_global_id, share=tc.share,
+                                           open_count=tc.open_count, connected_time=max(0.0, now - tc.creation_time),
+                                           user_name=s.user_name, client_address=addr))
+        return sorted(out, key=lambda t: t.tree_global_id)
 
     def session_global_ids(self) -> list[int]:
         """The SessionList as MS-SRVS sees it (SessionGlobalIds of valid sessions)."""

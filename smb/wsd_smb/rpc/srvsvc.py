@@ -1,9 +1,11 @@
 """MS-SRVS, the Server Service Remote Protocol (interface srvsvc,
 4b324fc8-1670-01d3-1278-5a47bf6ee188 v3.0) on the IPC$ pipe ``\\srvsvc``.
 
-Methods: NetrSessionEnum (opnum 12, 3.1.4.5, SRVS-1 ... SRVS-7), NetrShareEnum (15,
-3.1.4.8), NetrShareEnumSticky (36, 3.1.4.9), NetrShareGetInfo (16, 3.1.4.10),
-NetrServerGetInfo (21, 3.1.4.17), NetrRemoteTOD (28, 3.1.4.21).  Any other opnum is answered with a fault
+Methods: NetrConnectionEnum (opnum 8, 3.1.4.1), NetrFileEnum (9, 3.1.4.2), NetrFileGetInfo
+(10, 3.1.4.3), NetrFileClose (11, 3.1.4.4), NetrSessionEnum (12, 3.1.4.5, SRVS-1 ... SRVS-7),
+NetrSessionDel (13, 3.1.4.6), NetrShareEnum (15, 3.1.4.8), NetrShareEnumSticky (36, 3.1.4.9),
+NetrShareGetInfo (16, 3.1.4.10), NetrServerGetInfo (21, 3.1.4.17), NetrRemoteTOD (28,
+3.1.4.21).  Any other opnum is answered with a fault
 nca_s_op_rng_error by the RPC layer.  Errors are Win32/NERR codes in the NET_API_STATUS
 return value (:mod:`.win32`), never faults.
 
@@ -20,6 +22,22 @@ Implementation choices where MS-SRVS leaves room:
   NetrSessionEnum 1, 2, 502; NetrShareEnum/NetrShareGetInfo 2, 502, 503;
   NetrServerGetInfo 102 (MS-SRVS 3.1.4.5 <52>, NetSessionEnum/NetShareEnum/NetServerGetInfo
   documentation).  Levels 0 and 10 of NetrSessionEnum are open to every user.
+* Open files (NetrFileEnum/GetInfo/Close) and tree connects (NetrConnectionEnum) come from
+  the SMB2 server's queries (MS-SMB2 3.3.4.20, 3.3.4.19): fi3_id is Open.FileGlobalId,
+  fi3_path_name the file's current path on the server in DOS form (``C:\\srv\\dir\\f``;
+  pipes ``\\PIPE\\srvsvc``), listed in FileGlobalId order; BasePath keeps the opens whose
+  fi3_path_name starts with it (case-insensitive); UserName ``\\\\host`` keeps a client's
+  opens, any other value a user's; no match is success with no entries.  The ResumeHandle is
+  a position, as for sessions.  NetrConnectionEnum needs a Qualifier (share name, or
+  ``\\\\host`` for a client's connections; ERROR_INVALID_PARAMETER without one,
+  NERR_NetNameNotFound / NERR_ClientNameNotFound for an unknown one); coni1_netname is the
+  other side (the client for a share qualifier, the share for a client qualifier).
+* NetrFileClose closes the open as MS-SMB2 3.3.4.17 (its client's next request on it gets
+  STATUS_FILE_CLOSED); NetrSessionDel closes every session matching ClientName and
+  UserName (at least one given, else ERROR_INVALID_PARAMETER) as MS-SMB2 3.3.4.12: the
+  session's connection tears it down on its own loop right after the call.  All four
+  file/connection/session-deletion methods are for administrators only (Windows: members of
+  Administrators or Server Operators).
 * sesi502_cname is the client's IP address (no port, no leading backslashes);
   sesi502_cltype_name is empty (as Windows Vista and later report); sesi502_transport
   names the transport the session came over.
@@ -38,6 +56,7 @@ from .win32 import (
     ERROR_MORE_DATA,
     NERR_Success,
     ErrorAccessDenied,
+    NerrFileIdNotFound,
     ErrorInvalidLevel,
     ErrorInvalidParameter,
     NerrClientNameNotFound,
@@ -166,6 +185,34 @@ TIME_OF_DAY_INFO = Struct("TIME_OF_DAY_INFO", [
     ("tod_elapsedt", DWORD), ("tod_msecs", DWORD), ("tod_hours", DWORD), ("tod_mins", DWORD), ("tod_secs", DWORD),
     ("tod_hunds", DWORD), ("tod_timezone", LONG), ("tod_tinterval", DWORD), ("tod_day", DWORD),
     ("tod_month", DWORD), ("tod_year", DWORD), ("tod_weekday", DWORD),
+])
+
+#: FILE_INFO_2 / FILE_INFO_3 (MS-SRVS 2.2.4.6, 2.2.4.7); FILE_ENUM_STRUCT (2.2.4.10), LPFILE_INFO (2.2.3.3)
+FILE_INFO = {
+    2: Struct("FILE_INFO_2", [("fi2_id", DWORD)]),
+    3: Struct("FILE_INFO_3", [("fi3_id", DWORD), ("fi3_permissions", DWORD), ("fi3_num_locks", DWORD),
+                              ("fi3_path_name", LPWSTR), ("fi3_username", LPWSTR)]),
+}
+FILE_LEVELS = (2, 3)
+FILE_ENUM_STRUCT = Struct("FILE_ENUM_STRUCT", [
+    ("Level", DWORD),
+    ("FileInfo", Union({lv: Pointer(_container(f"FILE_INFO_{lv}_CONTAINER", FILE_INFO[lv])) for lv in FILE_LEVELS},
+                       default=Union.EMPTY)),
+])
+FILE_INFO_UNION = Union({lv: Pointer(FILE_INFO[lv]) for lv in FILE_LEVELS}, default=Union.EMPTY)
+
+#: CONNECTION_INFO_0 / _1 (MS-SRVS 2.2.4.1, 2.2.4.2); CONNECT_ENUM_STRUCT (2.2.4.5)
+CONNECTION_INFO = {
+    0: Struct("CONNECTION_INFO_0", [("coni0_id", DWORD)]),
+    1: Struct("CONNECTION_INFO_1", [("coni1_id", DWORD), ("coni1_type", DWORD), ("coni1_num_opens", DWORD),
+                                    ("coni1_num_users", DWORD), ("coni1_time", DWORD), ("coni1_username", LPWSTR),
+                                    ("coni1_netname", LPWSTR)]),
+}
+CONNECTION_LEVELS = (0, 1)
+CONNECT_ENUM_STRUCT = Struct("CONNECT_ENUM_STRUCT", [
+    ("Level", DWORD),
+    ("ConnectInfo", Union({lv: Pointer(_container(f"CONNECT_INFO_{lv}_CONTAINER", CONNECTION_INFO[lv]))
+                           for lv in CONNECTION_LEVELS}, default=Union.EMPTY)),
 ])
 
 SRVSVC_HANDLE = LPWSTR  # [in, string, unique] SRVSVC_HANDLE ServerName
@@ -308,6 +355,161 @@ def _session_error_outs(ins: list) -> list:
     return [_session_out(info["Level"], []), 0, ins[5]]
 
 
+def _page(items: list[dict], t: Struct, pref: int, resume: int | None) -> tuple[list[dict], int, int | None, int]:
+    """One page of an enumeration from position *resume* (as SRVS-4/5/6 for sessions):
+    (entries, TotalEntries, the new ResumeHandle, status)."""
+    start = resume or 0
+    if start >= len(items) and start != 0:
+        return [], 0, resume, NERR_Success
+    chosen = _fit(list(enumerate(items[start:], start)), t, pref)
+    total = len(items) - start
+    status = ERROR_MORE_DATA if len(chosen) < total else NERR_Success
+    new_resume = resume
+    if resume is not None:
+        new_resume = chosen[-1][0] + 1 if status == ERROR_MORE_DATA else 0
+    return [e for _, e in chosen], total, new_resume, status
+
+
+def _check_name(name: str | None, what: str) -> None:
+    if name is not None and len(name) + 1 > MAX_NAME_CHARS:
+        raise ErrorInvalidParameter(f"{what} longer than 1024 characters")
+
+
+# ====================================================================== open files (3.1.4.2 - 3.1.4.4)
+def file_level(level: int, info: Any) -> dict:
+    """FILE_INFO_<level> from the SMB2 server's open query (MS-SMB2 3.3.4.20)."""
+    if level == 2:
+        return {"fi2_id": info.file_global_id}
+    return {"fi3_id": info.file_global_id, "fi3_permissions": info.granted_access & 0xFFFFFFFF,
+            "fi3_num_locks": info.lock_count, "fi3_path_name": info.path_name, "fi3_username": info.user_name}
+
+
+def _file_out(level: int, entries: list[dict]) -> dict:
+    if level not in FILE_LEVELS:
+        return {"Level": level, "FileInfo": (level, None)}
+    return {"Level": level, "FileInfo": (level, {"EntriesRead": len(entries), "Buffer": entries or None})}
+
+
+def netr_file_enum(caller: Caller, ins: list) -> tuple[list, int]:
+    """MS-SRVS 3.1.4.2 NetrFileEnum (levels 2, 3)."""
+    _server_name, base_path, user_name, info, pref, resume = ins
+    level, tag = info["Level"], info["FileInfo"][0]
+    _check_level(level, tag, FILE_LEVELS)
+    base_path, user_name = base_path or None, user_name or None
+    _check_name(base_path, "BasePath")
+    _check_name(user_name, "UserName")
+    _require_admin(caller, "NetrFileEnum")
+    opens = caller.server.open_infos()
+    if base_path is not None:
+        opens = [o for o in opens if o.path_name.lower().startswith(base_path.lower())]
+    if user_name is not None:
+        if user_name.startswith("\\\\"):
+            host = user_name[2:].lower()
+            opens = [o for o in opens if host_of(o.client_address).lower() == host]
+        else:
+            opens = [o for o in opens if o.user_name.lower() == user_name.lower()]
+    entries, total, new_resume, status = _page([file_level(level, o) for o in opens], FILE_INFO[level], pref,
+                                               resume)
+    return [_file_out(level, entries), total, new_resume], status
+
+
+def _find_open(caller: Caller, file_id: int) -> Any:
+    for o in caller.server.open_infos():
+        if o.file_global_id == file_id:
+            return o
+    raise NerrFileIdNotFound(f"FileId {file_id}")
+
+
+def netr_file_get_info(caller: Caller, ins: list) -> tuple[list, int]:
+    """MS-SRVS 3.1.4.3 NetrFileGetInfo (levels 2, 3)."""
+    _server_name, file_id, level = ins
+    if level not in FILE_LEVELS:
+        raise ErrorInvalidLevel(f"level {level}")
+    _require_admin(caller, "NetrFileGetInfo")
+    return [(level, file_level(level, _find_open(caller, file_id)))], NERR_Success
+
+
+def netr_file_close(caller: Caller, ins: list) -> tuple[list, int]:
+    """MS-SRVS 3.1.4.4 NetrFileClose: the open is closed as MS-SMB2 3.3.4.17."""
+    _server_name, file_id = ins
+    _require_admin(caller, "NetrFileClose")
+    if not caller.server.close_open(file_id):
+        raise NerrFileIdNotFound(f"FileId {file_id}")
+    log.info("event=file_closed_by_admin file_global_id=%d", file_id)
+    return [], NERR_Success
+
+
+# ====================================================================== NetrSessionDel (3.1.4.6)
+def netr_session_del(caller: Caller, ins: list) -> tuple[list, int]:
+    """MS-SRVS 3.1.4.6 NetrSessionDel: every session from ClientName of UserName (either may
+    be NULL, not both) is closed as MS-SMB2 3.3.4.12."""
+    _server_name, client_name, user_name = ins
+    client_name, user_name = client_name or None, user_name or None
+    if client_name is None and user_name is None:
+        raise ErrorInvalidParameter("neither ClientName nor UserName")
+    if client_name is not None and not client_name.startswith("\\\\"):
+        raise NerrInvalidComputer(repr(client_name[:40]))
+    _check_name(client_name, "ClientName")
+    _check_name(user_name, "UserName")
+    _require_admin(caller, "NetrSessionDel")
+    server = caller.server
+    infos = [server.session_info(g) for g in server.session_global_ids()]
+    infos = [i for i in infos if i is not None]
+    by_client = [i for i in infos if client_name is None or host_of(i.client_address).lower() == client_name[2:].lower()]
+    matching = [i for i in by_client if user_name is None or i.user_name.lower() == user_name.lower()]
+    if not matching:
+        if client_name is not None and not by_client:
+            raise NerrClientNameNotFound(client_name)
+        raise NerrUserNotFound(user_name or client_name)
+    for i in matching:
+        server.close_session(i.session_global_id)
+        log.info("event=session_deleted_by_admin user=%s client=%s", i.user_name, i.client_address)
+    return [], NERR_Success
+
+
+# ====================================================================== NetrConnectionEnum (3.1.4.1)
+def connection_level(level: int, tc: Any, by_share: bool) -> dict:
+    """CONNECTION_INFO_<level> from the SMB2 server's tree-connect query (MS-SMB2 3.3.4.19)."""
+    if level == 0:
+        return {"coni0_id": tc.tree_global_id}
+    return {"coni1_id": tc.tree_global_id, "coni1_type": _share_type(tc.share), "coni1_num_opens": tc.open_count,
+            "coni1_num_users": 1, "coni1_time": int(tc.connected_time) & 0xFFFFFFFF,
+            "coni1_username": tc.user_name,
+            "coni1_netname": host_of(tc.client_address) if by_share else tc.share.name}
+
+
+def _connection_out(level: int, entries: list[dict]) -> dict:
+    if level not in CONNECTION_LEVELS:
+        return {"Level": level, "ConnectInfo": (level, None)}
+    return {"Level": level, "ConnectInfo": (level, {"EntriesRead": len(entries), "Buffer": entries or None})}
+
+
+def netr_connection_enum(caller: Caller, ins: list) -> tuple[list, int]:
+    """MS-SRVS 3.1.4.1 NetrConnectionEnum (levels 0, 1): the tree connects to a share, or
+    from a client (Qualifier ``\\\\host``)."""
+    _server_name, qualifier, info, pref, resume = ins
+    level, tag = info["Level"], info["ConnectInfo"][0]
+    _check_level(level, tag, CONNECTION_LEVELS)
+    if not qualifier:
+        raise ErrorInvalidParameter("no Qualifier")
+    _check_name(qualifier, "Qualifier")
+    _require_admin(caller, "NetrConnectionEnum")
+    trees = caller.server.tree_connect_infos(caller.clock())
+    by_share = not qualifier.startswith("\\\\")
+    if by_share:
+        if caller.server.config.share(qualifier) is None:
+            raise NerrNetNameNotFound(qualifier)
+        trees = [t for t in trees if t.share.name.lower() == qualifier.lower()]
+    else:
+        host = qualifier[2:].lower()
+        trees = [t for t in trees if host_of(t.client_address).lower() == host]
+        if not trees:
+            raise NerrClientNameNotFound(qualifier)
+    entries, total, new_resume, status = _page([connection_level(level, t, by_share) for t in trees],
+                                               CONNECTION_INFO[level], pref, resume)
+    return [_connection_out(level, entries), total, new_resume], status
+
+
 # ====================================================================== shares
 def _shares(caller: Caller) -> list[Any]:
     """The shares as clients see them: every configured share, IPC$ included."""
@@ -411,6 +613,19 @@ def netr_remote_tod(caller: Caller, ins: list) -> tuple[list, int]:
 
 # ====================================================================== the interface
 SRVSVC = Interface("srvsvc", SRVSVC_SYNTAX, [
+    Operation(8, "NetrConnectionEnum",
+              [SRVSVC_HANDLE, LPWSTR, CONNECT_ENUM_STRUCT, DWORD, PDWORD],
+              [CONNECT_ENUM_STRUCT, DWORD, PDWORD], netr_connection_enum,
+              lambda ins: [_connection_out(ins[2]["Level"], []), 0, ins[4]]),
+    Operation(9, "NetrFileEnum",
+              [SRVSVC_HANDLE, LPWSTR, LPWSTR, FILE_ENUM_STRUCT, DWORD, PDWORD],
+              [FILE_ENUM_STRUCT, DWORD, PDWORD], netr_file_enum,
+              lambda ins: [_file_out(ins[3]["Level"], []), 0, ins[5]]),
+    Operation(10, "NetrFileGetInfo",
+              [SRVSVC_HANDLE, DWORD, DWORD],
+              [FILE_INFO_UNION], netr_file_get_info, lambda ins: [(ins[2], None)]),
+    Operation(11, "NetrFileClose", [SRVSVC_HANDLE, DWORD], [], netr_file_close, lambda ins: []),
+    Operation(13, "NetrSessionDel", [SRVSVC_HANDLE, LPWSTR, LPWSTR], [], netr_session_del, lambda ins: []),
     Operation(12, "NetrSessionEnum",
               [SRVSVC_HANDLE, LPWSTR, LPWSTR, SESSION_ENUM_STRUCT, DWORD, PDWORD],
               [SESSION_ENUM_STRUCT, DWORD, PDWORD], netr_session_enum, _session_error_outs),

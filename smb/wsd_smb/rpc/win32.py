@@ -24,6 +24,7 @@ _CODES: dict[str, int] = {
     "NERR_UserNotFound": 2221,
     "NERR_NetNameNotFound": 2310,
     "NERR_ClientNameNotFound": 2312,
+    "NERR_FileIdNotFound": 2314,
     "NERR_InvalidComputer": 2351,
 }
 
@@ -40,6 +41,7 @@ ERROR_MORE_DATA = 234
 NERR_UserNotFound = 2221
 NERR_NetNameNotFound = 2310
 NERR_ClientNameNotFound = 2312
+NERR_FileIdNotFound = 2314
 NERR_InvalidComputer = 2351
 
 
@@ -71,4 +73,5 @@ ErrorMoreData = Win32Error._registry[ERROR_MORE_DATA]
 NerrUserNotFound = Win32Error._registry[NERR_UserNotFound]
 NerrNetNameNotFound = Win32Error._registry[NERR_NetNameNotFound]
 NerrClientNameNotFound = Win32Error._registry[NERR_ClientNameNotFound]
+NerrFileIdNotFound = Win32Error._registry[NERR_FileIdNotFound]
 NerrInvalidComputer = Win32Error._registry[NERR_InvalidComputer]

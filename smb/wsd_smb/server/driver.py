@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 
-from ..core.connection import Close, Connection, Send, Work
+from ..core.connection import Cleanup, Close, Connection, Send, Work
 from ..buffers import MessageBufferPool
 from ..core.state import Server, SessionState
 from .transport import DirectTcpFramer, start_server
@@ -317,6 +317,8 @@ class _ConnState:
                         self.writer.write(ev.data)
             elif isinstance(ev, Work):
                 self._submit(ev)
+            elif isinstance(ev, Cleanup):
+                self.pool.submit(ev.fn, self._cleanup_finished)
             elif isinstance(ev, Close):
                 self.closed = True
                 self.writer.close()
@@ -328,6 +330,11 @@ class _ConnState:
         (batched with others that finish meanwhile, see workers.py)."""
         self._work_running += 1
         self.pool.submit(work.run, lambda _result, exc: self._work_finished(work, exc))
+
+    @staticmethod
+    def _cleanup_finished(_result, exc: BaseException | None) -> None:
+        if exc is not None:  # a bug in a clean-up hook: logged, the connection goes on
+            log.error("event=cleanup_failed error=%r", exc, exc_info=(type(exc), exc, exc.__traceback__))
 
     def _work_finished(self, work: Work, exc: BaseException | None) -> None:
         self._work_running -= 1

@@ -22,7 +22,8 @@ import pytest
 pytest.importorskip("impacket")
 from impacket.dcerpc.v5 import srvs, transport  # noqa: E402
 from impacket.dcerpc.v5.rpcrt import DCERPCException  # noqa: E402
-from impacket.smbconnection import SMBConnection  # noqa: E402
+from impacket.nmb import NetBIOSError  # noqa: E402
+from impacket.smbconnection import SessionError, SMBConnection  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sut_servers import WsdServer  # noqa: E402
@@ -259,6 +260,45 @@ def test_rpcclient_non_admin(wsd_with_plain_user):
     assert "WERR_ACCESS_DENIED" in res.stdout + res.stderr
     res = rpcclient(srv, "netshareenumall 1", PLAIN_USER, PLAIN_PASS)
     assert "netname: IPC$\n" in res.stdout
+
+
+# ====================================================================== open files, tree connects, sessions
+@needs_rpcclient
+def test_rpcclient_netfileenum_netconnenum_netsessdel(wsd_with_plain_user):
+    """MS-SRVS 3.1.4.1/3.1.4.2/3.1.4.6 from rpcclient: the file an impacket client holds open
+    is listed with its user, the tree connects enumerate per share, and deleting that user's
+    sessions ends them (impacket's next request fails) while the administrator's go on."""
+    srv = wsd_with_plain_user
+    c = SMBConnection(srv.host, srv.host, sess_port=srv.port, timeout=30)
+    c.login(PLAIN_USER, PLAIN_PASS)
+    try:
+        tid = c.connectTree(srv.share)
+        fid = c.createFile(tid, "held-open.txt")
+        c.writeFile(tid, fid, b"held")
+        res = rpcclient(srv, "netfileenum 3")
+        out = res.stdout + res.stderr
+        assert "held-open.txt" in out and "\\PIPE\\srvsvc" in out, out
+        res = rpcclient(srv, f"netconnenum 1 {srv.share}")
+        assert "result was" not in res.stdout + res.stderr  # success prints nothing
+        res = rpcclient(srv, "netconnenum 1 nosuchshare")
+        assert "WERR_NERR_NETNAMENOTFOUND" in (res.stdout + res.stderr).upper()
+        res = rpcclient(srv, rf"netsessdel \\\\127.0.0.1 {PLAIN_USER}")
+        assert "result was" not in res.stdout + res.stderr, res.stdout + res.stderr
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "held-open.txt" in rpcclient(srv, "netfileenum 3").stdout:
+            time.sleep(0.1)
+        assert "held-open.txt" not in rpcclient(srv, "netfileenum 3").stdout  # closed with its session
+        # impacket encrypts its 3.1.1 requests: a TRANSFORM for a session that no longer
+        # exists ends the connection (MS-SMB2 3.3.5.2.1.1)
+        with pytest.raises(NetBIOSError):
+            c.readFile(tid, fid, 0, 4)
+        res = rpcclient(srv, rf"netsessdel \\\\127.0.0.1 {PLAIN_USER}")
+        assert "WERR_NERR_USERNOTFOUND" in (res.stdout + res.stderr).upper()
+    finally:
+        try:
+            c.close()
+        except (SessionError, NetBIOSError):  # the session was deleted: its LOGOFF fails
+            pass
 
 
 # ====================================================================== replies longer than one fragment
