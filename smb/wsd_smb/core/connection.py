@@ -40,7 +40,7 @@ from ..wire.header import (HEADER_SIZE, SMB1_PROTOCOL_ID, SMB2_FLAGS_ASYNC_COMMA
                            SMB2_TRANSFORM_PROTOCOL_ID, Command, Smb2Header)
 from .credits import CommandSequenceWindow
 from .dispatch import DISPATCH, AsyncOp, RequestContext, Response
-from .state import Channel, SecurityContext, Server, Session, SessionState
+from .state import Channel, SecurityContext, Server, Session, SessionState, TreeConnect
 
 log = logging.getLogger("wsd_smb.core")
 
@@ -206,7 +206,8 @@ class Connection:
         self.should_sign = False
         self.closed = False
         self.wakeup: Callable[[], None] = lambda: None
-        self._session_closes: list[Session] = []  # request_session_close(), done by poll()
+        #: request_session_close() / request_tree_disconnect(), done by poll() on the loop
+        self._server_requests: list[tuple[str, Session, Any]] = []
         self._queue: deque[tuple[bytes, float]] = deque()
         self._chain: _Chain | None = None
         self._lock = threading.Lock()
@@ -258,21 +259,45 @@ class Connection:
         """Server application requests closing a session (MS-SMB2 3.3.4.12), from any
         thread: queued, and done by :meth:`poll` on this connection's own loop."""
         with self._lock:
-            self._session_closes.append(session)
+            self._server_requests.append(("session", session, None))
         self.wakeup()
 
-    def poll(self, now: float | None = None) -> list:
-        """Final responses of async operations completed since the last call, and the
-        session closes requested meanwhile (their file-layer hooks as Cleanup events)."""
-        out: list = []
+    def request_tree_disconnect(self, session: Session, tc: TreeConnect) -> None:
+        """Disconnect *tc* for the server (its share was deregistered), from any thread:
+        done by :meth:`poll` on this connection's loop, as a TREE_DISCONNECT would."""
         with self._lock:
-            closes, self._session_closes = self._session_closes, []
-        for session in closes:
-            if self.closed or self.session_table.get(session.session_id) is not session:
-                continue  # gone already (LOGOFF, connection lost)
+            self._server_requests.append(("tree", session, tc))
+        self.wakeup()
+
+    def _server_request(self, kind: str, session: Session, tc: TreeConnect | None) -> list:
+        if self.closed or self.session_table.get(session.session_id) is not session:
+            return []  # gone already (LOGOFF, connection lost)
+        if kind == "session":
             log.info("event=session_closed_by_server session_id=0x%x user=%s", session.session_id,
                      session.user_name)
-            out += [Cleanup(w.fn) for w in self._teardown_session(session, run_hooks=True)]
+            return [Cleanup(w.fn) for w in self._teardown_session(session, run_hooks=True)]
+        if session.tree_connect_table.get(tc.tree_id) is not tc:
+            return []
+        session.remove_tree_connect(tc.tree_id)
+        log.info("event=tree_disconnected_by_server session_id=0x%x share=%s", session.session_id, tc.share.name)
+        hooks = list(self.server.on_tree_disconnected)
+        if not hooks:
+            return []
+
+        def run() -> None:
+            for hk in hooks:
+                hk(tc)
+        return [Cleanup(run)]
+
+    def poll(self, now: float | None = None) -> list:
+        """Final responses of async operations completed since the last call, and what the
+        server asked for meanwhile (session closes, tree disconnects; their file-layer
+        hooks as Cleanup events)."""
+        out: list = []
+        with self._lock:
+            requests, self._server_requests = self._server_requests, []
+        for kind, session, tc in requests:
+            out += self._server_request(kind, session, tc)
         while True:
             with self._lock:
                 if not self._completions:
@@ -573,7 +598,7 @@ class Connection:
             return self._error(chain, el, STATUS_NOT_SUPPORTED, session)
         if handler is None or handler.needs_tree:
             tc = session.tree_connect_table.get(h.tree_id)
-            if tc is None:
+            if tc is None or tc.share.deleted:
                 chain.last_tree_id = None
                 if h.is_related and h.tree_id == 0xFFFFFFFF:
                     return self._error(chain, el, STATUS_INVALID_PARAMETER, session)

@@ -215,7 +215,7 @@ class _State:
     def __init__(self, server: Any) -> None:
         self.server = server
         self.store = ObjectStore()
-        self.shares: dict[str, Share] = {}
+        self.shares: dict[tuple, Share] = {}  # (NAME, local path, read_only) -> store Share
         self.lock = threading.Lock()
         self._pipe_ids = iter(range(0x7000_0001, 0x7FFF_FFFF))
         self.oplocks = opl.OplockManager(server, ObjectStore._share_conflict, self.close_disconnected)
@@ -249,11 +249,14 @@ class _State:
         self.oplocks.open_closed(o)
 
     def share_for(self, share: Any) -> Share:
+        """The object store's Share for a configured share; a new one when a configuration
+        reload gave the name another path or read_only setting."""
+        key = (share.name.upper(), share.local_path, bool(share.read_only))
         with self.lock:
-            s = self.shares.get(share.name.upper())
+            s = self.shares.get(key)
             if s is None:
                 s = Share(share.name, share.local_path, read_only=bool(share.read_only))
-                self.shares[share.name.upper()] = s
+                self.shares[key] = s
             return s
 
     def new_pipe_id(self) -> int:

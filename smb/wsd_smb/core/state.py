@@ -41,6 +41,9 @@ class Share:
     read_only: bool = False
     max_uses: int = 0xFFFFFFFF
     current_uses: int = 0
+    #: taken out of the configuration (a reload without it, or with another path): its
+    #: tree connects are being disconnected and answer STATUS_NETWORK_NAME_DELETED meanwhile
+    deleted: bool = False
 
 
 @dataclass
@@ -347,6 +350,65 @@ class Server:
         """session_info() of every valid session (the SessionList walk of NetrSessionEnum)."""
         out = [self.session_info(g, now) for g in self.session_global_ids()]
         return [i for i in out if i is not None]
+
+    # ----------------------------------------------------- configuration reload
+    #: ServerConfig fields a reload changes in place (read per request, logon or
+    #: connection); the others (sizes negotiated per connection, max_credits, server_guid)
+    #: need a restart
+    RELOADABLE = ("server_name", "domain_name", "dialects", "signing_required", "encrypt_data",
+                  "reject_unencrypted_access", "allow_guest", "allow_anonymous", "guest_user", "session_lifetime",
+                  "logon_timeout", "inline_metadata", "oplock_break_timeout", "durable_v1_timeout",
+                  "durable_v2_default_timeout", "durable_v2_max_timeout", "multi_channel")
+
+    def reload(self, new: ServerConfig) -> dict[str, list[str]]:
+        """Apply a re-read configuration (what Samba does on SIGHUP / ``smbcontrol
+        reload-config``), from the server's loop: users are replaced (sessions already
+        logged on stay), shares added; a share whose attributes changed is replaced (new tree
+        connects get the new settings, MS-SMB2 3.3.5.7 computes them at TREE_CONNECT); a
+        share that is gone, or now has another path, is deregistered: its tree connects are
+        disconnected on their connections' loops (their opens closed, as TREE_DISCONNECT
+        would) and answer STATUS_NETWORK_NAME_DELETED until then.  Returns what changed."""
+        cfg = self.config
+        changes: dict[str, list[str]] = {"added": [], "changed": [], "removed": [], "options": [], "restart": []}
+        for f in self.RELOADABLE:
+            if getattr(cfg, f) != getattr(new, f):
+                setattr(cfg, f, getattr(new, f))
+                changes["options"].append(f)
+        for f in ("max_transact_size", "max_read_size", "max_write_size", "max_credits", "max_message_size",
+                  "oplocks", "leasing"):
+            if getattr(cfg, f) != getattr(new, f):
+                changes["restart"].append(f)
+        cfg.users.clear()
+        cfg.users.update(new.users)
+        for key, old in list(cfg.shares.items()):
+            if old.type == "pipe":
+                continue
+            nxt = new.shares.get(key)
+            if nxt is None or nxt.type != old.type or os.path.realpath(nxt.local_path) != os.path.realpath(
+                    old.local_path):
+                del cfg.shares[key]
+                self._deregister_share(old)
+                changes["removed"].append(old.name)
+        for key, nxt in new.shares.items():
+            if nxt.type == "pipe":
+                continue
+            old = cfg.shares.get(key)
+            if old is None:
+                cfg.shares[key] = nxt
+                changes["added"].append(nxt.name)
+            elif (old.name, old.remark, old.encrypt_data, old.read_only, old.max_uses) != \
+                    (nxt.name, nxt.remark, nxt.encrypt_data, nxt.read_only, nxt.max_uses):
+                nxt.current_uses = old.current_uses
+                cfg.shares[key] = nxt  # tree connects made before keep the old object and its settings
+                changes["changed"].append(nxt.name)
+        return changes
+
+    def _deregister_share(self, share: Share) -> None:
+        share.deleted = True
+        for s in list(self.global_session_table.values()):
+            for tc in list(s.tree_connect_table.values()):
+                if tc.share is share and s.connection is not None:
+                    s.connection.request_tree_disconnect(s, tc)
 
     # ----------------------------------------------------- MS-SMB2 3.3.4.12, 3.3.4.17, 3.3.4.19, 3.3.4.20
     def close_session(self, session_global_id: int) -> bool:

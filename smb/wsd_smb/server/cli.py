@@ -60,8 +60,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-async def _serve(settings) -> int:
-    smb = SmbServer(Server(settings.server), workers=settings.workers)
+def reload_config(server: Server, settings, reread) -> None:
+    """SIGHUP: read the configuration again (*reread* returns new Settings or raises
+    ConfigError) and apply it (Server.reload); on an error the running configuration
+    stays.  The embedded default's generated account is kept when there still is no
+    [[user]]."""
+    try:
+        new = reread()
+    except ConfigError as e:
+        log.warning("event=reload_failed error=%r (the running configuration stays)", str(e))
+        return
+    if new.generated_password is not None and settings.generated_password is not None:
+        new.server.users = dict(settings.server.users)
+    changes = server.reload(new.server)
+    for what in ("host", "port", "workers", "log_format", "state_dir"):
+        if getattr(new, what) != getattr(settings, what):
+            changes["restart"].append(what)
+    log.info("event=reloaded users=%d shares_added=%s shares_changed=%s shares_removed=%s options=%s",
+             len(server.config.users), ",".join(changes["added"]) or "-", ",".join(changes["changed"]) or "-",
+             ",".join(changes["removed"]) or "-", ",".join(changes["options"]) or "-")
+    if changes["restart"]:
+        log.warning("event=reload_needs_restart settings=%s", ",".join(changes["restart"]))
+
+
+async def _serve(settings, reread=None) -> int:
+    server = Server(settings.server)
+    smb = SmbServer(server, workers=settings.workers)
     await smb.start(settings.host, settings.port)
     port = smb.port
     stop = asyncio.Event()
@@ -69,6 +93,11 @@ async def _serve(settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
             loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    if reread is not None:
+        try:
+            loop.add_signal_handler(signal.SIGHUP, reload_config, server, settings, reread)
         except (NotImplementedError, RuntimeError):
             pass
     shares = ", ".join(f"{s.name}={s.local_path}" for s in settings.server.shares.values() if s.type == "disk")
@@ -89,15 +118,18 @@ async def _serve(settings) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+
+    def reread():
+        return load(args.config, host=args.host, port=args.port, shares=args.share, users=args.user,
+                    log_format=args.log_format)
     try:
-        settings = load(args.config, host=args.host, port=args.port, shares=args.share, users=args.user,
-                        log_format=args.log_format)
+        settings = reread()
     except ConfigError as e:
         print(f"wsd-smbd: {e}", file=sys.stderr)
         return 2
     setup_logging(settings.log_format, args.verbose)
     try:
-        return asyncio.run(_serve(settings))
+        return asyncio.run(_serve(settings, reread))
     except OSError as e:
         print(f"wsd-smbd: cannot listen on {settings.host}:{settings.port}: {e}", file=sys.stderr)
         return 1
