@@ -27,6 +27,8 @@
     name = "alice"
     password = "secret"         # or nt_hash = "<32 hex digits>"
     admin = true
+
+SIGHUP makes wsd-smbd read it again (cli.reload_config, core.state.Server.reload).
 """
 from __future__ import annotations
 
