@@ -574,7 +574,7 @@ class ObjectStore:
                 overwrite = disposition in (D.FILE_SUPERSEDE, D.FILE_OVERWRITE, D.FILE_OVERWRITE_IF)
                 maximal = None
                 if token is not None:  # a stream is guarded by its file's descriptor
-                    sd = self._stored_sd(self._entry_path(r), st)
+                    sd = self._stored_sd(r, st)
                     if sd is not None:
                         access, maximal = self._sd_grant(r, sd, token, access, want_max, overwrite,
                                                          self._max_allowed(share, readonly))
@@ -699,7 +699,7 @@ class ObjectStore:
         maximal = None
         if token is not None:
             # one dict lookup for a file whose descriptor state is known (no syscall)
-            sd = self._stored_sd(self._entry_path(r), st)
+            sd = self._stored_sd(r, st)
             if sd is not None:
                 access, maximal = self._sd_grant(r, sd, token, access, want_max, overwrite,
                                                  self._max_allowed(share, readonly))
@@ -765,9 +765,9 @@ class ObjectStore:
             return r.share.path
         return f"{fd_path(r.parent_fd)}/{r.name}"
 
-    def _stored_sd(self, target: str | int, st: os.stat_result) -> Descriptor | None:
-        """The stored security descriptor of the object *target* (path or fd) whose stat
-        is *st*, None when it has none.  Known (dev, ino, ctime) answer from the cache;
+    def _stored_sd(self, target: Resolved | int, st: os.stat_result) -> Descriptor | None:
+        """The stored security descriptor of the object *target* (resolved entry or fd)
+        whose stat is *st*, None when it has none.  Known (dev, ino, ctime) answer from the cache;
         otherwise one getxattr.  A stored descriptor that does not parse denies all
         (an empty DACL) and is logged."""
         key = (st.st_dev, st.st_ino)
@@ -776,7 +776,8 @@ class ObjectStore:
             return hit[1]
         sd: Descriptor | None
         try:
-            raw = xattr_call(os.getxattr, target, XATTR_SD)
+            raw = xattr_call(os.getxattr, target if isinstance(target, int) else self._entry_path(target),
+                             XATTR_SD)
         except OSError as e:
             if e.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
                 raise from_oserror(e) from None
@@ -1661,7 +1662,7 @@ class ObjectStore:
         if need & ~pmax:
             raise fail(STATUS_ACCESS_DENIED, "the target directory denies adding the entry")
         if dst.exists and not pmax & FILE_DELETE_CHILD:
-            tsd = self._stored_sd(self._entry_path(dst), dst.st)
+            tsd = self._stored_sd(dst, dst.st)
             if tsd is not None and not maximum_allowed(tsd, token) & DELETE:
                 raise fail(STATUS_ACCESS_DENIED, "the file to replace denies DELETE")
 
