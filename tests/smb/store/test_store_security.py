@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import struct
 
-import pytest
 from conftest import SHARE_ALL, status_of
 
 from wsd_smb.store.constants import CreateDisposition as D
