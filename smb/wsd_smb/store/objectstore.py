@@ -418,6 +418,8 @@ class ObjectStore:
         access &= ~MAXIMUM_ALLOWED
         doc = bool(create_options & FILE_DELETE_ON_CLOSE)
         creator = Descriptor.parse(security_descriptor) if security_descriptor else None
+        if creator is not None and token is not None:
+            sec.check_owner(token, creator.owner)
         if doc and not (access & DELETE or want_max):
             raise fail(STATUS_ACCESS_DENIED, "DELETE_ON_CLOSE without DELETE access")
         if share.read_only and (access & WRITE_ACCESS_BITS or doc):
@@ -1441,6 +1443,8 @@ class ObjectStore:
         if o.share.read_only:
             raise fail(STATUS_ACCESS_DENIED, "read-only share")
         new = Descriptor.parse(buf)
+        if info & OWNER_SECURITY_INFORMATION and o.token is not None:
+            sec.check_owner(o.token, new.owner)
         with o.io_lock:
             if o.closed:
                 raise fail(STATUS_FILE_CLOSED)

@@ -499,3 +499,17 @@ def inherit(parent: Descriptor | None, is_container: bool, creator: Descriptor |
         control |= SE_DACL_PRESENT
         dacl = acl([access_allowed_ace(EVERYONE, FILE_ALL_ACCESS)])
     return Descriptor(control, own, grp, None, dacl)
+
+
+STATUS_INVALID_OWNER = 0xC000005A
+
+
+def check_owner(token: "Token", owner: bytes | None) -> None:
+    """An owner a session may give an object (SET_INFO OWNER, the SecD create context):
+    itself; an ``admin`` account (BUILTIN\\Administrators, which holds SeRestorePrivilege
+    on Windows) any SID.  Otherwise STATUS_INVALID_OWNER."""
+    from .errors import fail
+
+    if owner is None or owner == token.user or SID_BUILTIN_ADMINISTRATORS in token.sids:
+        return
+    raise fail(STATUS_INVALID_OWNER, f"owner {sid_text(owner)} is not the caller")

@@ -253,10 +253,17 @@ def test_store_no_descriptor_behaves_as_before_and_is_cached(store, share, root)
 def test_store_secd_context_and_rename_target(store, share, root):
     # a SecD create context: stored as given, owner from it
     given = sd_bytes(OTHER, acl_bytes(ace(ALLOW, 0, READ, ALICE.user)))
-    o = mk(store, share, "s", ALICE, disposition=D.FILE_CREATE, sd=given).open
+    # only an admin may name another owner (STATUS_INVALID_OWNER), before anything is created
+    assert status_of(mk, store, share, "s", ALICE, disposition=D.FILE_CREATE, sd=given) == 0xC000005A
+    assert not (root / "s").exists()
+    o = mk(store, share, "s", ADMIN, disposition=D.FILE_CREATE, sd=given).open
     got = Descriptor.parse(store.get_security(o, 5))
     assert got.owner == OTHER and _aces(got) == [(ALLOW, 0, READ, ALICE.user)]
     store.close(o)
+    mine = mk(store, share, "mine", ALICE, access=0xC0000, disposition=D.FILE_CREATE).open  # WRITE_DAC|WRITE_OWNER
+    assert status_of(store.set_security, mine, 1, sd_bytes(OTHER, None, present=False)) == 0xC000005A
+    store.set_security(mine, 1, sd_bytes(ALICE.user, None, present=False))  # itself: fine
+    store.close(mine)
     assert status_of(mk, store, share, "s", ALICE, access=FILE_WRITE_DATA) == STATUS_ACCESS_DENIED
     # rename into a directory that denies FILE_ADD_FILE
     t = mk(store, share, "t", ALICE, options=0x1, disposition=D.FILE_CREATE).open

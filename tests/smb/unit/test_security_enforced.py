@@ -261,3 +261,20 @@ def test_checks_run_on_the_event_loop_for_cached_files(smbd, alice, tmp_path):
         assert alice.status("loop.txt", READ) == 0
     done1, blocked1 = counts()
     assert blocked1 == blocked0 and done1 - done0 >= 9  # 6 CREATEs (+ the CLOSEs) on the loop
+
+
+def test_only_an_admin_may_give_an_object_another_owner(alice, bob):
+    a, me = _mkdir(alice, "own_a")
+    b = bob.open("own_b.txt", READ_CONTROL | WRITE_DAC | 0x80000, CreateDisposition.FILE_CREATE)
+    bob_sid = bob.sd(b)[1]
+    owner_only = struct.pack("<BBHIIII", 1, 0, 0x8000, 20, 0, 0, 0)
+    with pytest.raises(SMBResponseException) as e:
+        bob.set_sd(b, OWNER, owner_only + me)  # bob (no admin) -> alice: STATUS_INVALID_OWNER
+    assert e.value.status == 0xC000005A
+    bob.set_sd(b, OWNER, owner_only + bob_sid)
+    b.close()
+    a.close()
+    a = alice.open("own_a", READ_CONTROL | 0x80000, options=DIR)  # WRITE_OWNER
+    alice.set_sd(a, OWNER, owner_only + bob_sid)  # alice is an admin (SeRestorePrivilege on Windows)
+    assert alice.sd(a, OWNER)[1] == bob_sid
+    a.close()
