@@ -238,11 +238,16 @@ class Descriptor:
             if info & bit:
                 setattr(out, name, getattr(new, name))
                 out.control = (out.control & ~present) | (new.control & present)
+        if info & DACL_SECURITY_INFORMATION and out.dacl is not None:
+            out.dacl = map_generic_acl(out.dacl)
         if info & DACL_SECURITY_INFORMATION:
             # a DACL set without SE_DACL_PRESENT is a NULL DACL (as Windows keeps it); the
-            # DACL's PROTECTED / AUTO_INHERITED bits come with it
-            out.control = (out.control & ~(SE_DACL_PROTECTED | SE_DACL_AUTO_INHERITED)) | SE_DACL_PRESENT \
-                | (new.control & (SE_DACL_PROTECTED | SE_DACL_AUTO_INHERITED))
+            # DACL's PROTECTED bit comes with it, AUTO_INHERITED only together with
+            # AUTO_INHERIT_REQ (which is not stored; smbtorture smb2.acls.INHERITFLAGS)
+            out.control = (out.control & ~(SE_DACL_PROTECTED | SE_DACL_AUTO_INHERITED | SE_DACL_AUTO_INHERIT_REQ)) \
+                | SE_DACL_PRESENT | (new.control & SE_DACL_PROTECTED)
+            if new.control & SE_DACL_AUTO_INHERITED and new.control & SE_DACL_AUTO_INHERIT_REQ:
+                out.control |= SE_DACL_AUTO_INHERITED
         return out
 
 
@@ -261,7 +266,9 @@ INHERIT_ONLY_ACE = 0x08
 INHERITED_ACE = 0x10
 INHERIT_FLAGS = OBJECT_INHERIT_ACE | CONTAINER_INHERIT_ACE | NO_PROPAGATE_INHERIT_ACE | INHERIT_ONLY_ACE
 # SECURITY_DESCRIPTOR Control bits (MS-DTYP 2.4.6)
+SE_DACL_AUTO_INHERIT_REQ = 0x0100
 SE_DACL_AUTO_INHERITED = 0x0400
+SID_LOCAL_SYSTEM = Sid(5, 18).pack()
 SE_DACL_PROTECTED = 0x1000
 
 # well-known SIDs (MS-DTYP 2.4.2.4), packed
@@ -328,6 +335,21 @@ def parse_acl(raw: bytes) -> list[Ace]:
             out.append(Ace(ace_type, flags, 0, b"", body))
         pos += ace_size
     return out
+
+
+def map_generic_acl(raw: bytes) -> bytes:
+    """*raw* with GENERIC_* bits of the effective ACEs mapped to file rights, as Windows
+    stores a descriptor it is given (smbtorture smb2.acls.CREATOR/GENERIC); inherit-only
+    ACEs keep theirs (they are mapped when inherited)."""
+    from .constants import map_generic
+
+    aces = parse_acl(raw)
+    changed = False
+    for a in aces:
+        if a.raw is None and not a.flags & INHERIT_ONLY_ACE and a.mask & 0xF0000000:
+            a.mask = map_generic(a.mask)
+            changed = True
+    return pack_acl(aces, raw[0]) if changed else raw
 
 
 def pack_acl(aces: list[Ace], revision: int = ACL_REVISION) -> bytes:
@@ -431,9 +453,19 @@ def access_check(sd: Descriptor, token: Token, desired: int) -> int:
 
 
 def _inherited_aces(parent: Descriptor, is_container: bool, owner: bytes, group: bytes) -> list[Ace]:
+    aces = _inherited_aces_flagged(parent, is_container, owner, group)
+    if not parent.control & SE_DACL_AUTO_INHERITED:
+        for a in aces:
+            a.flags &= ~INHERITED_ACE
+    return aces
+
+
+def _inherited_aces_flagged(parent: Descriptor, is_container: bool, owner: bytes, group: bytes) -> list[Ace]:
     """MS-DTYP 2.5.3.4.2 ComputeInheritedACLfromParent for the DACL: the ACEs a new file
     (OBJECT_INHERIT) or directory (CONTAINER_INHERIT, or OBJECT_INHERIT kept inherit-only
-    for its own children) gets from its parent, flagged INHERITED_ACE.  CREATOR OWNER /
+    for its own children) gets from its parent, flagged INHERITED_ACE when the parent's
+    DACL is SE_DACL_AUTO_INHERITED (Windows; smbtorture smb2.acls.INHERITANCE/INHERITFLAGS,
+    the flag is dropped again by the wrapper above otherwise).  CREATOR OWNER /
     CREATOR GROUP become the new owner / group and GENERIC_* bits are mapped in the
     effective copy; a directory keeps the original as an inherit-only ACE so that it is
     passed on again (unless NO_PROPAGATE_INHERIT)."""
@@ -471,32 +503,41 @@ def _inherited_aces(parent: Descriptor, is_container: bool, owner: bytes, group:
 def inherit(parent: Descriptor | None, is_container: bool, creator: Descriptor | None,
             owner: bytes, group: bytes) -> Descriptor | None:
     """The descriptor of a new file or directory (MS-DTYP 2.5.3.4.1 CreateSecurityDescriptor,
-    DACL auto-inherit, no SACL): owner and group from *creator* (the SecD create context)
-    where it has them, else the creating user's; the DACL is the creator's (explicit) DACL
-    followed by the inherited ACEs (none if the creator's DACL is PROTECTED or NULL), or
-    the inherited ACEs alone.  None when there is nothing to store (no creator descriptor
-    and nothing inheritable): the file keeps the default descriptor."""
+    no SACL).  *parent*: the parent's stored descriptor, None when it has none -- such a
+    directory acts as if it passed on Everyone full control, the default, so nothing is
+    stored for its children unless the creator gives a descriptor.
+
+    Owner and group come from *creator* (the SecD create context) where it has them, else
+    the creating user's.  DACL: the creator's (GENERIC_* mapped), with the inherited ACEs
+    appended when the parent's DACL is SE_DACL_AUTO_INHERITED and the creator's is not
+    PROTECTED (a NULL one stays NULL); without one from the creator, the inherited ACEs;
+    with nothing inheritable from a stored parent, the default DACL of a Windows token
+    (owner and SYSTEM full control).  The new DACL is SE_DACL_AUTO_INHERITED (and its
+    inherited ACEs INHERITED_ACE) when the parent's is.  None: nothing to store."""
     own = creator.owner if creator is not None and creator.owner else owner
     grp = creator.group if creator is not None and creator.group else group
     inherited = _inherited_aces(parent, is_container, own, grp) if parent is not None else []
-    control = SE_SELF_RELATIVE
+    auto = SE_DACL_AUTO_INHERITED if parent is not None and parent.control & SE_DACL_AUTO_INHERITED else 0
+    control = SE_SELF_RELATIVE | SE_DACL_PRESENT
     if creator is not None and creator.control & SE_DACL_PRESENT:
-        control |= SE_DACL_PRESENT | (creator.control & SE_DACL_PROTECTED)
+        control |= creator.control & SE_DACL_PROTECTED
         if creator.dacl is None:
             dacl = None  # a NULL DACL stays NULL
         else:
-            explicit = parse_acl(creator.dacl)
-            if not creator.control & SE_DACL_PROTECTED and inherited:
+            explicit = parse_acl(map_generic_acl(creator.dacl))
+            if auto and not creator.control & SE_DACL_PROTECTED:
                 explicit = explicit + inherited
-                control |= SE_DACL_AUTO_INHERITED
+                control |= auto
             dacl = pack_acl(explicit, creator.dacl[0])
     elif inherited:
-        control |= SE_DACL_PRESENT | SE_DACL_AUTO_INHERITED
+        control |= auto
         dacl = pack_acl(inherited)
+    elif parent is not None:  # nothing inheritable: the token's default DACL
+        dacl = pack_acl([Ace(ACCESS_ALLOWED_ACE_TYPE, 0, FILE_ALL_ACCESS, own),
+                         Ace(ACCESS_ALLOWED_ACE_TYPE, 0, FILE_ALL_ACCESS, SID_LOCAL_SYSTEM)])
     elif creator is None:
         return None
-    else:  # a creator descriptor without a DACL, nothing to inherit: the default DACL
-        control |= SE_DACL_PRESENT
+    else:  # a creator descriptor without a DACL under a parent without one: the default
         dacl = acl([access_allowed_ace(EVERYONE, FILE_ALL_ACCESS)])
     return Descriptor(control, own, grp, None, dacl)
 

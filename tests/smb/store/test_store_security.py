@@ -137,6 +137,10 @@ def _aces(d: Descriptor):
     return [(a.ace_type, a.flags, a.mask, a.sid) for a in parse_acl(d.dacl)]
 
 
+AUTO = 0x0400  # SE_DACL_AUTO_INHERITED
+SYSTEM = sid("S-1-5-18")
+
+
 def test_inheritance_to_a_file_and_a_directory():
     parent = sd(OTHER,
                 ace(ALLOW, OI | CI, FILE_ALL, OTHER),
@@ -144,9 +148,10 @@ def test_inheritance_to_a_file_and_a_directory():
                 ace(ALLOW, OI, READ, EVERYONE),
                 ace(DENY, CI, FILE_DELETE_CHILD, BOB.user),
                 ace(ALLOW, CI | NP, READ, AUTH_USERS),
-                ace(ALLOW, 0, FILE_ALL, ADMINS))  # not inheritable
+                ace(ALLOW, 0, FILE_ALL, ADMINS),  # not inheritable
+                control=AUTO)  # an auto-inherited DACL: children's ACEs are flagged INHERITED_ACE
     f = inherit(parent, False, None, ALICE.user, ALICE.primary_group)
-    assert f.owner == ALICE.user and f.group == ALICE.primary_group and f.control & 0x0004
+    assert f.owner == ALICE.user and f.group == ALICE.primary_group and f.control & 0x0004 and f.control & AUTO
     assert _aces(f) == [(ALLOW, INH, FILE_ALL, OTHER), (ALLOW, INH, FILE_ALL, ALICE.user),
                         (ALLOW, INH, READ, EVERYONE)]
     d = inherit(parent, True, None, ALICE.user, ALICE.primary_group)
@@ -164,6 +169,13 @@ def test_inheritance_to_a_file_and_a_directory():
     g = inherit(d, False, None, BOB.user, BOB.primary_group)
     assert _aces(g) == [(ALLOW, INH, FILE_ALL, OTHER), (ALLOW, INH, FILE_ALL, BOB.user),
                         (ALLOW, INH, READ, EVERYONE)]
+    # a parent DACL that is not auto-inherited passes the same ACEs on without INHERITED_ACE
+    plain = Descriptor.parse(sd_bytes(OTHER, parent.dacl))
+    pf = inherit(plain, False, None, ALICE.user, ALICE.primary_group)
+    assert not pf.control & AUTO
+    assert _aces(pf) == [(ALLOW, 0, FILE_ALL, OTHER), (ALLOW, 0, FILE_ALL, ALICE.user), (ALLOW, 0, READ, EVERYONE)]
+    assert _aces(inherit(plain, True, None, ALICE.user, ALICE.primary_group))[2] == (ALLOW, OI | CI | IO, GENERIC_ALL,
+                                                                                    CREATOR_OWNER)
     # golden bytes of the file's descriptor
     assert f.pack() == sd_bytes_full(ALICE.user, ALICE.primary_group, 0x8404, acl_bytes(
         ace(ALLOW, INH, FILE_ALL, OTHER), ace(ALLOW, INH, FILE_ALL, ALICE.user), ace(ALLOW, INH, READ, EVERYONE)))
@@ -175,19 +187,29 @@ def sd_bytes_full(owner: bytes, group: bytes, control: int, dacl: bytes) -> byte
 
 
 def test_creator_descriptor_wins_and_merges():
-    parent = sd(OTHER, ace(ALLOW, OI, READ, EVERYONE))
+    parent = sd(OTHER, ace(ALLOW, OI, READ, EVERYONE), control=AUTO)
     explicit = Descriptor.parse(sd_bytes(None, acl_bytes(ace(ALLOW, 0, FILE_ALL, BOB.user))))
     n = inherit(parent, False, explicit, ALICE.user, ALICE.primary_group)
     assert n.owner == ALICE.user  # the creator gave none
-    assert _aces(n) == [(ALLOW, 0, FILE_ALL, BOB.user), (ALLOW, INH, READ, EVERYONE)]
+    assert _aces(n) == [(ALLOW, 0, FILE_ALL, BOB.user), (ALLOW, INH, READ, EVERYONE)] and n.control & AUTO
+    # no auto-inheritance from a parent whose DACL is not auto-inherited: the creator's DACL alone
+    n2 = inherit(sd(OTHER, ace(ALLOW, OI, READ, EVERYONE)), False, explicit, ALICE.user, ALICE.primary_group)
+    assert _aces(n2) == [(ALLOW, 0, FILE_ALL, BOB.user)] and not n2.control & AUTO
+    # GENERIC_* in the creator's ACEs are stored mapped
+    g = Descriptor.parse(sd_bytes(None, acl_bytes(ace(ALLOW, 0, GENERIC_READ, BOB.user),
+                                                  ace(ALLOW, OI | IO, GENERIC_READ, BOB.user))))
+    assert _aces(inherit(None, False, g, ALICE.user, ALICE.primary_group)) == [
+        (ALLOW, 0, READ, BOB.user), (ALLOW, OI | IO, GENERIC_READ, BOB.user)]
     protected = Descriptor.parse(sd_bytes(OTHER, acl_bytes(ace(ALLOW, 0, FILE_ALL, BOB.user)), control=0x1000))
     p = inherit(parent, False, protected, ALICE.user, ALICE.primary_group)
     assert p.owner == OTHER and _aces(p) == [(ALLOW, 0, FILE_ALL, BOB.user)] and p.control & 0x1000
     null = inherit(parent, False, Descriptor.parse(sd_bytes(None, None)), ALICE.user, ALICE.primary_group)
     assert null.control & 0x0004 and null.dacl is None  # a NULL DACL stays NULL
-    # nothing inheritable and no creator: nothing to store
-    assert inherit(sd(OTHER, ace(ALLOW, 0, FILE_ALL, EVERYONE)), False, None, ALICE.user, ALICE.primary_group) is None
-    assert inherit(sd(OTHER, ace(ALLOW, CI, FILE_ALL, EVERYONE)), False, None, ALICE.user, ALICE.primary_group) is None
+    # nothing inheritable from a stored parent: the token's default DACL, owner and SYSTEM
+    for p in (sd(OTHER, ace(ALLOW, 0, FILE_ALL, EVERYONE)), sd(OTHER, ace(ALLOW, CI, FILE_ALL, EVERYONE))):
+        dflt = inherit(p, False, None, ALICE.user, ALICE.primary_group)
+        assert _aces(dflt) == [(ALLOW, 0, FILE_ALL, ALICE.user), (ALLOW, 0, FILE_ALL, SYSTEM)]
+    # a parent without a stored descriptor and no creator: nothing to store (the default)
     assert inherit(None, True, None, ALICE.user, ALICE.primary_group) is None
     # a creator descriptor without a DACL over nothing inheritable: Everyone full, as the default
     o = inherit(None, False, Descriptor.parse(sd_bytes(OTHER, None, present=False)), ALICE.user, ALICE.primary_group)

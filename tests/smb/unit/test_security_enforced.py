@@ -40,11 +40,14 @@ def ace(kind, flags, mask, sid):
     return struct.pack("<BBHI", kind, flags, 8 + len(sid), mask) + sid
 
 
-def dacl_sd(*aces, owner=None):
+AUTO = 0x0500  # SE_DACL_AUTO_INHERITED | SE_DACL_AUTO_INHERIT_REQ (as Windows clients set them)
+
+
+def dacl_sd(*aces, owner=None, control=0):
     body = b"".join(aces)
     acl = struct.pack("<BBHHH", 2, 0, 8 + len(body), len(aces), 0) + body
     own = owner or b""
-    return struct.pack("<BBHIIII", 1, 0, 0x8004, 20 if own else 0, 0, 0, 20 + len(own)) + own + acl
+    return struct.pack("<BBHIIII", 1, 0, 0x8004 | control, 20 if own else 0, 0, 0, 20 + len(own)) + own + acl
 
 
 def parse_sd(buf):
@@ -206,7 +209,9 @@ def test_delete_through_file_delete_child_on_the_parent(alice, tmp_path):
 def test_inheritance_read_back(alice, bob):
     d, me = _mkdir(alice, "inh")
     alice.set_sd(d, DACL, dacl_sd(ace(0, OI | CI, FILE_ALL, me), ace(0, OI | CI | IO, GENERIC_ALL, CREATOR_OWNER),
-                                  ace(0, OI, READ, EVERYONE), ace(0, CI, ADD_FILE | LIST, EVERYONE)))
+                                  ace(0, OI, READ, EVERYONE), ace(0, CI, ADD_FILE | LIST, EVERYONE),
+                                  control=AUTO))
+    assert alice.sd(d, DACL)[0] & 0x0500 == 0x0400  # AUTO_INHERITED kept, AUTO_INHERIT_REQ not stored
     d.close()
     f = alice.open("inh\\f.txt", READ_CONTROL, CreateDisposition.FILE_CREATE)
     control, owner, aces = alice.sd(f)
@@ -230,7 +235,7 @@ def test_inheritance_read_back(alice, bob):
 
 def test_secd_context_wins_over_inheritance(alice):
     d, me = _mkdir(alice, "ctx")
-    alice.set_sd(d, DACL, dacl_sd(ace(0, OI, READ, EVERYONE), ace(0, 0, FILE_ALL, me)))
+    alice.set_sd(d, DACL, dacl_sd(ace(0, OI, READ, EVERYONE), ace(0, 0, FILE_ALL, me), control=AUTO))
     d.close()
     sd_ctx = SMB2CreateContextRequest()
     sd_ctx["buffer_name"] = CreateContextName.SMB2_CREATE_SD_BUFFER
