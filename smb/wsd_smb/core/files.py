@@ -29,6 +29,7 @@ from ..ntstatus import NtStatusError
 from ..store import ObjectStore, Open, Share
 from ..store import info as sinfo
 from ..store.fscc import FileObjectIdBuffer
+from ..store.security import token_for
 from ..store.eas import parse_full as parse_full_eas
 from ..store.constants import (
     FILE_ALL_ACCESS,
@@ -504,6 +505,15 @@ def create(ctx: RequestContext, req: CreateRequest) -> Response:
     return _create_open(ctx, st, req, name, contexts, eas, alloc, durable_req)
 
 
+def session_token(ctx: RequestContext) -> Any:
+    """The security identity (store/security.py Token) of the request's session: what
+    the object store checks stored security descriptors against."""
+    sc = ctx.session.security_context
+    if sc is None:
+        return token_for(ctx.config.server_name, "", is_anonymous=True)
+    return token_for(ctx.config.server_name, sc.user_name, sc.is_admin, sc.is_guest, sc.is_anonymous)
+
+
 #: create contexts a CREATE attempted on the event loop may carry (they only read state)
 _INLINE_CREATE_CONTEXTS = frozenset({b"MxAc", b"QFid"})
 
@@ -547,7 +557,7 @@ def _create_open(ctx: RequestContext, st: _State, req: CreateRequest, name: str,
                              create_disposition=req.create_disposition, create_options=req.create_options,
                              file_attributes=req.file_attributes, allocation_size=alloc, eas=eas,
                              security_descriptor=bytes(contexts[b"SecD"].data) if b"SecD" in contexts else None,
-                             cached_only=ctx.inline)
+                             cached_only=ctx.inline, token=session_token(ctx))
     o = result.open
     if result.create_action == 2:  # FILE_CREATED
         _notify(st, o.file, ntf.FILE_ACTION_ADDED, _name_bits(o.file))
@@ -577,9 +587,10 @@ def _create_open(ctx: RequestContext, st: _State, req: CreateRequest, name: str,
     s = st.store.stat(o, eas=False)  # the CREATE response has no EaSize
     if durable_req is not None and dur.grant(o, durable_req, ctx.config, dur.owner_of(ctx.session)):
         out_ctx.append(_durable_response(o, durable_req.version))
-    if b"MxAc" in contexts:
+    if b"MxAc" in contexts:  # 3.3.5.9.5: by the file's descriptor where it has one, within the share's
+        maximal = tc.maximal_access if o.maximal_access is None else o.maximal_access & tc.maximal_access
         out_ctx.append(CreateContext(name=b"MxAc", data=QueryMaximalAccessResponse(
-            query_status=STATUS_SUCCESS, maximal_access=tc.maximal_access).pack(0)))
+            query_status=STATUS_SUCCESS, maximal_access=maximal).pack(0)))
     if b"QFid" in contexts:
         out_ctx.append(CreateContext(name=b"QFid", data=QueryOnDiskIdResponse(
             disk_file_id=s.index_number, volume_id=sinfo.volume_serial(o.share.name)).pack(0)))

@@ -27,6 +27,10 @@ from .fscc import FileObjectIdBuffer
 from .eas import Ea, read_eas, write_eas
 from .eas import pack_full as pack_eas
 from .constants import (
+    FILE_ADD_FILE,
+    FILE_ADD_SUBDIRECTORY,
+    FILE_DELETE_CHILD,
+    FILE_READ_ATTRIBUTES,
     ACCESS_SYSTEM_SECURITY,
     DATA_ACCESS_BITS,
     DELETE,
@@ -116,7 +120,18 @@ from ..ntstatus import NtStatusError
 from .filetime import FILETIME_RESUME, FILETIME_SUSPEND, from_filetime, to_filetime
 from .paths import Resolved, Share, cached_lookup_ok, path_cached, resolve, split_name, split_name_stream
 from .streams import find_stream, list_streams, read_stream, remove_stream, write_stream
-from .security import SE_DACL_PRESENT, XATTR_SD, Descriptor, default_descriptor
+from . import security as sec
+from .security import (
+    SE_DACL_PRESENT,
+    SE_SELF_RELATIVE,
+    XATTR_OWNER,
+    XATTR_SD,
+    Descriptor,
+    Token,
+    default_descriptor,
+    inherit,
+    maximum_allowed,
+)
 from .wildcard import is_name_in_expression
 
 #: the xattr holding a file's ObjectId GUID (FSCTL_CREATE_OR_GET_OBJECT_ID)
@@ -249,6 +264,11 @@ class Open:
     #: Open.ResumeKey (MS-SMB2 3.3.1.10): the 24-byte key FSCTL_SRV_REQUEST_RESUME_KEY hands
     #: out for this open (made on the first request), the SourceKey of a server-side copy
     resume_key: bytes = b""
+    #: the opener's security identity (store/security.py Token; None: no access checks)
+    token: Any = None
+    #: the access the opener has to the file by its stored security descriptor (the MxAc
+    #: create context's MaximalAccess); None when the file has none (the share's rules)
+    maximal_access: int | None = None
 
     @property
     def file_id(self) -> tuple[int, int]:
@@ -297,6 +317,10 @@ class ObjectStore:
         self._ids = itertools.count(1)
         # persistent ids differ from volatile ones so that a client mixing them up fails
         self._pids = itertools.count(0x1000_0001)
+        #: (st_dev, st_ino) -> (st_ctime_ns, stored Descriptor or None): whether a file has
+        #: a stored security descriptor, without an xattr read per open.  A setxattr moves
+        #: ctime; the store's own SD writes update the entry explicitly (ctime is coarse).
+        self._sd_cache: dict[tuple[int, int], tuple[int, Descriptor | None]] = {}
 
     # ------------------------------------------------------------------ helpers
     def get(self, volatile: int, persistent: int | None = None) -> Open:
@@ -356,8 +380,15 @@ class ObjectStore:
     def create(self, share: Share, name: str, *, desired_access: int, share_access: int,
                create_disposition: int, create_options: int = 0, file_attributes: int = 0,
                allocation_size: int = 0, eas: list | None = None,
-               security_descriptor: bytes | None = None, cached_only: bool = False) -> CreateResult:
+               security_descriptor: bytes | None = None, cached_only: bool = False,
+               token: Token | None = None) -> CreateResult:
         """Open or create *name* in *share* (MS-FSA 2.1.5.1, MS-SMB2 3.3.5.9).
+
+        *token* (the session's identity, store/security.py): access checks against stored
+        security descriptors (MS-FSA 2.1.5.1.2.1; a file without one allows everything,
+        the share's rules apply), FILE_ADD_FILE / FILE_ADD_SUBDIRECTORY on the parent for
+        a new file, inheritance of the parent's inheritable ACEs (MS-DTYP 2.5.3.4) and the
+        new file's owner.  None: no checks (the store used on its own).
 
         *cached_only* (an attempt on the event loop): open an existing file or directory
         only if its whole path is in the kernel's dentry cache and no worker holds the
@@ -386,6 +417,9 @@ class ObjectStore:
         want_max = bool(access & MAXIMUM_ALLOWED)
         access &= ~MAXIMUM_ALLOWED
         doc = bool(create_options & FILE_DELETE_ON_CLOSE)
+        creator = Descriptor.parse(security_descriptor) if security_descriptor else None
+        if creator is not None and token is not None:
+            sec.check_owner(token, creator.owner)
         if doc and not (access & DELETE or want_max):
             raise fail(STATUS_ACCESS_DENIED, "DELETE_ON_CLOSE without DELETE access")
         if share.read_only and (access & WRITE_ACCESS_BITS or doc):
@@ -400,7 +434,7 @@ class ObjectStore:
                 raise WouldBlock()
         if stream:
             return self._create_stream(share, parts, stream, access, want_max, share_access,
-                                       create_disposition, create_options)
+                                       create_disposition, create_options, token)
         if not cached_only:
             self.mutex.acquire()
         try:
@@ -414,10 +448,11 @@ class ObjectStore:
                                else STATUS_FILE_IS_A_DIRECTORY, f"{name!r}")
                 if r.exists:
                     res = self._open_existing(share, r, access, want_max, share_access,
-                                              create_disposition, create_options, file_attributes)
+                                              create_disposition, create_options, file_attributes, token)
                 else:
                     res = self._create_new(share, r, access, want_max, share_access,
-                                           create_disposition, create_options, file_attributes)
+                                           create_disposition, create_options, file_attributes,
+                                           token, creator)
             finally:
                 r.close()
         finally:
@@ -429,13 +464,14 @@ class ObjectStore:
                     reserve(o.fd, allocation_size)
                 if eas:  # SMB2_CREATE_EA_BUFFER: set on a new or overwritten file
                     write_eas(fd_path(o.fd), eas)
-                if security_descriptor and res.create_action == CreateAction.FILE_CREATED:
-                    # SMB2_CREATE_SD_BUFFER: the parts present in the given descriptor
-                    sd = Descriptor.parse(security_descriptor)
-                    parts = ((OWNER_SECURITY_INFORMATION if sd.owner else 0)
-                             | (GROUP_SECURITY_INFORMATION if sd.group else 0)
-                             | (DACL_SECURITY_INFORMATION if sd.control & SE_DACL_PRESENT else 0))
-                    os.setxattr(fd_path(o.fd), XATTR_SD, self._descriptor(o).merge(sd, parts).pack())
+                if creator is not None and res.create_action == CreateAction.FILE_CREATED \
+                        and (token is None or o.stream is not None):
+                    # SMB2_CREATE_SD_BUFFER without an identity: the parts present in the
+                    # given descriptor over the default one (with a token _create_new did it)
+                    parts = ((OWNER_SECURITY_INFORMATION if creator.owner else 0)
+                             | (GROUP_SECURITY_INFORMATION if creator.group else 0)
+                             | (DACL_SECURITY_INFORMATION if creator.control & SE_DACL_PRESENT else 0))
+                    self._write_sd(o.fd, self._descriptor(o).merge(creator, parts))
             except OSError as e:
                 self.close(o)
                 raise from_oserror(e) from None
@@ -506,7 +542,8 @@ class ObjectStore:
                 r.close()
 
     def _create_stream(self, share: Share, parts: list[str], stream: str, access: int, want_max: bool,
-                       share_access: int, disposition: int, options: int) -> CreateResult:
+                       share_access: int, disposition: int, options: int,
+                       token: Token | None = None) -> CreateResult:
         """CREATE of ``file:stream`` (MS-FSA 2.1.5.1.2): dispositions apply to the stream;
         a missing file is created (empty) when the disposition creates."""
         D = CreateDisposition
@@ -536,9 +573,16 @@ class ObjectStore:
                 if base is not None and base.delete_pending:
                     raise fail(STATUS_DELETE_PENDING, base.path)
                 readonly = not is_dir and not st.st_mode & stat_mod.S_IWUSR
+                overwrite = disposition in (D.FILE_SUPERSEDE, D.FILE_OVERWRITE, D.FILE_OVERWRITE_IF)
+                maximal = None
+                if token is not None:  # a stream is guarded by its file's descriptor
+                    sd = self._stored_sd(r, st)
+                    if sd is not None:
+                        access, maximal = self._sd_grant(r, sd, token, access, want_max, overwrite,
+                                                         self._max_allowed(share, readonly))
+                        want_max = False
                 if want_max:
                     access |= self._max_allowed(share, readonly)
-                overwrite = disposition in (D.FILE_SUPERSEDE, D.FILE_OVERWRITE, D.FILE_OVERWRITE_IF)
                 if readonly and (access & (FILE_WRITE_DATA | FILE_APPEND_DATA) or overwrite):
                     raise fail(STATUS_ACCESS_DENIED, "FILE_ATTRIBUTE_READONLY")
                 fd = self._open_fd(r, is_dir, False)
@@ -582,6 +626,7 @@ class ObjectStore:
                     self.files[key] = sobj
                 o = self._register(share, r, st, fd, False, access, share_access, options, disposition,
                                    fobj=sobj)
+                o.token, o.maximal_access = token, maximal
                 return CreateResult(o, action)
 
     def _register(self, share: Share, r: Resolved, st: os.stat_result, fd: int, writable: bool,
@@ -628,7 +673,8 @@ class ObjectStore:
             raise from_oserror(e) from None
 
     def _open_existing(self, share: Share, r: Resolved, access: int, want_max: bool, share_access: int,
-                       disposition: int, options: int, attributes: int) -> CreateResult:
+                       disposition: int, options: int, attributes: int,
+                       token: Token | None = None) -> CreateResult:
         D = CreateDisposition
         st = r.st
         assert st is not None
@@ -647,13 +693,23 @@ class ObjectStore:
         if share.read_only and overwrite:
             raise fail(STATUS_ACCESS_DENIED, "read-only share")
         readonly = not is_dir and not st.st_mode & stat_mod.S_IWUSR
-        if want_max:
-            access |= self._max_allowed(share, readonly)
-        if readonly:
+        if readonly:  # MS-FSA 2.1.5.1.2.1: the attribute checks come before the access check
             if access & (FILE_WRITE_DATA | FILE_APPEND_DATA) or overwrite:
                 raise fail(STATUS_ACCESS_DENIED, "FILE_ATTRIBUTE_READONLY")
         if options & FILE_DELETE_ON_CLOSE and (readonly or (is_dir and self._dir_readonly(r))):
             raise fail(STATUS_CANNOT_DELETE, "delete-on-close of a read-only file")
+        maximal = None
+        if token is not None:
+            # one dict lookup for a file whose descriptor state is known (no syscall)
+            sd = self._stored_sd(r, st)
+            if sd is not None:
+                access, maximal = self._sd_grant(r, sd, token, access, want_max, overwrite,
+                                                 self._max_allowed(share, readonly))
+                want_max = False
+                if options & FILE_DELETE_ON_CLOSE and not access & DELETE:
+                    raise fail(STATUS_ACCESS_DENIED, "delete-on-close without DELETE access")
+        if want_max:
+            access |= self._max_allowed(share, readonly)
         if overwrite:
             # MS-FSA 2.1.5.1.2.1: hidden/system files are only overwritten by a caller
             # that keeps those attributes
@@ -699,14 +755,91 @@ class ObjectStore:
             os.close(fd)
             raise
         o = self._register(share, r, st, fd, writable, access, share_access, options, disposition)
+        o.token, o.maximal_access = token, maximal
         return CreateResult(o, action)
+
+    # ------------------------------------------------------------------ access checks
+    @staticmethod
+    def _entry_path(r: Resolved) -> str:
+        """A path naming the resolved object (through its parent's fd: no new lookup of
+        the directories above)."""
+        if r.name is None or r.parent_fd is None:
+            return r.share.path
+        return f"{fd_path(r.parent_fd)}/{r.name}"
+
+    def _stored_sd(self, target: Resolved | int, st: os.stat_result) -> Descriptor | None:
+        """The stored security descriptor of the object *target* (resolved entry or fd)
+        whose stat is *st*, None when it has none.  Known (dev, ino, ctime) answer from the cache;
+        otherwise one getxattr.  A stored descriptor that does not parse denies all
+        (an empty DACL) and is logged."""
+        key = (st.st_dev, st.st_ino)
+        hit = self._sd_cache.get(key)
+        if hit is not None and hit[0] == st.st_ctime_ns:
+            return hit[1]
+        sd: Descriptor | None
+        try:
+            raw = xattr_call(os.getxattr, target if isinstance(target, int) else self._entry_path(target),
+                             XATTR_SD)
+        except OSError as e:
+            if e.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+                raise from_oserror(e) from None
+            sd = None
+        else:
+            try:
+                sd = Descriptor.parse(raw)
+            except NtStatusError:
+                log.warning("event=bad_stored_sd dev=%d ino=%d: denying all", st.st_dev, st.st_ino)
+                sd = Descriptor(SE_SELF_RELATIVE | SE_DACL_PRESENT, None, None, None, sec.acl([]))
+        if len(self._sd_cache) >= 65536:
+            self._sd_cache.clear()
+        self._sd_cache[key] = (st.st_ctime_ns, sd)
+        return sd
+
+    def _write_sd(self, fd: int, sd: Descriptor) -> None:
+        """Store *sd* as the descriptor of the object open as *fd* (and remember it)."""
+        xattr_call(os.setxattr, fd, XATTR_SD, sd.pack())
+        st = os.fstat(fd)
+        self._sd_cache[(st.st_dev, st.st_ino)] = (st.st_ctime_ns, sd)
+
+    def _parent_maximal(self, parent_fd: int, token: Token) -> int:
+        """What *token* may do to the directory *parent_fd* (everything without a stored SD)."""
+        try:
+            pst = os.fstat(parent_fd)
+        except OSError as e:
+            raise from_oserror(e) from None
+        psd = self._stored_sd(parent_fd, pst)
+        return FILE_ALL_ACCESS if psd is None else maximum_allowed(psd, token)
+
+    def _sd_grant(self, r: Resolved, sd: Descriptor, token: Token, access: int, want_max: bool,
+                  overwrite: bool, limit: int) -> tuple[int, int]:
+        """MS-FSA 2.1.5.1.2.1 access check of an existing file with a stored descriptor:
+        DELETE is also granted by FILE_DELETE_CHILD on the parent directory and
+        FILE_READ_ATTRIBUTES by FILE_LIST_DIRECTORY there; an overwrite needs
+        FILE_WRITE_DATA.  Returns (granted access, maximal access); MAXIMUM_ALLOWED grants
+        the maximal access within *limit* (the share's and the READONLY attribute's)."""
+        maximal = maximum_allowed(sd, token)
+        if ~maximal & (DELETE | FILE_READ_ATTRIBUTES) and r.parent_fd is not None:
+            pmax = self._parent_maximal(r.parent_fd, token)
+            if pmax & FILE_DELETE_CHILD:
+                maximal |= DELETE
+            if pmax & FILE_LIST_DIRECTORY:
+                maximal |= FILE_READ_ATTRIBUTES
+        missing = (access | (FILE_WRITE_DATA if overwrite else 0)) & ~maximal
+        if missing:
+            raise fail(STATUS_ACCESS_DENIED, f"the security descriptor denies 0x{missing:x}")
+        if want_max:
+            access |= maximal & limit
+            if not access:
+                raise fail(STATUS_ACCESS_DENIED, "MAXIMUM_ALLOWED: nothing is allowed")
+        return access, maximal
 
     @staticmethod
     def _dir_readonly(r: Resolved) -> bool:
         return False  # directories have no READONLY attribute here (see attrs.py)
 
     def _create_new(self, share: Share, r: Resolved, access: int, want_max: bool, share_access: int,
-                    disposition: int, options: int, attributes: int) -> CreateResult:
+                    disposition: int, options: int, attributes: int, token: Token | None = None,
+                    creator: Descriptor | None = None) -> CreateResult:
         D = CreateDisposition
         if disposition in (D.FILE_OPEN, D.FILE_OVERWRITE):
             raise fail(STATUS_OBJECT_NAME_NOT_FOUND, "\\".join(r.rel))
@@ -720,6 +853,14 @@ class ObjectStore:
         if options & FILE_DELETE_ON_CLOSE and attributes & FILE_ATTRIBUTE_READONLY:
             raise fail(STATUS_CANNOT_DELETE, "delete-on-close of a read-only file")
         is_dir = bool(options & FILE_DIRECTORY_FILE)
+        psd = None
+        if token is not None:  # MS-FSA 2.1.5.1.1: the parent must allow adding this entry
+            psd = self._stored_sd(r.parent_fd, pst)
+            if psd is not None:
+                need = FILE_ADD_SUBDIRECTORY if is_dir else FILE_ADD_FILE
+                if need & ~maximum_allowed(psd, token):
+                    raise fail(STATUS_ACCESS_DENIED, "the parent directory denies "
+                               + ("FILE_ADD_SUBDIRECTORY" if is_dir else "FILE_ADD_FILE"))
         if want_max:
             access |= self._max_allowed(share, False)
         try:
@@ -740,14 +881,37 @@ class ObjectStore:
             if not is_dir:
                 a |= FILE_ATTRIBUTE_ARCHIVE
             write_dosinfo(fd_path(fd), a, now_ft)
+            new_sd = None
+            if token is not None:
+                # MS-DTYP 2.5.3.4: the creator's descriptor and/or the parent's inheritable
+                # ACEs; with neither only the owner (the creating user) is recorded
+                new_sd = inherit(psd, is_dir, creator, token.user, token.primary_group)
+                if new_sd is not None:
+                    xattr_call(os.setxattr, fd, XATTR_SD, new_sd.pack())
+                else:
+                    try:
+                        xattr_call(os.setxattr, fd, XATTR_OWNER, token.user)
+                    except OSError as e:
+                        if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                            raise
             if not is_dir and attributes & FILE_ATTRIBUTE_READONLY:
                 os.fchmod(fd, os.fstat(fd).st_mode & 0o7555)
             st = os.fstat(fd)
         except OSError as e:
             os.close(fd)
             raise from_oserror(e) from None
+        maximal = None
+        if token is not None:
+            if len(self._sd_cache) >= 65536:
+                self._sd_cache.clear()
+            self._sd_cache[(st.st_dev, st.st_ino)] = (st.st_ctime_ns, new_sd)
+            if new_sd is not None:
+                maximal = maximum_allowed(new_sd, token)
+                if not maximal & DELETE and (psd is None or maximum_allowed(psd, token) & FILE_DELETE_CHILD):
+                    maximal |= DELETE
         action = CreateAction.FILE_CREATED
         o = self._register(share, r, st, fd, not is_dir, access, share_access, options, disposition)
+        o.token, o.maximal_access = token, maximal
         return CreateResult(o, action)
 
     # ------------------------------------------------------------------ CLOSE
@@ -853,6 +1017,7 @@ class ObjectStore:
         if not fobj.rel:
             log.warning("share %s: refusing to delete the share root", fobj.share.name)
             return
+        self._sd_cache.pop(fobj.key, None)
         try:
             with resolve(fobj.share, list(fobj.rel), follow_last=False) as r:
                 if not r.exists or (r.st.st_dev, r.st.st_ino) != fobj.key:
@@ -1254,11 +1419,21 @@ class ObjectStore:
             if e.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
                 raise
             st = os.fstat(o.fd)
-            return default_descriptor(st.st_uid, st.st_gid)
+            sd = default_descriptor(st.st_uid, st.st_gid)
+            try:  # created over SMB: owned by the user who created it
+                owner = xattr_call(os.getxattr, o.fd, XATTR_OWNER)
+            except OSError as e2:
+                if e2.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+                    raise
+            else:
+                if len(owner) >= 8 and len(owner) == 8 + 4 * owner[1] and owner[0] == 1:
+                    sd.owner = bytes(owner)
+            return sd
         return Descriptor.parse(raw)
 
     def set_security(self, o: Open, info: int, buf: bytes) -> None:
-        """SMB2_0_INFO_SECURITY set (MS-SMB2 3.3.5.21.3): kept, not enforced."""
+        """SMB2_0_INFO_SECURITY set (MS-SMB2 3.3.5.21.3): stored in ``user.wsd.sd``; CREATE
+        checks later opens against it."""
         if info & SACL_SECURITY_INFORMATION:
             raise fail(STATUS_PRIVILEGE_NOT_HELD, "SACL")
         if info & (OWNER_SECURITY_INFORMATION | GROUP_SECURITY_INFORMATION) and not o.granted_access & WRITE_OWNER:
@@ -1268,12 +1443,14 @@ class ObjectStore:
         if o.share.read_only:
             raise fail(STATUS_ACCESS_DENIED, "read-only share")
         new = Descriptor.parse(buf)
+        if info & OWNER_SECURITY_INFORMATION and o.token is not None:
+            sec.check_owner(o.token, new.owner)
         with o.io_lock:
             if o.closed:
                 raise fail(STATUS_FILE_CLOSED)
             try:
                 merged = self._descriptor(o).merge(new, info)
-                os.setxattr(fd_path(o.fd), XATTR_SD, merged.pack())
+                self._write_sd(o.fd, merged)
             except OSError as e:
                 if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
                     raise fail(STATUS_NOT_SUPPORTED_, "no xattrs to keep the descriptor in") from None
@@ -1453,6 +1630,8 @@ class ObjectStore:
                                                                FILE_SHARE_READ | FILE_SHARE_WRITE):
                     raise fail(STATUS_SHARING_VIOLATION, "parent directory is open without delete sharing")
                 same_file = dst.exists and (dst.st.st_dev, dst.st.st_ino) == fobj.key
+                if o.token is not None and not same_file:
+                    self._check_rename_target(o.token, dst, fobj.is_directory)
                 if dst.exists and not same_file:
                     if not replace_if_exists:
                         raise fail(STATUS_OBJECT_NAME_COLLISION, "\\".join(dst.rel))
@@ -1471,6 +1650,25 @@ class ObjectStore:
                 fobj.rel = dst.rel[:-1] + [target_name]
                 for oo in fobj.opens:
                     oo.path_name = fobj.path
+
+    def _check_rename_target(self, token: Token, dst: Resolved, is_dir: bool) -> None:
+        """MS-FSA 2.1.5.14.11: the target directory must allow adding the entry
+        (FILE_ADD_FILE / FILE_ADD_SUBDIRECTORY), and a file being replaced must allow
+        DELETE (or its directory FILE_DELETE_CHILD).  Stored descriptors only."""
+        assert dst.parent_fd is not None
+        try:
+            pst = os.fstat(dst.parent_fd)
+        except OSError as e:
+            raise from_oserror(e) from None
+        psd = self._stored_sd(dst.parent_fd, pst)
+        pmax = FILE_ALL_ACCESS if psd is None else maximum_allowed(psd, token)
+        need = FILE_ADD_SUBDIRECTORY if is_dir else FILE_ADD_FILE
+        if need & ~pmax:
+            raise fail(STATUS_ACCESS_DENIED, "the target directory denies adding the entry")
+        if dst.exists and not pmax & FILE_DELETE_CHILD:
+            tsd = self._stored_sd(dst, dst.st)
+            if tsd is not None and not maximum_allowed(tsd, token) & DELETE:
+                raise fail(STATUS_ACCESS_DENIED, "the file to replace denies DELETE")
 
     def _rename_stream(self, o: Open, new_name: str, replace_if_exists: bool) -> None:
         """Rename a named stream to ``:new[:$DATA]`` of the same file (MS-FSA 2.1.5.14.11)."""

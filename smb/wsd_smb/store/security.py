@@ -1,14 +1,17 @@
-"""Security descriptors (MS-DTYP 2.4.6, self-relative) for SMB2_0_INFO_SECURITY.
+"""Security descriptors (MS-DTYP 2.4.6, self-relative) for SMB2_0_INFO_SECURITY, and
+their evaluation (MS-DTYP 2.5.3).
 
-Default (nothing set by a client): owner and group are the Unix uid/gid mapped the way
-Samba maps unmapped Unix ids (S-1-22-1-<uid>, S-1-22-2-<gid>), the DACL grants Everyone
-(S-1-1-0) full control.  A descriptor a client sets (SET_INFO, or the SecD create
-context) is validated, merged part by part and kept in the xattr ``user.wsd.sd``; it is
-returned by later queries but NOT evaluated: access checks use the share's rules only
-(docs/smb-store.md).  Only the parts named in AdditionalInformation are returned
-(MS-SMB2 3.3.5.20.3)."""
+Default (nothing stored): owner is the SMB user who created the file (``user.wsd.owner``)
+or, for a file made outside SMB, the Unix uid mapped the way Samba maps unmapped Unix ids
+(S-1-22-1-<uid>); group S-1-22-2-<gid>; the DACL grants Everyone (S-1-1-0) full control.
+A descriptor a client sets (SET_INFO, the SecD create context) or that a new file inherits
+from its parent is kept in the xattr ``user.wsd.sd`` and enforced at CREATE
+(:func:`maximum_allowed`, objectstore.py; docs/smb-store.md "Security descriptors").
+Only the parts named in AdditionalInformation are returned (MS-SMB2 3.3.5.20.3)."""
 from __future__ import annotations
 
+import functools
+import hashlib
 import struct
 
 from ..wire.base import F, Plain, U8, U16, U32
@@ -235,9 +238,319 @@ class Descriptor:
             if info & bit:
                 setattr(out, name, getattr(new, name))
                 out.control = (out.control & ~present) | (new.control & present)
+        if info & DACL_SECURITY_INFORMATION and out.dacl is not None:
+            out.dacl = map_generic_acl(out.dacl)
+        if info & DACL_SECURITY_INFORMATION:
+            # a DACL set without SE_DACL_PRESENT is a NULL DACL (as Windows keeps it); the
+            # DACL's PROTECTED bit comes with it, AUTO_INHERITED only together with
+            # AUTO_INHERIT_REQ (which is not stored; smbtorture smb2.acls.INHERITFLAGS)
+            out.control = (out.control & ~(SE_DACL_PROTECTED | SE_DACL_AUTO_INHERITED | SE_DACL_AUTO_INHERIT_REQ)) \
+                | SE_DACL_PRESENT | (new.control & SE_DACL_PROTECTED)
+            if new.control & SE_DACL_AUTO_INHERITED and new.control & SE_DACL_AUTO_INHERIT_REQ:
+                out.control |= SE_DACL_AUTO_INHERITED
         return out
 
 
 def default_descriptor(uid: int, gid: int) -> Descriptor:
     return Descriptor.parse(security_descriptor(uid, gid, OWNER_SECURITY_INFORMATION | GROUP_SECURITY_INFORMATION
                                                 | DACL_SECURITY_INFORMATION))
+
+
+# ============================================================== evaluation (MS-DTYP 2.5.3)
+ACCESS_DENIED_ACE_TYPE = 0x01
+# ACE_HEADER AceFlags (MS-DTYP 2.4.4.1)
+OBJECT_INHERIT_ACE = 0x01
+CONTAINER_INHERIT_ACE = 0x02
+NO_PROPAGATE_INHERIT_ACE = 0x04
+INHERIT_ONLY_ACE = 0x08
+INHERITED_ACE = 0x10
+INHERIT_FLAGS = OBJECT_INHERIT_ACE | CONTAINER_INHERIT_ACE | NO_PROPAGATE_INHERIT_ACE | INHERIT_ONLY_ACE
+# SECURITY_DESCRIPTOR Control bits (MS-DTYP 2.4.6)
+SE_DACL_AUTO_INHERIT_REQ = 0x0100
+SE_DACL_AUTO_INHERITED = 0x0400
+SID_LOCAL_SYSTEM = Sid(5, 18).pack()
+SE_DACL_PROTECTED = 0x1000
+
+# well-known SIDs (MS-DTYP 2.4.2.4), packed
+SID_EVERYONE = EVERYONE.pack()
+SID_CREATOR_OWNER = Sid(3, 0).pack()
+SID_CREATOR_GROUP = Sid(3, 1).pack()
+SID_OWNER_RIGHTS = Sid(3, 4).pack()
+SID_NETWORK = Sid(5, 2).pack()
+SID_ANONYMOUS = Sid(5, 7).pack()
+SID_AUTHENTICATED_USERS = Sid(5, 11).pack()
+SID_BUILTIN_ADMINISTRATORS = Sid(5, 32, 544).pack()
+SID_BUILTIN_USERS = Sid(5, 32, 545).pack()
+SID_BUILTIN_GUESTS = Sid(5, 32, 546).pack()
+DOMAIN_USER_RID_GUEST = 501
+DOMAIN_GROUP_RID_USERS = 513  # "None" on a stand-alone server
+
+#: the xattr that records who created a file over SMB (a packed SID): the owner of the
+#: default descriptor of a file that has no stored one
+XATTR_OWNER = "user.wsd.owner"
+
+
+def sid_text(packed: bytes) -> str:
+    n = packed[1]
+    auth = int.from_bytes(packed[2:8], "big")
+    subs = struct.unpack_from(f"<{n}I", packed, 8)
+    return str(Sid(auth, *subs))
+
+
+class Ace:
+    """One ACE of an ACL (MS-DTYP 2.4.4): type, flags, access mask and the packed SID.
+    Only ACCESS_ALLOWED_ACE and ACCESS_DENIED_ACE are evaluated; other types are kept
+    (raw) and take no part in access checks."""
+
+    __slots__ = ("ace_type", "flags", "mask", "sid", "raw")
+
+    def __init__(self, ace_type: int, flags: int, mask: int, sid: bytes, raw: bytes | None = None) -> None:
+        self.ace_type, self.flags, self.mask, self.sid, self.raw = ace_type, flags, mask, sid, raw
+
+    def pack(self) -> bytes:
+        if self.raw is not None:
+            return self.raw[:1] + bytes([self.flags]) + self.raw[2:]
+        return AceHeader(ace_type=self.ace_type, ace_flags=self.flags, ace_size=8 + len(self.sid),
+                         mask=self.mask).pack(0) + self.sid
+
+    def __repr__(self) -> str:
+        return f"Ace(type={self.ace_type}, flags=0x{self.flags:x}, mask=0x{self.mask:x}, sid={sid_text(self.sid)})"
+
+
+def parse_acl(raw: bytes) -> list[Ace]:
+    """The ACEs of a validated ACL (``Descriptor`` has checked the sizes)."""
+    _, _, size, count, _ = struct.unpack_from("<BBHHH", raw, 0)
+    out, pos = [], 8
+    for _ in range(count):
+        ace_type, flags, ace_size = struct.unpack_from("<BBH", raw, pos)
+        body = bytes(raw[pos:pos + ace_size])
+        if ace_type in (ACCESS_ALLOWED_ACE_TYPE, ACCESS_DENIED_ACE_TYPE) and ace_size >= 16:
+            mask = struct.unpack_from("<I", body, 4)[0]
+            try:
+                n = _sid_len(body, 8)
+            except ValueError:
+                n = 0
+            out.append(Ace(ace_type, flags, mask, body[8:8 + n]) if n else Ace(ace_type, flags, mask, b"", body))
+        else:
+            out.append(Ace(ace_type, flags, 0, b"", body))
+        pos += ace_size
+    return out
+
+
+def map_generic_acl(raw: bytes) -> bytes:
+    """*raw* with GENERIC_* bits of the effective ACEs mapped to file rights, as Windows
+    stores a descriptor it is given (smbtorture smb2.acls.CREATOR/GENERIC); inherit-only
+    ACEs keep theirs (they are mapped when inherited)."""
+    from .constants import map_generic
+
+    aces = parse_acl(raw)
+    changed = False
+    for a in aces:
+        if a.raw is None and not a.flags & INHERIT_ONLY_ACE and a.mask & 0xF0000000:
+            a.mask = map_generic(a.mask)
+            changed = True
+    return pack_acl(aces, raw[0]) if changed else raw
+
+
+def pack_acl(aces: list[Ace], revision: int = ACL_REVISION) -> bytes:
+    body = b"".join(a.pack() for a in aces)
+    return AclHeader(acl_revision=revision, acl_size=8 + len(body), ace_count=len(aces)).pack(0) + body
+
+
+class Token:
+    """The security identity of an SMB session (MS-DTYP 2.5.2 Token, reduced): the user's
+    SID, its group SIDs and the primary group new objects get.  SIDs are packed."""
+
+    __slots__ = ("user", "groups", "primary_group", "sids")
+
+    def __init__(self, user: bytes, groups: tuple[bytes, ...], primary_group: bytes) -> None:
+        self.user, self.groups, self.primary_group = user, groups, primary_group
+        self.sids = frozenset((user, *groups))
+
+    def __repr__(self) -> str:
+        return f"Token(user={sid_text(self.user)}, groups={[sid_text(g) for g in self.groups]})"
+
+
+def _h32(text: str, n: int) -> tuple[int, ...]:
+    d = hashlib.sha256(text.encode("utf-8")).digest()
+    return struct.unpack_from(f"<{n}I", d, 0)
+
+
+def machine_sid(server_name: str) -> tuple[int, ...]:
+    """The S-1-5-21-x-y-z sub-authorities of this server's accounts: derived from the
+    server name, so they are the same after a restart."""
+    return (21, *_h32("wsd-machine-sid:" + server_name.upper(), 3))
+
+
+def user_rid(user_name: str) -> int:
+    """A stable RID for a configured account: 1000 + 30 bits of a hash of the lower-case
+    name (Windows numbers local accounts from 1000)."""
+    return 1000 + (_h32("wsd-user-rid:" + user_name.lower(), 1)[0] & 0x3FFFFFFF)
+
+
+@functools.lru_cache(maxsize=1024)
+def token_for(server_name: str, user_name: str, is_admin: bool = False, is_guest: bool = False,
+              is_anonymous: bool = False) -> Token:
+    """The Token of a session.  An account: S-1-5-21-<machine>-<rid>, with Everyone,
+    NETWORK, Authenticated Users, BUILTIN\\Users (and BUILTIN\\Administrators for an
+    ``admin`` account).  Guest: the machine's Guest (RID 501) with Everyone, NETWORK and
+    BUILTIN\\Guests.  Anonymous: ANONYMOUS LOGON (S-1-5-7) with NETWORK only (Windows
+    leaves Everyone out of anonymous tokens by default)."""
+    m = machine_sid(server_name)
+    primary = Sid(5, *m, DOMAIN_GROUP_RID_USERS).pack()
+    if is_anonymous:
+        return Token(SID_ANONYMOUS, (SID_NETWORK,), SID_ANONYMOUS)
+    if is_guest:
+        return Token(Sid(5, *m, DOMAIN_USER_RID_GUEST).pack(), (SID_EVERYONE, SID_NETWORK, SID_BUILTIN_GUESTS),
+                     primary)
+    groups = [SID_EVERYONE, SID_NETWORK, SID_AUTHENTICATED_USERS, SID_BUILTIN_USERS, primary]
+    if is_admin:
+        groups.append(SID_BUILTIN_ADMINISTRATORS)
+    return Token(Sid(5, *m, user_rid(user_name)).pack(), tuple(groups), primary)
+
+
+def has_dacl(sd: Descriptor) -> bool:
+    """The descriptor has a DACL that is not NULL (a NULL or absent DACL grants all)."""
+    return bool(sd.control & SE_DACL_PRESENT) and sd.dacl is not None
+
+
+def maximum_allowed(sd: Descriptor, token: Token) -> int:
+    """The access mask *token* is granted by *sd* (MS-DTYP 2.5.3.2 with MAXIMUM_ALLOWED):
+    the owner's implicit READ_CONTROL | WRITE_DAC (unless an OWNER RIGHTS ACE is present),
+    then the DACL in stored order -- a bit allowed before it is denied is granted, a bit
+    denied before it is allowed is not.  Inherit-only ACEs take no part; GENERIC_* bits in
+    ACE masks are mapped (file generic mapping).  A NULL DACL grants everything, an
+    empty one nothing (but the owner's rights).
+
+    A DesiredAccess D (mapped) is granted exactly when ``D & ~maximum_allowed(...) == 0``:
+    per bit, both algorithms look for the first ACE that names it."""
+    from .constants import READ_CONTROL, WRITE_DAC, map_generic
+
+    if not has_dacl(sd):
+        return FILE_ALL_ACCESS
+    aces = parse_acl(sd.dacl)
+    is_owner = sd.owner is not None and sd.owner in token.sids
+    granted = denied = 0
+    if is_owner and not any(a.sid == SID_OWNER_RIGHTS and not a.flags & INHERIT_ONLY_ACE for a in aces):
+        granted = READ_CONTROL | WRITE_DAC
+    for a in aces:
+        if a.flags & INHERIT_ONLY_ACE or a.ace_type not in (ACCESS_ALLOWED_ACE_TYPE, ACCESS_DENIED_ACE_TYPE):
+            continue
+        if not (a.sid in token.sids or (is_owner and a.sid == SID_OWNER_RIGHTS)):
+            continue
+        mask = map_generic(a.mask) & FILE_ALL_ACCESS
+        if a.ace_type == ACCESS_ALLOWED_ACE_TYPE:
+            granted |= mask & ~denied
+        else:
+            denied |= mask & ~granted
+    return granted & FILE_ALL_ACCESS
+
+
+def access_check(sd: Descriptor, token: Token, desired: int) -> int:
+    """The bits of *desired* (already generic-mapped, no MAXIMUM_ALLOWED) that *sd*
+    does NOT grant to *token* (0: access granted)."""
+    return desired & ~maximum_allowed(sd, token)
+
+
+def _inherited_aces(parent: Descriptor, is_container: bool, owner: bytes, group: bytes) -> list[Ace]:
+    aces = _inherited_aces_flagged(parent, is_container, owner, group)
+    if not parent.control & SE_DACL_AUTO_INHERITED:
+        for a in aces:
+            a.flags &= ~INHERITED_ACE
+    return aces
+
+
+def _inherited_aces_flagged(parent: Descriptor, is_container: bool, owner: bytes, group: bytes) -> list[Ace]:
+    """MS-DTYP 2.5.3.4.2 ComputeInheritedACLfromParent for the DACL: the ACEs a new file
+    (OBJECT_INHERIT) or directory (CONTAINER_INHERIT, or OBJECT_INHERIT kept inherit-only
+    for its own children) gets from its parent, flagged INHERITED_ACE when the parent's
+    DACL is SE_DACL_AUTO_INHERITED (Windows; smbtorture smb2.acls.INHERITANCE/INHERITFLAGS,
+    the flag is dropped again by the wrapper above otherwise).  CREATOR OWNER /
+    CREATOR GROUP become the new owner / group and GENERIC_* bits are mapped in the
+    effective copy; a directory keeps the original as an inherit-only ACE so that it is
+    passed on again (unless NO_PROPAGATE_INHERIT)."""
+    from .constants import map_generic
+
+    if not has_dacl(parent):
+        return []
+    out: list[Ace] = []
+    for a in parse_acl(parent.dacl):
+        if a.ace_type not in (ACCESS_ALLOWED_ACE_TYPE, ACCESS_DENIED_ACE_TYPE) or not a.sid:
+            continue
+        oi, ci = bool(a.flags & OBJECT_INHERIT_ACE), bool(a.flags & CONTAINER_INHERIT_ACE)
+        no_prop = bool(a.flags & NO_PROPAGATE_INHERIT_ACE)
+        sid = owner if a.sid == SID_CREATOR_OWNER else group if a.sid == SID_CREATOR_GROUP else a.sid
+        effective = Ace(a.ace_type, INHERITED_ACE, map_generic(a.mask) & 0xFFFFFFFF, sid)
+        if not is_container:
+            if oi:
+                out.append(effective)
+            continue
+        if ci:
+            if no_prop:
+                out.append(effective)
+            elif sid != a.sid or map_generic(a.mask) != a.mask:
+                out.append(effective)  # substituted/mapped copy, then the original for the children
+                out.append(Ace(a.ace_type, (a.flags & (OBJECT_INHERIT_ACE | CONTAINER_INHERIT_ACE))
+                               | INHERIT_ONLY_ACE | INHERITED_ACE, a.mask, a.sid))
+            else:
+                out.append(Ace(a.ace_type, (a.flags & (OBJECT_INHERIT_ACE | CONTAINER_INHERIT_ACE))
+                               | INHERITED_ACE, a.mask, a.sid))
+        elif oi and not no_prop:
+            out.append(Ace(a.ace_type, OBJECT_INHERIT_ACE | INHERIT_ONLY_ACE | INHERITED_ACE, a.mask, a.sid))
+    return out
+
+
+def inherit(parent: Descriptor | None, is_container: bool, creator: Descriptor | None,
+            owner: bytes, group: bytes) -> Descriptor | None:
+    """The descriptor of a new file or directory (MS-DTYP 2.5.3.4.1 CreateSecurityDescriptor,
+    no SACL).  *parent*: the parent's stored descriptor, None when it has none -- such a
+    directory acts as if it passed on Everyone full control, the default, so nothing is
+    stored for its children unless the creator gives a descriptor.
+
+    Owner and group come from *creator* (the SecD create context) where it has them, else
+    the creating user's.  DACL: the creator's (GENERIC_* mapped), with the inherited ACEs
+    appended when the parent's DACL is SE_DACL_AUTO_INHERITED and the creator's is not
+    PROTECTED (a NULL one stays NULL); without one from the creator, the inherited ACEs;
+    with nothing inheritable from a stored parent, the default DACL of a Windows token
+    (owner and SYSTEM full control).  The new DACL is SE_DACL_AUTO_INHERITED (and its
+    inherited ACEs INHERITED_ACE) when the parent's is.  None: nothing to store."""
+    own = creator.owner if creator is not None and creator.owner else owner
+    grp = creator.group if creator is not None and creator.group else group
+    inherited = _inherited_aces(parent, is_container, own, grp) if parent is not None else []
+    auto = SE_DACL_AUTO_INHERITED if parent is not None and parent.control & SE_DACL_AUTO_INHERITED else 0
+    control = SE_SELF_RELATIVE | SE_DACL_PRESENT
+    if creator is not None and creator.control & SE_DACL_PRESENT:
+        control |= creator.control & SE_DACL_PROTECTED
+        if creator.dacl is None:
+            dacl = None  # a NULL DACL stays NULL
+        else:
+            explicit = parse_acl(map_generic_acl(creator.dacl))
+            if auto and not creator.control & SE_DACL_PROTECTED:
+                explicit = explicit + inherited
+                control |= auto
+            dacl = pack_acl(explicit, creator.dacl[0])
+    elif inherited:
+        control |= auto
+        dacl = pack_acl(inherited)
+    elif parent is not None:  # nothing inheritable: the token's default DACL
+        dacl = pack_acl([Ace(ACCESS_ALLOWED_ACE_TYPE, 0, FILE_ALL_ACCESS, own),
+                         Ace(ACCESS_ALLOWED_ACE_TYPE, 0, FILE_ALL_ACCESS, SID_LOCAL_SYSTEM)])
+    elif creator is None:
+        return None
+    else:  # a creator descriptor without a DACL under a parent without one: the default
+        dacl = acl([access_allowed_ace(EVERYONE, FILE_ALL_ACCESS)])
+    return Descriptor(control, own, grp, None, dacl)
+
+
+STATUS_INVALID_OWNER = 0xC000005A
+
+
+def check_owner(token: "Token", owner: bytes | None) -> None:
+    """An owner a session may give an object (SET_INFO OWNER, the SecD create context):
+    itself; an ``admin`` account (BUILTIN\\Administrators, which holds SeRestorePrivilege
+    on Windows) any SID.  Otherwise STATUS_INVALID_OWNER."""
+    from .errors import fail
+
+    if owner is None or owner == token.user or SID_BUILTIN_ADMINISTRATORS in token.sids:
+        return
+    raise fail(STATUS_INVALID_OWNER, f"owner {sid_text(owner)} is not the caller")

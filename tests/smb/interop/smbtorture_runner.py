@@ -40,6 +40,8 @@ SUITES = [
     "smb2.durable-open", "smb2.durable-v2-open", "smb2.compound", "smb2.credits", "smb2.ioctl",
     # CHANGE_NOTIFY (core/notify.py); ~85 s, most of it smb2.notify.mask's own 200 ms sleeps
     "smb2.notify",
+    # NT ACLs: stored descriptors, access checks, inheritance (store/security.py); ~1 s
+    "smb2.acls",
 ]
 #: Slow on Samba (lease 3 min, oplock 2 min: they wait out break timeouts); run with WSD_SMBTORTURE_SUITES=all.
 SLOW_SUITES = ["smb2.lease", "smb2.oplock",
