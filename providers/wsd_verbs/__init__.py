@@ -40,50 +40,28 @@ from __future__ import annotations
 
 import collections
 import errno as _errno
-import bisect
 import ipaddress
 import itertools
 import logging
 import os
 import select
-import struct
 import threading
 import time
 
 from wsd import errors
-from wsd.sanbase import SanProviderBase, SanSocketState
-from wsd.spi import FD_ACCEPT, FD_CLOSE, FD_CONNECT, MEM_READ, MEM_WRITE, Availability, ProviderCapabilities
+from wsd.sanbase import SanProviderBase
+from wsd.spi import FD_CLOSE, FD_CONNECT, Availability, ProviderCapabilities
+
+from .cm import ConnectionMixin
+from .memory import MemoryMixin
+from .pv import PV, load_pv
+from .sockets import _OP_FENCE, _OP_READ, _OP_RECV, _OP_SEND, _OP_WRITE, DESCRIPTOR, _Op, _Sock
 
 log = logging.getLogger("wsd.verbs")
 
 __all__ = ["VerbsProvider", "DESCRIPTOR"]
 
-#: RDMA descriptor handed to the peer: magic, address, length, rkey, access (MEM_READ/MEM_WRITE)
-DESCRIPTOR = struct.Struct("<4sQQII")
-_MAGIC = b"WSDv"
-
-_OP_RECV, _OP_SEND, _OP_READ, _OP_WRITE, _OP_FENCE = "recv", "send", "rdma_read", "rdma_write", "fence"
 _WR_CACHE_MAX = 1024      # cached SendWR / RecvWR objects per provider (keyed by address, length, lkey)
-
-# pyverbs names used on the data path, bound once at WSPStartup (an import statement per work request
-# costs ~0.1 ms in the TCG guest)
-_pv = None
-_SGE_LAYOUT = _SEND_LAYOUT = _RECV_LAYOUT = None      # _pyverbs_glue's, bound with _pv
-
-
-def _load_pv() -> None:
-    global _pv, _SGE_LAYOUT, _SEND_LAYOUT, _RECV_LAYOUT
-    if _pv is None:
-        from . import _pyverbs_glue as glue
-        _SGE_LAYOUT, _SEND_LAYOUT, _RECV_LAYOUT = glue.SGE_LAYOUT, glue.SEND_LAYOUT, glue.RECV_LAYOUT
-        import types
-
-        from pyverbs.mr import MR
-        from pyverbs.pyverbs_error import PyverbsError, PyverbsRDMAError
-        from pyverbs.wr import SGE, RecvWR, SendWR
-        _pv = types.SimpleNamespace(MR=MR, PyverbsError=PyverbsError, PyverbsRDMAError=PyverbsRDMAError,
-                                    SGE=SGE, RecvWR=RecvWR, SendWR=SendWR)
-
 
 def _skip_reason_import():
     try:
@@ -94,49 +72,7 @@ def _skip_reason_import():
     return None
 
 
-class _Op:
-    """One overlapped request (or a fence) and what its work request is built from."""
-    __slots__ = ("kind", "sock", "ov", "length", "temp_mr", "keep", "wr_id", "addr", "lkey", "raddr", "rkey",
-                 "signaled")
-
-    def __init__(self, kind, sock, ov, length, temp_mr=None, keep=None, wr_id=0, addr=0, lkey=0):
-        self.kind = kind
-        self.sock = sock
-        self.ov = ov
-        self.length = length
-        self.temp_mr = temp_mr
-        self.keep = keep
-        self.wr_id = wr_id
-        self.addr = addr
-        self.lkey = lkey
-        self.raddr = 0
-        self.rkey = 0
-        self.signaled = False
-
-
-class _Sock(SanSocketState):
-    __slots__ = ("cmid", "cm_ptr", "qp", "qp_num", "ops", "sq", "sig_pending", "unsig_run", "send_backlog",
-                 "connect_deadline", "listener", "mapped_peer")
-
-    def __init__(self, sid: int):
-        super().__init__(sid)     # state: new | bound | listening | connecting | connected | resetting | reset | closed
-        self.mapped_peer = None
-        self.cmid = None
-        self.cm_ptr = 0
-        # queue holds (child CMID, child pointer, caller address)
-        self.qp = None
-        self.qp_num = None
-        self.ops: set[int] = set()         # outstanding work-request ids
-        # the send queue, in posting order (RC completes it in order): _Ops, signalled or not, and fences
-        self.sq: collections.deque[_Op] = collections.deque()
-        self.sig_pending = 0               # signalled work requests in sq
-        self.unsig_run = 0                 # unsignalled work requests posted since the last signalled one
-        self.send_backlog: collections.deque[_Op] = collections.deque()   # waiting for a send-queue slot
-        self.connect_deadline = None
-        self.listener = None
-
-
-class VerbsProvider(SanProviderBase):
+class VerbsProvider(ConnectionMixin, MemoryMixin, SanProviderBase):
     name = "verbs"
     is_san = True
 
@@ -271,7 +207,7 @@ class VerbsProvider(SanProviderBase):
         from pyverbs.pd import PD
 
         from . import _pyverbs_glue as glue
-        _load_pv()
+        load_pv()
         self._e = e
         self._glue = glue
         self._ctx = d.Context(name=self.device)
@@ -298,15 +234,15 @@ class VerbsProvider(SanProviderBase):
         # the fence: a signalled zero-length RDMA WRITE (no R_Key is checked for a zero-length transfer,
         # nothing reaches the peer's receive queue), whose completion completes the unsignalled SENDs
         # before it
-        self._fence_wr = _pv.SendWR(wr_id=0, opcode=e.IBV_WR_RDMA_WRITE, num_sge=1, sg=[_pv.SGE(0, 0, 0)],
+        self._fence_wr = PV.SendWR(wr_id=0, opcode=e.IBV_WR_RDMA_WRITE, num_sge=1, sg=[PV.SGE(0, 0, 0)],
                                     send_flags=e.IBV_SEND_SIGNALED)
         self._fence_wr.num_sge = 0
         self._fence_wr.set_wr_rdma(0, 0)
         self._swt = self._rwt = None
         if self.wr_templates:
             try:
-                self._swt = glue.send_template(_pv.SendWR, _pv.SGE, e.IBV_WR_SEND, e.IBV_SEND_SIGNALED)
-                self._rwt = glue.recv_template(_pv.RecvWR, _pv.SGE)
+                self._swt = glue.send_template(PV.SendWR, PV.SGE, e.IBV_WR_SEND, e.IBV_SEND_SIGNALED)
+                self._rwt = glue.recv_template(PV.RecvWR, PV.SGE)
                 self.stats["wr_templates"] = 1
             except glue.LayoutError as err:
                 self._swt = self._rwt = None
@@ -365,7 +301,7 @@ class VerbsProvider(SanProviderBase):
             pass
 
     def _progress_loop(self) -> None:
-        PyverbsError = _pv.PyverbsError
+        PyverbsError = PV.PyverbsError
         while not self._stop:
             timeout = 0.2
             if self._stranded:
@@ -401,7 +337,7 @@ class VerbsProvider(SanProviderBase):
     def _on_comp_channel(self) -> None:
         # One event per readiness report (epoll is level-triggered: a second queued event wakes us
         # again), so the common case raises no EAGAIN exception -- pyverbs' exceptions are costly.
-        PyverbsRDMAError = _pv.PyverbsRDMAError
+        PyverbsRDMAError = PV.PyverbsRDMAError
         try:
             self._cc.get_cq_event(self._cq)
         except PyverbsRDMAError as e:
@@ -433,7 +369,7 @@ class VerbsProvider(SanProviderBase):
 
     def _on_cm_events(self) -> None:
         from pyverbs.cmid import CMEvent
-        PyverbsRDMAError = _pv.PyverbsRDMAError
+        PyverbsRDMAError = PV.PyverbsRDMAError
         for _ in range(64):
             try:
                 ev = CMEvent(self._ec)
@@ -458,168 +394,6 @@ class VerbsProvider(SanProviderBase):
                 s.state = "new"
                 self._signal(s, FD_CONNECT, errors.WSAETIMEDOUT.wsa_code)
 
-    # ------------------------------------------------------------------ CM events
-    def _on_cm_event(self, ev) -> None:
-        import pyverbs.cm_enums as ce
-        id_ptr, listen_ptr, etype, status = self._glue.event_fields(ev)
-        name = ev.event_str()
-        self.stats[f"cm_{name}"] += 1
-        if etype == ce.RDMA_CM_EVENT_CONNECT_REQUEST:
-            self._on_connect_request(ev, id_ptr, listen_ptr)
-            return
-        s = self._by_cm.get(id_ptr)
-        if s is None:
-            lst = self._pending_children.pop(id_ptr, None)
-            if lst is not None:        # a queued request went away before it was accepted
-                for i, item in enumerate(lst.queue):
-                    if item[1] == id_ptr:
-                        del lst.queue[i]
-                        self._close_cmid(item[0])
-                        break
-            log.debug("verbs: %s for an unknown CM id", name)
-            return
-        if etype == ce.RDMA_CM_EVENT_ADDR_RESOLVED:
-            if s.state == "connecting":
-                PyverbsError = _pv.PyverbsError
-                try:
-                    s.cmid.resolve_route(max(100, int(self.connect_timeout * 1000)))
-                except PyverbsError as err:
-                    self._connect_failed(s, errors.WSAEHOSTUNREACH.wsa_code, f"rdma_resolve_route: {err}")
-        elif etype == ce.RDMA_CM_EVENT_ROUTE_RESOLVED:
-            if s.state == "connecting":
-                self._connect_qp(s)
-        elif etype == ce.RDMA_CM_EVENT_CONNECT_RESPONSE:
-            if s.state == "connecting":
-                PyverbsError = _pv.PyverbsError
-                try:
-                    self._to_rtr_rts(s)
-                    s.cmid.establish()
-                except PyverbsError as err:
-                    self._connect_failed(s, errors.WSAECONNREFUSED.wsa_code, f"bringing the QP up: {err}")
-                    return
-                s.state = "connected"
-                s.connect_deadline = None
-                self._signal(s, FD_CONNECT)
-        elif etype == ce.RDMA_CM_EVENT_ESTABLISHED:
-            pass
-        elif etype == ce.RDMA_CM_EVENT_REJECTED:
-            if s.state == "connecting":
-                self._connect_failed(s, errors.WSAECONNREFUSED.wsa_code, f"rejected (status {status})")
-        elif etype in (ce.RDMA_CM_EVENT_ADDR_ERROR, ce.RDMA_CM_EVENT_ROUTE_ERROR, ce.RDMA_CM_EVENT_UNREACHABLE,
-                       ce.RDMA_CM_EVENT_CONNECT_ERROR):
-            if s.state == "connecting":
-                code = (errors.WSAEHOSTUNREACH if etype in (ce.RDMA_CM_EVENT_ADDR_ERROR, ce.RDMA_CM_EVENT_ROUTE_ERROR)
-                        else errors.WSAECONNREFUSED if etype == ce.RDMA_CM_EVENT_UNREACHABLE
-                        else errors.WSAECONNRESET).wsa_code
-                self._connect_failed(s, code, f"{name} (status {status})")
-            elif s.state == "connected":
-                self._reset(s, errors.WSAECONNRESET.wsa_code, name)
-        elif etype in (ce.RDMA_CM_EVENT_DISCONNECTED, ce.RDMA_CM_EVENT_DEVICE_REMOVAL):
-            if s.state in ("connected", "connecting"):
-                self._reset(s, errors.WSAECONNRESET.wsa_code, f"{name} from the peer")
-        # TIMEWAIT_EXIT, ADDR_CHANGE and the rest need nothing
-
-    def _on_connect_request(self, ev, id_ptr: int, listen_ptr: int) -> None:
-        from pyverbs.cmid import CMID
-        lst = self._by_cm.get(listen_ptr)
-        if lst is None or not lst.listening:
-            log.info("verbs: connection request for a listener that is gone; ignored")
-            return
-        child = CMID(creator=ev, listen_id=lst.cmid)
-        _src, caller = self._glue.cm_id_addrs(id_ptr)
-        lst.queue.append((child, id_ptr, caller or ("?", 0)))
-        self._pending_children[id_ptr] = lst
-        # WSD-A2: signal the event object registered for FD_ACCEPT
-        self._signal(lst, FD_ACCEPT)
-
-    def _connect_failed(self, s: _Sock, code: int, why: str) -> None:
-        log.info("verbs: connect to %s failed: %s", s.peer, why)
-        self._destroy_cm(s)
-        s.state = "new"
-        s.connect_deadline = None
-        self._signal(s, FD_CONNECT, code)
-
-    # ------------------------------------------------------------------ queue pairs
-    def _create_qp(self, s: _Sock, cmid) -> None:
-        from pyverbs.qp import QP, QPCap, QPInitAttr
-        e = self._e
-        if len(self._by_qpn) >= self._max_conns:
-            raise errors.WSAENOBUFS(f"verbs provider: at most {self._max_conns} connections "
-                                    f"(cq_entries={self.cq_entries})")
-        # one send slot more than max_send_wr: the fence's (see _post_fences)
-        cap = QPCap(max_send_wr=self.max_send_wr + 1, max_recv_wr=self.max_recv_wr, max_send_sge=1,
-                    max_recv_sge=1)
-        qp = QP(self._pd, QPInitAttr(qp_type=e.IBV_QPT_RC, scq=self._cq, rcq=self._cq, cap=cap, sq_sig_all=0))
-        attr, mask = cmid.init_qp_attr(e.IBV_QPS_INIT)
-        attr.qp_access_flags = (e.IBV_ACCESS_LOCAL_WRITE | e.IBV_ACCESS_REMOTE_READ
-                                | e.IBV_ACCESS_REMOTE_WRITE)
-        qp.modify(attr, mask)
-        s.qp = qp
-        s.qp_num = qp.qp_num
-        self._by_qpn[qp.qp_num] = s
-
-    def _to_rtr_rts(self, s: _Sock) -> None:
-        e = self._e
-        attr, mask = s.cmid.init_qp_attr(e.IBV_QPS_RTR)
-        attr.min_rnr_timer = self.min_rnr_timer
-        s.qp.modify(attr, mask | e.IBV_QP_MIN_RNR_TIMER)
-        attr, mask = s.cmid.init_qp_attr(e.IBV_QPS_RTS)
-        attr.rnr_retry = 7            # 7 = retry for ever: the NIC's flow control
-        # local ACK timeout 4.096 us * 2^ack_timeout per try (18: ~1.07 s, x 8 tries): a starved guest
-        # must not lose the connection; a peer that died is noticed through rdma_cm's DISCONNECTED
-        attr.timeout = max(attr.timeout, self.ack_timeout)
-        s.qp.modify(attr, mask | e.IBV_QP_RNR_RETRY | e.IBV_QP_TIMEOUT)
-
-    def _conn_param(self, s: _Sock):
-        from pyverbs.cmid import ConnParam
-        return ConnParam(resources=self.rd_atomic, depth=self.rd_atomic, retry=7, rnr_retry=7, qp_num=s.qp_num)
-
-    def _connect_qp(self, s: _Sock) -> None:
-        PyverbsError = _pv.PyverbsError
-        try:
-            self._create_qp(s, s.cmid)
-            s.cmid.connect(self._conn_param(s))
-        except errors.WsaError as e:
-            self._connect_failed(s, e.wsa_code, str(e))
-        except PyverbsError as e:
-            self._connect_failed(s, self._wsa(e, errors.WSAENOBUFS, "rdma_connect").wsa_code, str(e))
-
-    def _qp_to_error(self, s: _Sock) -> None:
-        PyverbsError = _pv.PyverbsError
-        from pyverbs.qp import QPAttr
-        if s.qp is None:
-            return
-        try:
-            s.qp.modify(QPAttr(qp_state=self._e.IBV_QPS_ERR), self._e.IBV_QP_STATE)
-        except PyverbsError as err:
-            log.debug("verbs: QP to ERR: %s", err)
-
-    def _release_qp(self, s: _Sock) -> None:
-        if s.qp is not None:
-            self._by_qpn.pop(s.qp_num, None)
-            s.qp.close()
-            s.qp = None
-
-    def _close_cmid(self, cmid) -> None:
-        PyverbsError = _pv.PyverbsError
-        try:
-            cmid.close()
-        except PyverbsError as e:
-            log.debug("verbs: closing a CM id: %s", e)
-
-    def _destroy_cm(self, s: _Sock) -> None:
-        if s.cmid is not None:
-            self._by_cm.pop(s.cm_ptr, None)
-            self._release_qp(s)
-            if self._in_event:
-                # rdma_destroy_id waits until every event of the id is acknowledged: the one being
-                # handled is acknowledged right after the handler, then the id is destroyed
-                self._doomed.append(s.cmid)
-            else:
-                self._close_cmid(s.cmid)
-            s.cmid = None
-            s.cm_ptr = 0
-
     # ------------------------------------------------------------------ sockets
     def _new_socket_state(self, sid: int) -> _Sock:
         return _Sock(sid)
@@ -642,119 +416,8 @@ class VerbsProvider(SanProviderBase):
         c.local = (addr[0] or "0.0.0.0", int(addr[1]))
         c.state = "bound"
 
-    def _new_cmid(self, s: _Sock):
-        import pyverbs.cm_enums as ce
-        from pyverbs.cmid import CMID
-        cmid = CMID(creator=self._ec, port_space=ce.RDMA_PS_TCP)
-        s.cmid = cmid
-        s.cm_ptr = self._glue.ptr_of(cmid)
-        self._by_cm[s.cm_ptr] = s
-        return cmid
-
-    def WSPListen(self, s, backlog) -> None:
-        import pyverbs.cm_enums as ce
-        from pyverbs.cmid import AddrInfo
-        PyverbsError = _pv.PyverbsError
-        c = self._get(s)
-        host, port = c.local
-        with self._lock:
-            cmid = self._new_cmid(c)
-            try:
-                cmid.bind_addr(AddrInfo(src=self._nic_host(host), src_service=str(port),
-                                        port_space=ce.RDMA_PS_TCP, flags=ce.RAI_PASSIVE))
-                cmid.listen(max(1, backlog))
-            except PyverbsError as e:
-                self._destroy_cm(c)
-                raise self._wsa(e, errors.WSAEADDRINUSE, f"rdma_cm listen on {host}:{port}") from None
-            c.listening = True
-            c.state = "listening"
-
-    def WSPAccept(self, s, condition, callback_data) -> int:
-        # overrides SanProviderBase.WSPAccept: the QP is brought up and rdma_accept called under the
-        # lock, before WPUCreateSocketHandle (a failure there must not leave a switch descriptor)
-        PyverbsError = _pv.PyverbsError
-        from wsd.spi import CF_ACCEPT
-        lst = self._get(s)
-        with self._lock:
-            if not lst.listening:
-                raise errors.WSAEINVAL("socket is not listening")
-            if not lst.queue:
-                raise errors.WSAEWOULDBLOCK()
-            child, child_ptr, caller = lst.queue.popleft()
-            self._pending_children.pop(child_ptr, None)
-        # WSD-A3: the condition function runs on this thread, before WSPAccept returns
-        verdict = CF_ACCEPT
-        if condition is not None:
-            verdict = condition(caller, None, lst.local, None, callback_data)
-        with self._lock:
-            # WSD-A6: reset the event; signal again at once while more requests are queued
-            if lst.event is not None:
-                self.upcalls.ResetEvent(lst.event)
-                if lst.queue:
-                    self._signal(lst, FD_ACCEPT)
-            if verdict != CF_ACCEPT:
-                # WSD-A7/A8: the peer learns it only now (its FD_CONNECT: WSAECONNREFUSED)
-                try:
-                    child.reject()
-                except PyverbsError as e:
-                    log.info("verbs: rdma_reject: %s", e)
-                self._close_cmid(child)
-                self.stats["rejected"] += 1
-                raise errors.WSAECONNREFUSED("rejected by the condition function")
-            # WSD-A5: internal state, a QP in RTS, rdma_accept, WPUCreateSocketHandle
-            c = self._new_socket_state(next(self._ids))
-            c.cmid, c.cm_ptr = child, child_ptr
-            c.peer = caller
-            c.local = lst.local
-            c.listener = lst.id
-            try:
-                self._create_qp(c, child)
-                self._to_rtr_rts(c)
-                child.accept(self._conn_param(c))
-            except (PyverbsError, errors.WsaError) as e:
-                self._release_qp(c)
-                try:
-                    child.reject()
-                except PyverbsError:
-                    pass
-                self._close_cmid(child)
-                raise self._wsa(e, errors.WSAENOBUFS, "accepting a connection request") from None
-            c.state = "connected"
-            self._conns[c.id] = c
-            self._by_cm[child_ptr] = c
-            self.stats["accepted"] += 1
-        c.switch_handle = self.upcalls.WPUCreateSocketHandle(self.name, c.id)
-        return c.id
-
-    def WSPConnect(self, s, addr, caller_data=None) -> None:
-        import pyverbs.cm_enums as ce
-        from pyverbs.cmid import AddrInfo
-        PyverbsError = _pv.PyverbsError
-        c = self._get(s)
-        host, port = addr[0], int(addr[1])
-        with self._lock:
-            if c.state in ("connecting", "connected"):
-                raise errors.WSAEISCONN() if c.state == "connected" else errors.WSAEALREADY()
-            c.peer = (host, port)
-            target = self._nic_host(host)
-            if c.local[0] in ("0.0.0.0", ""):
-                c.local = (self.nic_addr, c.local[1])
-            try:
-                cmid = self._new_cmid(c)
-                c.state = "connecting"
-                c.connect_deadline = time.monotonic() + self.connect_timeout
-                cmid.resolve_addr(AddrInfo(dst=target, dst_service=str(port), port_space=ce.RDMA_PS_TCP),
-                                  max(100, int(self.connect_timeout * 1000)))
-            except PyverbsError as e:
-                self._destroy_cm(c)
-                c.state = "new"
-                c.connect_deadline = None
-                err = self._wsa(e, errors.WSAEHOSTUNREACH, f"resolving {host}")
-                self._signal(c, FD_CONNECT, err.wsa_code)
-        raise errors.WSAEWOULDBLOCK("connect in progress")
-
     def WSPCloseSocket(self, s) -> None:
-        PyverbsError = _pv.PyverbsError
+        PyverbsError = PV.PyverbsError
         with self._lock:
             c = self._conns.pop(s, None)
             if c is None:
@@ -879,7 +542,7 @@ class VerbsProvider(SanProviderBase):
 
     def _post_fences(self, now: float) -> None:
         """Post a fence on each connection whose unsignalled sends wait behind no signalled request."""
-        PyverbsError = _pv.PyverbsError
+        PyverbsError = PV.PyverbsError
         for c, deadline in list(self._stranded.items()):
             # (a reset below can drain the CQ, which updates _stranded: check each entry again)
             if deadline > now or self._stranded.pop(c, None) is None:
@@ -891,7 +554,7 @@ class VerbsProvider(SanProviderBase):
             op.signaled = True
             t = self._swt
             if t is not None:
-                _SEND_LAYOUT.pack_into(t.hdr, 0, wr_id, 0, t.sge_ptr, 0, self._e.IBV_WR_RDMA_WRITE,
+                PV.SEND_LAYOUT.pack_into(t.hdr, 0, wr_id, 0, t.sge_ptr, 0, self._e.IBV_WR_RDMA_WRITE,
                                        self._SIGNALED, 0, 0)
                 wr = t.wr
             else:
@@ -908,110 +571,6 @@ class VerbsProvider(SanProviderBase):
             c.sq.append(op)
             c.sig_pending += 1
             c.unsig_run = 0
-
-    # ------------------------------------------------------------------ memory
-    def _find_mr(self, addr: int, n: int):
-        start, end, mr = self._mem_last
-        if start <= addr and addr + n <= end:
-            return mr
-        idx = self._mem_index
-        i = bisect.bisect_right(idx, (addr, float("inf"))) - 1
-        if i >= 0:
-            ent = idx[i]
-            if ent[0] <= addr and addr + n <= ent[1]:
-                self._mem_last = ent
-                return ent[2]
-        for ent in idx:                     # regions that overlap (a buffer registered twice, nested views)
-            if ent[0] <= addr and addr + n <= ent[1]:
-                self._mem_last = ent
-                return ent[2]
-        return None
-
-    def _reindex_mem(self) -> None:
-        self._mem_index = sorted(((start, end, mr) for start, end, mr, _obj in self._mem.values()
-                                  if mr is not None), key=lambda t: (t[0], t[1]))
-        self._mem_last = (0, 0, None)
-
-    def _register(self, addr: int, n: int, access: int):
-        MR = _pv.MR
-        PyverbsError = _pv.PyverbsError
-        if self.max_registered_bytes is not None and self._registered_bytes + n > self.max_registered_bytes:
-            raise errors.WSAENOBUFS(f"cannot register {n} bytes (max_registered_bytes "
-                                    f"{self.max_registered_bytes})")
-        try:
-            mr = MR(self._pd, n, access, address=addr)
-        except PyverbsError as e:
-            raise errors.WSAENOBUFS(f"ibv_reg_mr of {n} bytes failed: {e}") from None
-        self._registered_bytes += n
-        self.stats["registrations"] += 1
-        return mr
-
-    def _unregister(self, mr, n: int) -> None:
-        mr.close()
-        self._registered_bytes -= n
-
-    def _addr(self, buffer) -> tuple[int, int, bool]:
-        try:
-            return self._glue.buffer_address(buffer)
-        except (BufferError, TypeError) as e:
-            raise errors.WSAEFAULT(f"not a contiguous buffer: {e}") from None
-
-    def WSPRegisterMemory(self, s, buffer, flags=3):
-        addr, n, writable = self._addr(buffer)
-        e = self._e
-        access = e.IBV_ACCESS_LOCAL_WRITE if writable else 0
-        with self._lock:
-            mr = self._register(addr, n, access) if n else None
-            h = next(self._mem_ids)
-            self._mem[h] = (addr, addr + n, mr, buffer)
-            self._reindex_mem()
-        return h
-
-    def WSPDeregisterMemory(self, s, handle) -> None:
-        with self._lock:
-            ent = self._mem.pop(handle, None)
-            if ent is None:
-                raise errors.WSAEINVAL("unknown memory handle")
-            self._reindex_mem()
-            if ent[2] is not None:
-                self._unregister(ent[2], ent[1] - ent[0])
-
-    def WSPRegisterRdmaMemory(self, s, buffer, flags=MEM_READ) -> bytes:
-        addr, n, writable = self._addr(buffer)
-        e = self._e
-        access = 0
-        if flags & MEM_READ:
-            access |= e.IBV_ACCESS_REMOTE_READ
-        if flags & MEM_WRITE:
-            if not writable:
-                raise errors.WSAEFAULT("a read-only buffer cannot be registered for RDMA write")
-            access |= e.IBV_ACCESS_REMOTE_WRITE | e.IBV_ACCESS_LOCAL_WRITE
-        elif writable:
-            access |= e.IBV_ACCESS_LOCAL_WRITE
-        if n == 0:
-            raise errors.WSAEINVAL("cannot register an empty buffer")
-        with self._lock:
-            mr = self._register(addr, n, access)
-            self._rdma[(addr, mr.rkey)] = (mr, buffer, n)
-            self.stats["rdma_register_write" if flags & MEM_WRITE else "rdma_register_read"] += 1
-        return DESCRIPTOR.pack(_MAGIC, addr, n, mr.rkey, flags)
-
-    def WSPDeregisterRdmaMemory(self, s, descriptor: bytes) -> None:
-        magic, addr, n, rkey, flags = self._parse(descriptor)
-        with self._lock:
-            ent = self._rdma.pop((addr, rkey), None)
-            if ent is None:
-                raise errors.WSAEINVAL("unknown RDMA descriptor")
-            self._unregister(ent[0], ent[2])
-
-    @staticmethod
-    def _parse(descriptor: bytes):
-        if len(descriptor) != DESCRIPTOR.size:
-            raise errors.WSAEINVAL(f"bad RDMA descriptor ({len(descriptor)} bytes)")
-        d = DESCRIPTOR.unpack(descriptor)
-        if d[0] != _MAGIC:
-            raise errors.WSAEINVAL("not a verbs RDMA descriptor")
-        return d
 
     # ------------------------------------------------------------------ data
     def _connected(self, s: int) -> _Sock:
@@ -1030,7 +589,7 @@ class VerbsProvider(SanProviderBase):
             return
         try:
             self._post_sq_now(c, op)
-        except _pv.PyverbsError as e:
+        except PV.PyverbsError as e:
             self._ops.pop(op.wr_id, None)
             self._finish_op(op)
             raise self._wsa(e, errors.WSAENOBUFS, f"ibv_post_send ({op.kind})") from None
@@ -1049,8 +608,8 @@ class VerbsProvider(SanProviderBase):
         flags = self._SIGNALED if signal else 0
         t = self._swt
         if t is not None:
-            _SGE_LAYOUT.pack_into(t.sge, 0, op.addr, op.length, op.lkey)
-            _SEND_LAYOUT.pack_into(t.hdr, 0, op.wr_id, 0, t.sge_ptr, 1 if op.length else 0, opcode, flags,
+            PV.SGE_LAYOUT.pack_into(t.sge, 0, op.addr, op.length, op.lkey)
+            PV.SEND_LAYOUT.pack_into(t.hdr, 0, op.wr_id, 0, t.sge_ptr, 1 if op.length else 0, opcode, flags,
                                    op.raddr, op.rkey)
             wr = t.wr
         elif op.kind is _OP_SEND:
@@ -1081,7 +640,7 @@ class VerbsProvider(SanProviderBase):
             self.stats["unsignaled"] += 1
 
     def _new_send_wr(self, opcode: int, op: _Op):
-        SGE, SendWR = _pv.SGE, _pv.SendWR
+        SGE, SendWR = PV.SGE, PV.SendWR
         wr = SendWR(wr_id=op.wr_id, opcode=opcode, num_sge=1, sg=[SGE(op.addr, op.length, op.lkey)],
                     send_flags=0)
         if not op.length:
@@ -1089,7 +648,7 @@ class VerbsProvider(SanProviderBase):
         return wr
 
     def _flush_backlog(self, c: _Sock) -> None:
-        PyverbsError = _pv.PyverbsError
+        PyverbsError = PV.PyverbsError
         while c.send_backlog and len(c.sq) < self.max_send_wr and c.state == "connected":
             op = c.send_backlog.popleft()
             try:
@@ -1118,7 +677,7 @@ class VerbsProvider(SanProviderBase):
             self.stats["temp_registrations"] += 1
             return addr, n, tmp.lkey, tmp, buf
         # an unregistered read-only send: copy it into a provider-owned MR
-        tmp = _pv.MR(self._pd, n, self._e.IBV_ACCESS_LOCAL_WRITE)
+        tmp = PV.MR(self._pd, n, self._e.IBV_ACCESS_LOCAL_WRITE)
         tmp.write(bytes(buf), n)
         self.stats["bounce_copies"] += 1
         return tmp.buf, n, tmp.lkey, tmp, None
@@ -1147,11 +706,11 @@ class VerbsProvider(SanProviderBase):
             wr_id = next(self._wr_ids)
             t = self._rwt
             if t is not None:
-                _SGE_LAYOUT.pack_into(t.sge, 0, addr, n, lkey)
-                _RECV_LAYOUT.pack_into(t.hdr, 0, wr_id, 0, t.sge_ptr, 1 if n else 0)
+                PV.SGE_LAYOUT.pack_into(t.sge, 0, addr, n, lkey)
+                PV.RECV_LAYOUT.pack_into(t.hdr, 0, wr_id, 0, t.sge_ptr, 1 if n else 0)
                 wr = t.wr
             elif (wr := self._rwr_cache.get((addr, n, lkey))) is None:
-                wr = _pv.RecvWR(wr_id=wr_id, num_sge=1, sg=[_pv.SGE(addr, n, lkey)])
+                wr = PV.RecvWR(wr_id=wr_id, num_sge=1, sg=[PV.SGE(addr, n, lkey)])
                 if not n:
                     wr.num_sge = 0
                 if len(self._rwr_cache) >= _WR_CACHE_MAX:
@@ -1163,7 +722,7 @@ class VerbsProvider(SanProviderBase):
             self._ops[wr_id] = op
             try:
                 c.qp.post_recv(wr)          # copied into the receive queue: wr can be reused at once
-            except _pv.PyverbsError as e:
+            except PV.PyverbsError as e:
                 self._ops.pop(wr_id, None)
                 self._finish_op(op)
                 raise self._wsa(e, errors.WSAENOBUFS, "ibv_post_recv") from None
