@@ -30,6 +30,8 @@ from .constants import (
     ACCESS_SYSTEM_SECURITY,
     DATA_ACCESS_BITS,
     DELETE,
+    FILE_ADD_FILE,
+    FILE_ADD_SUBDIRECTORY,
     FILE_ALL_ACCESS,
     FILE_APPEND_DATA,
     FILE_ATTRIBUTE_ARCHIVE,
@@ -60,6 +62,7 @@ from .constants import (
     OWNER_SECURITY_INFORMATION,
     READ_CONTROL,
     SACL_SECURITY_INFORMATION,
+    SYNCHRONIZE,
     WRITE_DAC,
     WRITE_OWNER,
     MAXIMUM_ALLOWED,
@@ -1444,14 +1447,7 @@ class ObjectStore:
                     resolve(o.share, list(fobj.rel), follow_last=False) as src:
                 if not src.exists or (src.st.st_dev, src.st.st_ino) != fobj.key:
                     raise fail(STATUS_OBJECT_NAME_NOT_FOUND, "source changed on disk")
-                # Windows renames as if it opened the source's parent directory for DELETE
-                # sharing read and write: opens of that directory holding DELETE access or
-                # not sharing delete make the rename a sharing violation.
-                pst = os.fstat(src.parent_fd)
-                parent = self.files.get((pst.st_dev, pst.st_ino))
-                if parent is not None and self._share_conflict(parent.opens, DELETE,
-                                                               FILE_SHARE_READ | FILE_SHARE_WRITE):
-                    raise fail(STATUS_SHARING_VIOLATION, "parent directory is open without delete sharing")
+                self._check_rename_target_directory(dst.parent_fd, fobj.is_directory)
                 same_file = dst.exists and (dst.st.st_dev, dst.st.st_ino) == fobj.key
                 if dst.exists and not same_file:
                     if not replace_if_exists:
@@ -1471,6 +1467,28 @@ class ObjectStore:
                 fobj.rel = dst.rel[:-1] + [target_name]
                 for oo in fobj.opens:
                     oo.path_name = fobj.path
+
+    def _check_rename_target_directory(self, parent_fd: int, is_directory: bool) -> None:
+        """The sharing rule of a rename for the directory that receives the new name.
+
+        Windows' I/O manager opens the target's parent directory (IO_OPEN_TARGET_DIRECTORY)
+        before it hands a FileRenameInformation to the file system (MS-FSA 2.1.5.14.11,
+        2.1.5.15.11 in later editions, DestinationDirectory): DesiredAccess FILE_ADD_FILE,
+        or FILE_ADD_SUBDIRECTORY
+        when a directory moves, | SYNCHRONIZE, ShareAccess READ | WRITE.  That open goes
+        through the ordinary share check (MS-FSA 2.1.5.1.2.1), so an open of the target
+        directory that holds DELETE, or that has data access and does not share write,
+        makes the rename a sharing violation; opens without data access (e.g. only
+        FILE_READ_ATTRIBUTES) and opens that share write and hold no DELETE do not.
+        The source's directory takes no part (a file moves out of a directory that is
+        open without FILE_SHARE_DELETE, as on Windows and Samba).  Caller holds the mutex."""
+        pst = os.fstat(parent_fd)
+        parent = self.files.get((pst.st_dev, pst.st_ino))
+        if parent is None:
+            return
+        access = (FILE_ADD_SUBDIRECTORY if is_directory else FILE_ADD_FILE) | SYNCHRONIZE
+        if self._share_conflict(parent.opens, access, FILE_SHARE_READ | FILE_SHARE_WRITE):
+            raise fail(STATUS_SHARING_VIOLATION, "target directory is open with DELETE or without write sharing")
 
     def _rename_stream(self, o: Open, new_name: str, replace_if_exists: bool) -> None:
         """Rename a named stream to ``:new[:$DATA]`` of the same file (MS-FSA 2.1.5.14.11)."""
