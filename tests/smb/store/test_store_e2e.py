@@ -258,8 +258,21 @@ def test_escape_attempts_are_refused(env, wsd_smbd):
         os.symlink(str(outside), disk / "escape")
         assert status(c.open, rf"{base}\escape", disposition=CreateDisposition.FILE_OPEN) == STATUS_ACCESS_DENIED
         assert status(c.open, rf"{base}\..\..\outside-{base}", disposition=CreateDisposition.FILE_OPEN) \
-            == 0xC0000033  # STATUS_OBJECT_NAME_INVALID
+            == 0xC000003B  # STATUS_OBJECT_PATH_SYNTAX_BAD (as Samba)
+        assert status(c.open, rf"..\outside-{base}", disposition=CreateDisposition.FILE_OPEN) == 0xC000003B
+        assert status(c.open, rf"{base}\..\..\new-{base}", disposition=CreateDisposition.FILE_CREATE) \
+            == 0xC000003B
+        assert not (wsd_smbd.share_path.parent / f"new-{base}").exists()
         assert outside.read_text() == "secret"
+        # ".." that stays inside the share names the parent (smb2.notify.tree opens "dir\sub\..")
+        (disk / "sub").mkdir()
+        (disk / "f").write_bytes(b"in base")
+        d = c.open(rf"{base}\sub\..", access=DirectoryAccessMask.FILE_LIST_DIRECTORY,
+                   disposition=CreateDisposition.FILE_OPEN, options=CreateOptions.FILE_DIRECTORY_FILE)
+        d.close()
+        f = c.open(rf"{base}\sub\..\f", disposition=CreateDisposition.FILE_OPEN)
+        assert f.read(0, 7) == b"in base"
+        f.close()
     finally:
         outside.unlink()
 
