@@ -105,6 +105,7 @@ from ..wire.copychunk import (FSCTL_SRV_COPYCHUNK, FSCTL_SRV_COPYCHUNK_WRITE, FS
                               unpack_chunks)
 from ..wire.contexts import (SMB2_CREATE_APP_INSTANCE_ID, AllocationSize, AppInstanceId, DurableHandleResponse,
                              DurableHandleResponseV2, QueryMaximalAccessResponse, QueryOnDiskIdResponse)
+from ..wire.resiliency import FSCTL_LMR_REQUEST_RESILIENCY, NetworkResiliencyRequest
 from . import durable as dur
 from . import leases as lsm
 from . import notify as ntf
@@ -275,8 +276,8 @@ class _State:
         ended without LOGOFF-free CLOSEs (connection lost, LOGOFF, PreviousSessionId:
         the session is Expired then) and the open is durable with BATCH / a handle lease,
         which is kept for a durable reconnect (core/durable.py)."""
-        if (session.state is SessionState.Expired and not isinstance(o, _PipeOpen) and o.is_durable
-                and not o.closed and dur.eligible(o) and not self.oplocks.is_breaking(o)
+        if (session.state is SessionState.Expired and not isinstance(o, _PipeOpen)
+                and not o.closed and dur.kept_on_disconnect(o) and not self.oplocks.is_breaking(o)
                 and not (o.lease is not None and self.oplocks.is_breaking(o.lease))):
             # (an open whose oplock/lease break is still outstanding is closed: the break
             # cannot be acknowledged any more and the waiting opener proceeds)
@@ -914,7 +915,24 @@ def ioctl(ctx: RequestContext, req: IoctlRequest) -> Response:
         return _request_resume_key(ctx, req, o)
     if code in (FSCTL_SRV_COPYCHUNK, FSCTL_SRV_COPYCHUNK_WRITE):
         return _copychunk(ctx, req, o)
+    if code == FSCTL_LMR_REQUEST_RESILIENCY:
+        return _request_resiliency(ctx, req, o)
     raise fail(STATUS_NOT_SUPPORTED, f"FSCTL 0x{code:08x}")
+
+
+def _request_resiliency(ctx: RequestContext, req: IoctlRequest, o: Open) -> Response:
+    """MS-SMB2 3.3.5.15.9 Handling a Resiliency Request (2.1 and 3.x; 2.0.2 answers
+    STATUS_INVALID_DEVICE_REQUEST, the MAY of the section); the open's state changes
+    in core/durable.py ``request_resiliency``.  The response has no output."""
+    if ctx.connection.dialect == 0x0202:
+        raise fail(STATUS_INVALID_DEVICE_REQUEST, "FSCTL_LMR_REQUEST_RESILIENCY on SMB 2.0.2")
+    data = bytes(req.input)
+    if len(data) < NetworkResiliencyRequest.FIXED_SIZE:
+        raise fail(STATUS_INVALID_PARAMETER, f"NETWORK_RESILIENCY_REQUEST of {len(data)} bytes")
+    body = NetworkResiliencyRequest.unpack(data, 0)
+    dur.request_resiliency(o, body.timeout, ctx.config, dur.owner_of(ctx.session))
+    log.info("event=resiliency_granted file=%s timeout=%.0fs", o.path, o.resiliency_timeout)
+    return Response(IoctlResponse(ctl_code=req.ctl_code, file_id=req.file_id, input=b"", output=b"", flags=0))
 
 
 # ---------------------------------------------------------------------- server-side copy

@@ -235,6 +235,8 @@ class Open:
     client_guid: bytes = b""
     is_resilient: bool = False
     is_persistent: bool = False
+    #: Open.ResiliencyTimeout (seconds; FSCTL_LMR_REQUEST_RESILIENCY, MS-SMB2 3.3.5.15.9)
+    resiliency_timeout: float = 0.0
     #: Open.DurableOpenTimeout (seconds), Open.DurableOpenScavengerTimeout (absolute `now`),
     #: Open.DurableOwner (user name), Open.CreateGuid, Open.DurableFileId
     durable_open_timeout: float = 0.0
