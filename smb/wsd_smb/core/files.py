@@ -328,6 +328,7 @@ def _close_open(st: _State, session: Any, o: Any, postquery: bool = False, cache
         except NtStatusError:  # already closed by a concurrent close
             r = None
         st.notify.open_closed(o)
+        _notify_renamed_closed(st, o)
         _drop_open(session, o)
         st.leases.open_closed(o)
         st.oplocks.open_closed(o)
@@ -347,12 +348,27 @@ def _close_open(st: _State, session: Any, o: Any, postquery: bool = False, cache
             _notify(st, gone[0], ntf.FILE_ACTION_REMOVED, _name_bits(gone[0]), gone[1])
         elif f.delete_pending and f.is_directory:
             st.notify.delete_pending(f)
+        else:
+            _notify_renamed_closed(st, o)
         return r
     except NtStatusError:  # already closed by a concurrent close
         return None
     finally:
         st.leases.open_closed(o)
         st.oplocks.open_closed(o)
+
+
+def _notify_renamed_closed(st: _State, o: Any) -> None:
+    """A file renamed through *o*: Windows (NTFS) sets FILE_ATTRIBUTE_ARCHIVE on a renamed
+    file and reports that attribute change when the handle is closed, as
+    FILE_ACTION_MODIFIED with FILE_NOTIFY_CHANGE_ATTRIBUTES on its current name
+    (directories: nothing).  What
+    smbtorture smb2.notify.mask-change expects (one MODIFIED per renamed-and-closed file
+    for an ATTRIBUTES watch) and smb2.notify.rec allows (no MODIFIED while the renamed
+    handles stay open)."""
+    if getattr(o, "renamed_file", False) and not o.file.is_directory and o.file.stream is None:
+        o.renamed_file = False
+        _notify(st, o.file, ntf.FILE_ACTION_MODIFIED, ntf.FILE_NOTIFY_CHANGE_ATTRIBUTES)
 
 
 def _drop_open(session: Any, o: Any) -> None:
@@ -1114,6 +1130,8 @@ def _notify_set_info(st: _State, o: Any, cls: int, before: list[str]) -> None:
         if after == before or not before or not after or f.stream is not None:
             return
         bits = _name_bits(f)
+        if not f.is_directory:
+            o.renamed_file = True  # reported at close (_notify_renamed_closed)
         if [c.lower() for c in before[:-1]] == [c.lower() for c in after[:-1]]:
             st.notify.report(f.share, [(before[:-1], before[-1], ntf.FILE_ACTION_RENAMED_OLD_NAME),
                                        (after[:-1], after[-1], ntf.FILE_ACTION_RENAMED_NEW_NAME)], bits)
