@@ -275,7 +275,7 @@ class _State:
         """An open whose session or tree connect goes away: closed, unless the session
         ended without LOGOFF-free CLOSEs (connection lost, LOGOFF, PreviousSessionId:
         the session is Expired then) and the open is durable with BATCH / a handle lease,
-        which is kept for a durable reconnect (core/durable.py)."""
+        or resilient, which is kept for a durable reconnect (core/durable.py)."""
         if (session.state is SessionState.Expired and not isinstance(o, _PipeOpen)
                 and not o.closed and dur.kept_on_disconnect(o) and not self.oplocks.is_breaking(o)
                 and not (o.lease is not None and self.oplocks.is_breaking(o.lease))):

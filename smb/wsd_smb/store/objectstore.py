@@ -1490,7 +1490,10 @@ class ObjectStore:
             return
         access = (FILE_ADD_SUBDIRECTORY if is_directory else FILE_ADD_FILE) | SYNCHRONIZE
         if self._share_conflict(parent.opens, access, FILE_SHARE_READ | FILE_SHARE_WRITE):
-            raise fail(STATUS_SHARING_VIOLATION, "target directory is open with DELETE or without write sharing")
+            held = ", ".join(f"access=0x{x.granted_access:x} share={x.share_access}" for x in parent.opens
+                             if self._share_conflict([x], access, FILE_SHARE_READ | FILE_SHARE_WRITE))
+            raise fail(STATUS_SHARING_VIOLATION,
+                       f"target directory is open with DELETE or without write sharing ({held})")
 
     def _rename_stream(self, o: Open, new_name: str, replace_if_exists: bool) -> None:
         """Rename a named stream to ``:new[:$DATA]`` of the same file (MS-FSA 2.1.5.14.11)."""
