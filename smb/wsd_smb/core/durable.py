@@ -240,13 +240,15 @@ def reconnect(ctx: Any, name: str, contexts: dict, rc: DurableReconnect, lease_r
     return o
 
 
-def lock_sequence(o: Any, dialect: int, lock_sequence: int) -> tuple[int, bool]:
-    """MS-SMB2 3.3.5.14 lock sequence verification for durable/resilient opens: returns
+def lock_sequence(o: Any, dialect: int, lock_sequence: int, multi_channel: bool = False) -> tuple[int, bool]:
+    """MS-SMB2 3.3.5.14 lock sequence verification: on 2.1 for resilient opens, on 3.x for
+    durable, resilient and persistent opens, and for every open when the connection's
+    ServerCapabilities include SMB2_GLOBAL_CAP_MULTI_CHANNEL (*multi_channel*).  Returns
     (LockSequenceIndex or 0 when not checked, replay).  A replay (the entry is valid and
     holds this LockSequenceNumber) is answered with success without locking again; an
     entry that does not match is invalidated until the request succeeds."""
     if not ((dialect == 0x0210 and o.is_resilient)
-            or (dialect >= 0x0300 and (o.is_durable or o.is_resilient or o.is_persistent))):
+            or (dialect >= 0x0300 and (o.is_durable or o.is_resilient or o.is_persistent or multi_channel))):
         return 0, False
     number, index = lock_sequence & 0xF, (lock_sequence >> 4) & 0x0FFFFFFF
     if not 1 <= index <= 64:

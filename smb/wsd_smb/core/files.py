@@ -105,6 +105,7 @@ from ..wire.copychunk import (FSCTL_SRV_COPYCHUNK, FSCTL_SRV_COPYCHUNK_WRITE, FS
                               unpack_chunks)
 from ..wire.contexts import (SMB2_CREATE_APP_INSTANCE_ID, AllocationSize, AppInstanceId, DurableHandleResponse,
                              DurableHandleResponseV2, QueryMaximalAccessResponse, QueryOnDiskIdResponse)
+from ..wire.commands import SMB2_GLOBAL_CAP_MULTI_CHANNEL
 from ..wire.resiliency import FSCTL_LMR_REQUEST_RESILIENCY, NetworkResiliencyRequest
 from . import durable as dur
 from . import leases as lsm
@@ -822,7 +823,8 @@ def lock(ctx: RequestContext, req: LockRequest) -> Response | AsyncOp:
     st = state_of(ctx.server)
     store = st.store
     o = _disk_open(ctx, req.file_id)
-    seq_index, replay = dur.lock_sequence(o, ctx.connection.dialect, req.lock_sequence)
+    seq_index, replay = dur.lock_sequence(o, ctx.connection.dialect, req.lock_sequence, bool(
+        ctx.connection.server_capabilities & SMB2_GLOBAL_CAP_MULTI_CHANNEL))
     if replay:  # a replayed request of a durable open: already done (3.3.5.14)
         return Response(LockResponse())
     elements = [(e.offset, e.length, e.flags) for e in req.locks]

@@ -174,3 +174,20 @@ def test_lock_sequence_replay_on_resilient_open_smb21(smbd):
     assert lock((5 << 4) | 7) == OK
     assert lock((5 << 4) | 7) == OK                # replay: success without locking again
     assert lock((5 << 4) | 8) == LOCK_NOT_GRANTED  # another number: a real lock request
+
+
+@pytest.mark.parametrize("multi_channel", [True, False])
+def test_lock_sequence_on_smb3_follows_multi_channel_capability(smbd_factory, multi_channel):
+    """3.3.5.14: on 3.x the check also covers plain opens when ServerCapabilities include
+    SMB2_GLOBAL_CAP_MULTI_CHANNEL (Samba's default; Windows skips it, <314>, which is what
+    smbtorture smb2.lock.replay_broken_windows probes and then skips itself)."""
+    smbd = smbd_factory(multi_channel=multi_channel)
+    c, t = client(smbd, dialects=(0x0311,))
+    fid = create(c, t, "mc.dat")[1]
+
+    def lock(seq):
+        return c.request(Command.SMB2_LOCK, w.LockRequest(lock_sequence=seq, file_id=FileId(*fid), locks=[
+            w.LockElement(offset=0, length=1, flags=0x12)]), tree_id=t).status
+
+    assert lock((3 << 4) | 5) == OK
+    assert lock((3 << 4) | 5) == (OK if multi_channel else LOCK_NOT_GRANTED)
