@@ -363,10 +363,9 @@ def _notify_renamed_closed(st: _State, o: Any) -> None:
     """A file renamed through *o*: Windows (NTFS) sets FILE_ATTRIBUTE_ARCHIVE on a renamed
     file and reports that attribute change when the handle is closed, as
     FILE_ACTION_MODIFIED with FILE_NOTIFY_CHANGE_ATTRIBUTES on its current name
-    (directories: nothing).  What
-    smbtorture smb2.notify.mask-change expects (one MODIFIED per renamed-and-closed file
-    for an ATTRIBUTES watch) and smb2.notify.rec allows (no MODIFIED while the renamed
-    handles stay open)."""
+    (directories: nothing).  What smbtorture smb2.notify.mask-change expects (one
+    MODIFIED per renamed-and-closed file for an ATTRIBUTES watch) and smb2.notify.rec
+    allows (no MODIFIED while the renamed handles stay open)."""
     if getattr(o, "renamed_file", False) and not o.file.is_directory and o.file.stream is None:
         o.renamed_file = False
         _notify(st, o.file, ntf.FILE_ACTION_MODIFIED, ntf.FILE_NOTIFY_CHANGE_ATTRIBUTES)

@@ -3,7 +3,8 @@ for a Directory", 2.1.4.1 "Server Notifies of a Change"; MS-FSCC 2.7.1
 FILE_NOTIFY_INFORMATION).
 
 The first CHANGE_NOTIFY on a directory open starts a watch (CompletionFilter,
-SMB2_WATCH_TREE; later requests on the open do not change them, MS-FSA 2.1.5.10).  From then on every change the server itself makes through the object
+SMB2_WATCH_TREE; later requests on the open do not change them, MS-FSA 2.1.5.10).
+From then on every change the server itself makes through the object
 store -- create, overwrite, delete, rename, write, set-info, by any connection -- that
 falls under the watch and matches its filter is either given to a pending request
 (completed at once) or buffered for the next one.  Buffered changes that no longer fit

@@ -1475,9 +1475,9 @@ class ObjectStore:
 
         Windows' I/O manager opens the target's parent directory (IO_OPEN_TARGET_DIRECTORY)
         before it hands a FileRenameInformation to the file system (MS-FSA 2.1.5.14.11,
-        2.1.5.15.11 in later editions, DestinationDirectory): DesiredAccess FILE_ADD_FILE,
-        or FILE_ADD_SUBDIRECTORY
-        when a directory moves, | SYNCHRONIZE, ShareAccess READ | WRITE.  That open goes
+        2.1.5.15.11 in later editions, DestinationDirectory): DesiredAccess FILE_ADD_FILE
+        (FILE_ADD_SUBDIRECTORY when a directory moves) | SYNCHRONIZE, ShareAccess
+        READ | WRITE.  That open goes
         through the ordinary share check (MS-FSA 2.1.5.1.2.1), so an open of the target
         directory that holds DELETE, or that has data access and does not share write,
         makes the rename a sharing violation; opens without data access (e.g. only

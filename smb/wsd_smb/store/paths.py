@@ -5,8 +5,8 @@ split into components and checked (MS-FSCC 2.1.5 naming rules): no empty compone
 ``.``, none of ``" * / : < > ? |`` or control characters, at most 255 characters each.
 A ``..`` component removes the component before it, on the name, before anything is
 looked up (as Windows' and Samba's servers canonicalise a path); one with nothing left to
-remove would leave the share and is STATUS_OBJECT_PATH_SYNTAX_BAD.  A trailing ``::$DATA`` (the default data stream) is accepted and
-dropped; other streams are refused (the store has no alternate data streams).
+remove would leave the share and is STATUS_OBJECT_PATH_SYNTAX_BAD.  A trailing
+``::$DATA`` (the default data stream) is accepted and dropped; other streams are refused (the store has no alternate data streams).
 
 Resolution walks the components with ``openat``-style calls from a directory fd of the
 share root: every intermediate directory is opened with ``O_NOFOLLOW | O_DIRECTORY``

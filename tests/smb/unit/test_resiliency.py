@@ -4,7 +4,6 @@ connection for Open.ResiliencyTimeout (3.3.7.1) and reconnected with DHnC (3.3.5
 DH-6e), and the lock sequence replay check it turns on (3.3.5.14)."""
 from __future__ import annotations
 
-import os
 import struct
 import time
 import uuid
