@@ -8,6 +8,9 @@ DH2Q, 3.3.5.9.12 DH2C), their preservation when the connection or session goes a
 * Open.DurableOpenTimeout: v1 ``ServerConfig.durable_v1_timeout`` (960 s, as Windows);
   v2 the requested Timeout capped at ``durable_v2_max_timeout`` (300 s), or
   ``durable_v2_default_timeout`` (60 s) when 0 is asked for.
+* Resilient opens (FSCTL_LMR_REQUEST_RESILIENCY, 3.3.5.15.9, :func:`request_resiliency`):
+  Open.IsResilient, kept like a durable open for Open.ResiliencyTimeout whatever their
+  oplock or lease; the requested Timeout may not exceed ``max_resiliency_timeout``.
 * When its session ends without a CLOSE (connection lost, LOGOFF, a new session naming
   it as PreviousSessionId) a durable open that still holds BATCH / a handle-caching lease
   is kept in GlobalOpenTable with Open.Session/Connection/TreeConnect = None until
@@ -133,6 +136,35 @@ def grant(o: Any, req: DurableRequest, cfg: Any, owner: str) -> bool:
     return True
 
 
+def request_resiliency(o: Any, timeout_ms: int, cfg: Any, owner: str) -> None:
+    """MS-SMB2 3.3.5.15.9 after the input was parsed: a Timeout above MaxResiliencyTimeout
+    is STATUS_INVALID_PARAMETER; otherwise Open.IsDurable = FALSE, Open.IsResilient = TRUE,
+    Open.ResiliencyTimeout = Timeout (0: ``resiliency_default_timeout``) and
+    Open.DurableOwner = the requesting user.  The open is then kept over a lost
+    connection like a durable one (:func:`kept_on_disconnect`) for ResiliencyTimeout,
+    whatever its oplock or lease, and can be reconnected with DHnC/DH2C (DH-6e)."""
+    t = timeout_ms / 1000.0
+    if t > cfg.max_resiliency_timeout:
+        raise NtStatusError(STATUS_INVALID_PARAMETER,
+                            f"resiliency Timeout {timeout_ms} ms > MaxResiliencyTimeout {cfg.max_resiliency_timeout} s")
+    o.is_durable = False
+    o.is_resilient = True
+    o.resiliency_timeout = t if t else cfg.resiliency_default_timeout
+    o.durable_owner = owner
+
+
+def kept_on_disconnect(o: Any) -> bool:
+    """Does the open outlive its session (3.3.7.1 / 3.3.5.6): a durable open that still
+    holds BATCH or a handle-caching lease, or any resilient open."""
+    return o.is_resilient or (o.is_durable and eligible(o))
+
+
+def keep_timeout(o: Any) -> float:
+    """Seconds a disconnected open is kept: Open.ResiliencyTimeout for a resilient open,
+    Open.DurableOpenTimeout otherwise."""
+    return o.resiliency_timeout if o.is_resilient else o.durable_open_timeout
+
+
 def v2_timeout_ms(o: Any) -> int:
     return int(round(o.durable_open_timeout * 1000))
 
@@ -208,13 +240,15 @@ def reconnect(ctx: Any, name: str, contexts: dict, rc: DurableReconnect, lease_r
     return o
 
 
-def lock_sequence(o: Any, dialect: int, lock_sequence: int) -> tuple[int, bool]:
-    """MS-SMB2 3.3.5.14 lock sequence verification for durable/resilient opens: returns
+def lock_sequence(o: Any, dialect: int, lock_sequence: int, multi_channel: bool = False) -> tuple[int, bool]:
+    """MS-SMB2 3.3.5.14 lock sequence verification: on 2.1 for resilient opens, on 3.x for
+    durable, resilient and persistent opens, and for every open when the connection's
+    ServerCapabilities include SMB2_GLOBAL_CAP_MULTI_CHANNEL (*multi_channel*).  Returns
     (LockSequenceIndex or 0 when not checked, replay).  A replay (the entry is valid and
     holds this LockSequenceNumber) is answered with success without locking again; an
     entry that does not match is invalidated until the request succeeds."""
     if not ((dialect == 0x0210 and o.is_resilient)
-            or (dialect >= 0x0300 and (o.is_durable or o.is_resilient or o.is_persistent))):
+            or (dialect >= 0x0300 and (o.is_durable or o.is_resilient or o.is_persistent or multi_channel))):
         return 0, False
     number, index = lock_sequence & 0xF, (lock_sequence >> 4) & 0x0FFFFFFF
     if not 1 <= index <= 64:
@@ -245,10 +279,11 @@ class DurableTable:
         o.session = None
         o.connection = None
         o.tree_connect = None
-        o.durable_open_scavenger_timeout = now + o.durable_open_timeout
+        o.durable_open_scavenger_timeout = now + keep_timeout(o)
         with self._lock:
             self.disconnected.add(o)
-        log.info("event=durable_open_preserved file=%s timeout=%.0fs", o.path, o.durable_open_timeout)
+        log.info("event=durable_open_preserved file=%s resilient=%d timeout=%.0fs", o.path, int(o.is_resilient),
+                 keep_timeout(o))
 
     def reattached(self, o: Any) -> None:
         with self._lock:
@@ -276,4 +311,5 @@ class DurableTable:
 
 
 __all__ = ["DurableRequest", "DurableReconnect", "DurableTable", "parse", "grant", "eligible", "reconnect",
+           "request_resiliency", "kept_on_disconnect", "keep_timeout",
            "owner_of", "v2_timeout_ms", "find_create_guid", "STATUS_DUPLICATE_OBJECTID"]

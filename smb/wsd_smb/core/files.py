@@ -106,6 +106,8 @@ from ..wire.copychunk import (FSCTL_SRV_COPYCHUNK, FSCTL_SRV_COPYCHUNK_WRITE, FS
                               unpack_chunks)
 from ..wire.contexts import (SMB2_CREATE_APP_INSTANCE_ID, AllocationSize, AppInstanceId, DurableHandleResponse,
                              DurableHandleResponseV2, QueryMaximalAccessResponse, QueryOnDiskIdResponse)
+from ..wire.commands import SMB2_GLOBAL_CAP_MULTI_CHANNEL
+from ..wire.resiliency import FSCTL_LMR_REQUEST_RESILIENCY, NetworkResiliencyRequest
 from . import durable as dur
 from . import leases as lsm
 from . import notify as ntf
@@ -279,9 +281,9 @@ class _State:
         """An open whose session or tree connect goes away: closed, unless the session
         ended without LOGOFF-free CLOSEs (connection lost, LOGOFF, PreviousSessionId:
         the session is Expired then) and the open is durable with BATCH / a handle lease,
-        which is kept for a durable reconnect (core/durable.py)."""
-        if (session.state is SessionState.Expired and not isinstance(o, _PipeOpen) and o.is_durable
-                and not o.closed and dur.eligible(o) and not self.oplocks.is_breaking(o)
+        or resilient, which is kept for a durable reconnect (core/durable.py)."""
+        if (session.state is SessionState.Expired and not isinstance(o, _PipeOpen)
+                and not o.closed and dur.kept_on_disconnect(o) and not self.oplocks.is_breaking(o)
                 and not (o.lease is not None and self.oplocks.is_breaking(o.lease))):
             # (an open whose oplock/lease break is still outstanding is closed: the break
             # cannot be acknowledged any more and the waiting opener proceeds)
@@ -332,6 +334,7 @@ def _close_open(st: _State, session: Any, o: Any, postquery: bool = False, cache
         except NtStatusError:  # already closed by a concurrent close
             r = None
         st.notify.open_closed(o)
+        _notify_renamed_closed(st, o)
         _drop_open(session, o)
         st.leases.open_closed(o)
         st.oplocks.open_closed(o)
@@ -351,12 +354,26 @@ def _close_open(st: _State, session: Any, o: Any, postquery: bool = False, cache
             _notify(st, gone[0], ntf.FILE_ACTION_REMOVED, _name_bits(gone[0]), gone[1])
         elif f.delete_pending and f.is_directory:
             st.notify.delete_pending(f)
+        else:
+            _notify_renamed_closed(st, o)
         return r
     except NtStatusError:  # already closed by a concurrent close
         return None
     finally:
         st.leases.open_closed(o)
         st.oplocks.open_closed(o)
+
+
+def _notify_renamed_closed(st: _State, o: Any) -> None:
+    """A file renamed through *o*: Windows (NTFS) sets FILE_ATTRIBUTE_ARCHIVE on a renamed
+    file and reports that attribute change when the handle is closed, as
+    FILE_ACTION_MODIFIED with FILE_NOTIFY_CHANGE_ATTRIBUTES on its current name
+    (directories: nothing).  What smbtorture smb2.notify.mask-change expects (one
+    MODIFIED per renamed-and-closed file for an ATTRIBUTES watch) and smb2.notify.rec
+    allows (no MODIFIED while the renamed handles stay open)."""
+    if getattr(o, "renamed_file", False) and not o.file.is_directory and o.file.stream is None:
+        o.renamed_file = False
+        _notify(st, o.file, ntf.FILE_ACTION_MODIFIED, ntf.FILE_NOTIFY_CHANGE_ATTRIBUTES)
 
 
 def _drop_open(session: Any, o: Any) -> None:
@@ -821,7 +838,8 @@ def lock(ctx: RequestContext, req: LockRequest) -> Response | AsyncOp:
     st = state_of(ctx.server)
     store = st.store
     o = _disk_open(ctx, req.file_id)
-    seq_index, replay = dur.lock_sequence(o, ctx.connection.dialect, req.lock_sequence)
+    seq_index, replay = dur.lock_sequence(o, ctx.connection.dialect, req.lock_sequence, bool(
+        ctx.connection.server_capabilities & SMB2_GLOBAL_CAP_MULTI_CHANNEL))
     if replay:  # a replayed request of a durable open: already done (3.3.5.14)
         return Response(LockResponse())
     elements = [(e.offset, e.length, e.flags) for e in req.locks]
@@ -930,7 +948,24 @@ def ioctl(ctx: RequestContext, req: IoctlRequest) -> Response:
         return _request_resume_key(ctx, req, o)
     if code in (FSCTL_SRV_COPYCHUNK, FSCTL_SRV_COPYCHUNK_WRITE):
         return _copychunk(ctx, req, o)
+    if code == FSCTL_LMR_REQUEST_RESILIENCY:
+        return _request_resiliency(ctx, req, o)
     raise fail(STATUS_NOT_SUPPORTED, f"FSCTL 0x{code:08x}")
+
+
+def _request_resiliency(ctx: RequestContext, req: IoctlRequest, o: Open) -> Response:
+    """MS-SMB2 3.3.5.15.9 Handling a Resiliency Request (2.1 and 3.x; 2.0.2 answers
+    STATUS_INVALID_DEVICE_REQUEST, the MAY of the section); the open's state changes
+    in core/durable.py ``request_resiliency``.  The response has no output."""
+    if ctx.connection.dialect == 0x0202:
+        raise fail(STATUS_INVALID_DEVICE_REQUEST, "FSCTL_LMR_REQUEST_RESILIENCY on SMB 2.0.2")
+    data = bytes(req.input)
+    if len(data) < NetworkResiliencyRequest.FIXED_SIZE:
+        raise fail(STATUS_INVALID_PARAMETER, f"NETWORK_RESILIENCY_REQUEST of {len(data)} bytes")
+    body = NetworkResiliencyRequest.unpack(data, 0)
+    dur.request_resiliency(o, body.timeout, ctx.config, dur.owner_of(ctx.session))
+    log.info("event=resiliency_granted file=%s timeout=%.0fs", o.path, o.resiliency_timeout)
+    return Response(IoctlResponse(ctl_code=req.ctl_code, file_id=req.file_id, input=b"", output=b"", flags=0))
 
 
 # ---------------------------------------------------------------------- server-side copy
@@ -1112,6 +1147,8 @@ def _notify_set_info(st: _State, o: Any, cls: int, before: list[str]) -> None:
         if after == before or not before or not after or f.stream is not None:
             return
         bits = _name_bits(f)
+        if not f.is_directory:
+            o.renamed_file = True  # reported at close (_notify_renamed_closed)
         if [c.lower() for c in before[:-1]] == [c.lower() for c in after[:-1]]:
             st.notify.report(f.share, [(before[:-1], before[-1], ntf.FILE_ACTION_RENAMED_OLD_NAME),
                                        (after[:-1], after[-1], ntf.FILE_ACTION_RENAMED_NEW_NAME)], bits)

@@ -3,7 +3,8 @@ for a Directory", 2.1.4.1 "Server Notifies of a Change"; MS-FSCC 2.7.1
 FILE_NOTIFY_INFORMATION).
 
 The first CHANGE_NOTIFY on a directory open starts a watch (CompletionFilter,
-SMB2_WATCH_TREE).  From then on every change the server itself makes through the object
+SMB2_WATCH_TREE; later requests on the open do not change them, MS-FSA 2.1.5.10).
+From then on every change the server itself makes through the object
 store -- create, overwrite, delete, rename, write, set-info, by any connection -- that
 falls under the watch and matches its filter is either given to a pending request
 (completed at once) or buffered for the next one.  Buffered changes that no longer fit
@@ -150,8 +151,9 @@ class NotifyManager:
             w = self._watches.get(id(o))
             if w is None or w.open is not o:  # (an id of an open closed some other way, reused)
                 w = self._watches[id(o)] = Watch(o, completion_filter, watch_tree, output_buffer_length)
-            else:
-                w.completion_filter, w.watch_tree = completion_filter, watch_tree
+            # else: MS-FSA 2.1.5.10 -- the open's ChangeNotifyEntry exists, its CompletionFilter
+            # and WatchTree stay those of the first request until the open is closed (what
+            # Windows does: smbtorture smb2.notify.mask-change, smb2.notify.rec; Samba too)
             if not w.pending:
                 if w.overflow:
                     w.overflow = False

@@ -107,6 +107,11 @@ class ServerConfig:
     durable_v2_default_timeout: float = 60.0
     #: upper bound of a requested durable v2 timeout (<349> Windows: 300 s)
     durable_v2_max_timeout: float = 300.0
+    #: MaxResiliencyTimeout (MS-SMB2 3.3.1.5): a NETWORK_RESILIENCY_REQUEST asking for more
+    #: is refused with STATUS_INVALID_PARAMETER (3.3.5.15.9); seconds (Windows: 300 s)
+    max_resiliency_timeout: float = 300.0
+    #: Open.ResiliencyTimeout when the request asks for 0 (3.3.5.15.9 <389>; Windows: 120 s)
+    resiliency_default_timeout: float = 120.0
     #: grant oplocks / leases (SMB2_GLOBAL_CAP_LEASING is advertised from 2.1 when set)
     oplocks: bool = True
     leasing: bool = True

@@ -99,6 +99,8 @@ def load(path: str | None = None, *, host: str | None = None, port: int | None =
                       ("multi_channel", "multi_channel"), ("oplock_break_timeout", "oplock_break_timeout"),
                       ("durable_v1_timeout", "durable_v1_timeout"),
                       ("durable_v2_default_timeout", "durable_v2_default_timeout"),
+                      ("max_resiliency_timeout", "max_resiliency_timeout"),
+                      ("resiliency_default_timeout", "resiliency_default_timeout"),
                       ("inline_metadata", "inline_metadata")):
         if key in srv:
             setattr(cfg, attr, type(getattr(cfg, attr))(srv[key]))

@@ -27,13 +27,13 @@ from .fscc import FileObjectIdBuffer
 from .eas import Ea, read_eas, write_eas
 from .eas import pack_full as pack_eas
 from .constants import (
-    FILE_ADD_FILE,
-    FILE_ADD_SUBDIRECTORY,
     FILE_DELETE_CHILD,
     FILE_READ_ATTRIBUTES,
     ACCESS_SYSTEM_SECURITY,
     DATA_ACCESS_BITS,
     DELETE,
+    FILE_ADD_FILE,
+    FILE_ADD_SUBDIRECTORY,
     FILE_ALL_ACCESS,
     FILE_APPEND_DATA,
     FILE_ATTRIBUTE_ARCHIVE,
@@ -64,6 +64,7 @@ from .constants import (
     OWNER_SECURITY_INFORMATION,
     READ_CONTROL,
     SACL_SECURITY_INFORMATION,
+    SYNCHRONIZE,
     WRITE_DAC,
     WRITE_OWNER,
     MAXIMUM_ALLOWED,
@@ -247,6 +248,8 @@ class Open:
     client_guid: bytes = b""
     is_resilient: bool = False
     is_persistent: bool = False
+    #: Open.ResiliencyTimeout (seconds; FSCTL_LMR_REQUEST_RESILIENCY, MS-SMB2 3.3.5.15.9)
+    resiliency_timeout: float = 0.0
     #: Open.DurableOpenTimeout (seconds), Open.DurableOpenScavengerTimeout (absolute `now`),
     #: Open.DurableOwner (user name), Open.CreateGuid, Open.DurableFileId
     durable_open_timeout: float = 0.0
@@ -1621,14 +1624,7 @@ class ObjectStore:
                     resolve(o.share, list(fobj.rel), follow_last=False) as src:
                 if not src.exists or (src.st.st_dev, src.st.st_ino) != fobj.key:
                     raise fail(STATUS_OBJECT_NAME_NOT_FOUND, "source changed on disk")
-                # Windows renames as if it opened the source's parent directory for DELETE
-                # sharing read and write: opens of that directory holding DELETE access or
-                # not sharing delete make the rename a sharing violation.
-                pst = os.fstat(src.parent_fd)
-                parent = self.files.get((pst.st_dev, pst.st_ino))
-                if parent is not None and self._share_conflict(parent.opens, DELETE,
-                                                               FILE_SHARE_READ | FILE_SHARE_WRITE):
-                    raise fail(STATUS_SHARING_VIOLATION, "parent directory is open without delete sharing")
+                self._check_rename_target_directory(dst.parent_fd, fobj.is_directory)
                 same_file = dst.exists and (dst.st.st_dev, dst.st.st_ino) == fobj.key
                 if o.token is not None and not same_file:
                     self._check_rename_target(o.token, dst, fobj.is_directory)
@@ -1669,6 +1665,31 @@ class ObjectStore:
             tsd = self._stored_sd(dst, dst.st)
             if tsd is not None and not maximum_allowed(tsd, token) & DELETE:
                 raise fail(STATUS_ACCESS_DENIED, "the file to replace denies DELETE")
+
+    def _check_rename_target_directory(self, parent_fd: int, is_directory: bool) -> None:
+        """The sharing rule of a rename for the directory that receives the new name.
+
+        Windows' I/O manager opens the target's parent directory (IO_OPEN_TARGET_DIRECTORY)
+        before it hands a FileRenameInformation to the file system (MS-FSA 2.1.5.14.11,
+        2.1.5.15.11 in later editions, DestinationDirectory): DesiredAccess FILE_ADD_FILE
+        (FILE_ADD_SUBDIRECTORY when a directory moves) | SYNCHRONIZE, ShareAccess
+        READ | WRITE.  That open goes
+        through the ordinary share check (MS-FSA 2.1.5.1.2.1), so an open of the target
+        directory that holds DELETE, or that has data access and does not share write,
+        makes the rename a sharing violation; opens without data access (e.g. only
+        FILE_READ_ATTRIBUTES) and opens that share write and hold no DELETE do not.
+        The source's directory takes no part (a file moves out of a directory that is
+        open without FILE_SHARE_DELETE, as on Windows and Samba).  Caller holds the mutex."""
+        pst = os.fstat(parent_fd)
+        parent = self.files.get((pst.st_dev, pst.st_ino))
+        if parent is None:
+            return
+        access = (FILE_ADD_SUBDIRECTORY if is_directory else FILE_ADD_FILE) | SYNCHRONIZE
+        if self._share_conflict(parent.opens, access, FILE_SHARE_READ | FILE_SHARE_WRITE):
+            held = ", ".join(f"access=0x{x.granted_access:x} share={x.share_access}" for x in parent.opens
+                             if self._share_conflict([x], access, FILE_SHARE_READ | FILE_SHARE_WRITE))
+            raise fail(STATUS_SHARING_VIOLATION,
+                       f"target directory is open with DELETE or without write sharing ({held})")
 
     def _rename_stream(self, o: Open, new_name: str, replace_if_exists: bool) -> None:
         """Rename a named stream to ``:new[:$DATA]`` of the same file (MS-FSA 2.1.5.14.11)."""

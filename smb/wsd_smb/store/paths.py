@@ -2,9 +2,11 @@
 
 SMB2 names are share-relative, ``\\``-separated (MS-SMB2 2.2.13 / 3.3.5.9).  A name is
 split into components and checked (MS-FSCC 2.1.5 naming rules): no empty component, no
-``.``/``..``, none of ``" * / : < > ? |`` or control characters, at most 255
-characters each.  A trailing ``::$DATA`` (the default data stream) is accepted and
-dropped; other streams are refused (the store has no alternate data streams).
+``.``, none of ``" * / : < > ? |`` or control characters, at most 255 characters each.
+A ``..`` component removes the component before it, on the name, before anything is
+looked up (as Windows' and Samba's servers canonicalise a path); one with nothing left to
+remove would leave the share and is STATUS_OBJECT_PATH_SYNTAX_BAD.  A trailing
+``::$DATA`` (the default data stream) is accepted and dropped; other streams are refused (the store has no alternate data streams).
 
 Resolution walks the components with ``openat``-style calls from a directory fd of the
 share root: every intermediate directory is opened with ``O_NOFOLLOW | O_DIRECTORY``
@@ -37,6 +39,7 @@ from .errors import (
     STATUS_OBJECT_NAME_INVALID,
     STATUS_OBJECT_NAME_NOT_FOUND,
     STATUS_OBJECT_PATH_NOT_FOUND,
+    STATUS_OBJECT_PATH_SYNTAX_BAD,
     fail,
     from_oserror,
 )
@@ -218,14 +221,25 @@ def split_name_stream(name: str, *, leading_separator_ok: bool = False) -> tuple
             parts = parts[:-1]  # a stream of the directory named by the rest ("dir\:s" / ":s")
         else:
             parts[-1] = base
+    out: list[str] = []
     for p in parts:
-        if p in ("", ".", ".."):
+        if p == "..":
+            # ".." names the previous component's parent, resolved on the name as Windows'
+            # and Samba's servers do (smb2.notify.tree opens "dir\\sub\\.."); one that
+            # would climb above the share root is STATUS_OBJECT_PATH_SYNTAX_BAD.  The name
+            # never reaches the file system with a ".." in it.
+            if not out:
+                raise fail(STATUS_OBJECT_PATH_SYNTAX_BAD, f"'..' leaves the share: {name!r}")
+            out.pop()
+            continue
+        if p in ("", "."):
             raise fail(STATUS_OBJECT_NAME_INVALID, f"bad path component {p!r}")
         if len(p) > MAX_COMPONENT:
             raise fail(STATUS_OBJECT_NAME_INVALID, "component longer than 255 characters")
         if any(c in _BAD_CHARS for c in p):
             raise fail(STATUS_OBJECT_NAME_INVALID, f"bad character in {p!r}")
-    return parts, stream_name
+        out.append(p)
+    return out, stream_name
 
 
 @dataclass

@@ -258,8 +258,21 @@ def test_escape_attempts_are_refused(env, wsd_smbd):
         os.symlink(str(outside), disk / "escape")
         assert status(c.open, rf"{base}\escape", disposition=CreateDisposition.FILE_OPEN) == STATUS_ACCESS_DENIED
         assert status(c.open, rf"{base}\..\..\outside-{base}", disposition=CreateDisposition.FILE_OPEN) \
-            == 0xC0000033  # STATUS_OBJECT_NAME_INVALID
+            == 0xC000003B  # STATUS_OBJECT_PATH_SYNTAX_BAD (as Samba)
+        assert status(c.open, rf"..\outside-{base}", disposition=CreateDisposition.FILE_OPEN) == 0xC000003B
+        assert status(c.open, rf"{base}\..\..\new-{base}", disposition=CreateDisposition.FILE_CREATE) \
+            == 0xC000003B
+        assert not (wsd_smbd.share_path.parent / f"new-{base}").exists()
         assert outside.read_text() == "secret"
+        # ".." that stays inside the share names the parent (smb2.notify.tree opens "dir\sub\..")
+        (disk / "sub").mkdir()
+        (disk / "f").write_bytes(b"in base")
+        d = c.open(rf"{base}\sub\..", access=DirectoryAccessMask.FILE_LIST_DIRECTORY,
+                   disposition=CreateDisposition.FILE_OPEN, options=CreateOptions.FILE_DIRECTORY_FILE)
+        d.close()
+        f = c.open(rf"{base}\sub\..\f", disposition=CreateDisposition.FILE_OPEN)
+        assert f.read(0, 7) == b"in base"
+        f.close()
     finally:
         outside.unlink()
 
@@ -367,3 +380,49 @@ def test_concurrent_clients(wsd_smbd, env):
         t.join(120)
     assert not errors
     assert sorted(os.listdir(disk)) == ["shared"]
+
+
+def test_rename_rules_for_the_open_parent_directory(env):
+    """smbtorture smb2.notify.mask-change/rec and smb2.rename.*: the directory holding the
+    target name is what a rename checks (as if opened for FILE_ADD_FILE sharing read and
+    write), not the source's directory."""
+    c, base, disk = env
+    sub = c.open(rf"{base}\sub", access=DirectoryAccessMask.FILE_LIST_DIRECTORY,
+                 disposition=CreateDisposition.FILE_CREATE, options=CreateOptions.FILE_DIRECTORY_FILE)
+    sub.close()
+    data_access = (DirectoryAccessMask.FILE_LIST_DIRECTORY | DirectoryAccessMask.FILE_ADD_FILE
+                   | DirectoryAccessMask.FILE_ADD_SUBDIRECTORY | DirectoryAccessMask.FILE_TRAVERSE
+                   | DirectoryAccessMask.FILE_READ_ATTRIBUTES)
+    # the test's parent handle: all file rights, sharing read and write but not delete
+    parent = c.open(base, access=data_access, share=ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE,
+                    disposition=CreateDisposition.FILE_OPEN, options=CreateOptions.FILE_DIRECTORY_FILE)
+
+    def rename(o, new):
+        ren = FileRenameInformation()
+        ren["replace_if_exists"] = True
+        ren["file_name"] = new.encode("utf-16-le")
+        c.set(o, FileInformationClass.FILE_RENAME_INFORMATION, ren)
+
+    f = c.open(rf"{base}\sub\name2", disposition=CreateDisposition.FILE_CREATE)
+    rename(f, rf"{base}\name2-r")  # out of the subdirectory into the open parent
+    rename(f, rf"{base}\name3-r")  # within the open parent
+    assert sorted(os.listdir(disk)) == ["name3-r", "sub"]
+    parent.close()
+    # the parent open with DELETE access: a sharing violation (smb2.oplock.exclusive6)
+    parent = c.open(base, access=data_access | DirectoryAccessMask.DELETE, share=ALL,
+                    disposition=CreateDisposition.FILE_OPEN, options=CreateOptions.FILE_DIRECTORY_FILE)
+    assert status(rename, f, rf"{base}\name4-r") == STATUS_SHARING_VIOLATION
+    rename(f, rf"{base}\sub\name4-r")  # the source's directory takes no part
+    assert os.listdir(disk / "sub") == ["name4-r"]
+    parent.close()
+    # sharing nothing: refused with data access, allowed with attribute access only (smb2.rename.msword)
+    parent = c.open(base, access=data_access, share=0, disposition=CreateDisposition.FILE_OPEN,
+                    options=CreateOptions.FILE_DIRECTORY_FILE)
+    assert status(rename, f, rf"{base}\name5-r") == STATUS_SHARING_VIOLATION
+    parent.close()
+    parent = c.open(base, access=DirectoryAccessMask.FILE_READ_ATTRIBUTES | DirectoryAccessMask.SYNCHRONIZE,
+                    share=0, disposition=CreateDisposition.FILE_OPEN, options=CreateOptions.FILE_DIRECTORY_FILE)
+    rename(f, rf"{base}\name5-r")
+    assert sorted(os.listdir(disk)) == ["name5-r", "sub"]
+    parent.close()
+    f.close()

@@ -5,17 +5,25 @@ import os
 import stat
 import threading
 
+import pytest
 from conftest import create, status_of
 
 from wsd_smb.store.constants import (
+    DELETE,
     FILE_APPEND_DATA,
     FILE_ATTRIBUTE_ARCHIVE,
     FILE_ATTRIBUTE_HIDDEN,
     FILE_ATTRIBUTE_READONLY,
     FILE_DIRECTORY_FILE,
+    FILE_EXECUTE,
     FILE_READ_ATTRIBUTES,
     FILE_READ_DATA,
+    FILE_SHARE_DELETE,
+    FILE_SHARE_READ,
+    FILE_SHARE_WRITE,
+    FILE_WRITE_DATA,
     GENERIC_READ,
+    SYNCHRONIZE,
     CreateDisposition as D,
 )
 from wsd_smb.store.errors import (
@@ -26,6 +34,7 @@ from wsd_smb.store.errors import (
     STATUS_INVALID_PARAMETER,
     STATUS_OBJECT_NAME_COLLISION,
     STATUS_OBJECT_PATH_NOT_FOUND,
+    STATUS_SHARING_VIOLATION,
 )
 from wsd_smb.store.filetime import from_filetime, to_filetime
 
@@ -279,3 +288,72 @@ def test_read_with_headroom_matches_plain_read(store, share):
         assert len(v.obj) == 80 + len(v)                      # short read at EOF: trimmed
     assert status_of(store.read, o, 1 << 20, 5, 0, 80) == STATUS_END_OF_FILE
     assert status_of(store.read, o, (1 << 20) - 2, 5, 3, 80) == STATUS_END_OF_FILE   # MinimumCount
+
+
+# The sharing rule of a rename for the directory that receives the name: Windows opens
+# it for FILE_ADD_FILE|SYNCHRONIZE sharing read and write before the rename (smb2.rename.*,
+# smb2.oplock.exclusive6, smb2.notify.mask-change/rec; MS-FSA 2.1.5.1.2.1 share check).
+_DIR_DATA = FILE_READ_DATA | FILE_WRITE_DATA | FILE_APPEND_DATA | FILE_EXECUTE | FILE_READ_ATTRIBUTES
+
+
+@pytest.mark.parametrize("access,share_access,expected", [
+    (_DIR_DATA, FILE_SHARE_READ | FILE_SHARE_WRITE, 0),                    # notify.mask-change: no DELETE sharing
+    (_DIR_DATA, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE, 0),  # share_delete_no_delete_access
+    (_DIR_DATA | DELETE, FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE,
+     STATUS_SHARING_VIOLATION),                                           # share_delete_and_delete_access
+    (_DIR_DATA | DELETE, 0, STATUS_SHARING_VIOLATION),                     # no_share_delete_but_delete_access
+    (_DIR_DATA, 0, STATUS_SHARING_VIOLATION),                             # no_share_delete_no_delete_access
+    (FILE_READ_DATA, FILE_SHARE_READ, STATUS_SHARING_VIOLATION),         # data access without write sharing
+    (SYNCHRONIZE | FILE_READ_ATTRIBUTES, 0, 0),                          # msword: no data access, no part
+])
+def test_rename_target_directory_sharing(store, share, root, access, share_access, expected):
+    (root / "d").mkdir()
+    f = create(store, share, "d\\f", share_access=0).open
+    dh = create(store, share, "d", access=access, share_access=share_access, options=FILE_DIRECTORY_FILE,
+                disposition=D.FILE_OPEN).open
+    if expected:
+        assert status_of(store.rename, f, "d\\g", False) == expected
+        assert os.listdir(root / "d") == ["f"]
+    else:
+        store.rename(f, "d\\g", False)
+        assert os.listdir(root / "d") == ["g"]
+    store.close(dh)
+    store.close(f)
+
+
+def test_rename_out_of_a_directory_open_without_delete_sharing(store, share, root):
+    """Only the target's directory counts: moving a file out of a directory that is open
+    without FILE_SHARE_DELETE (even share none) works, moving it into one does not."""
+    (root / "src").mkdir()
+    (root / "dst").mkdir()
+    sdir = create(store, share, "src", access=_DIR_DATA, share_access=0, options=FILE_DIRECTORY_FILE,
+                  disposition=D.FILE_OPEN).open
+    f = create(store, share, "src\\f").open
+    store.rename(f, "dst\\f", False)
+    assert os.listdir(root / "dst") == ["f"] and os.listdir(root / "src") == []
+    ddir = create(store, share, "dst", access=_DIR_DATA, share_access=FILE_SHARE_READ, options=FILE_DIRECTORY_FILE,
+                  disposition=D.FILE_OPEN).open
+    # back into src (open with share none, data access): refused; within dst: refused too
+    assert status_of(store.rename, f, "src\\f", False) == STATUS_SHARING_VIOLATION
+    assert status_of(store.rename, f, "dst\\g", False) == STATUS_SHARING_VIOLATION
+    store.close(sdir)
+    store.rename(f, "src\\f", False)  # dst (the source's directory now) does not matter
+    assert os.listdir(root / "src") == ["f"]
+    for o in (f, ddir):
+        store.close(o)
+
+
+def test_rename_directory_uses_add_subdirectory(store, share, root):
+    """A directory moves with FILE_ADD_SUBDIRECTORY: the same share check (needs write sharing)."""
+    (root / "p").mkdir()
+    d = create(store, share, "p\\sub", options=FILE_DIRECTORY_FILE, disposition=D.FILE_CREATE).open
+    ph = create(store, share, "p", access=FILE_APPEND_DATA, share_access=FILE_SHARE_READ,
+                options=FILE_DIRECTORY_FILE, disposition=D.FILE_OPEN).open
+    assert status_of(store.rename, d, "p\\sub2", False) == STATUS_SHARING_VIOLATION
+    store.close(ph)
+    ph = create(store, share, "p", access=FILE_APPEND_DATA, share_access=FILE_SHARE_READ | FILE_SHARE_WRITE,
+                options=FILE_DIRECTORY_FILE, disposition=D.FILE_OPEN).open
+    store.rename(d, "p\\sub2", False)
+    assert os.listdir(root / "p") == ["sub2"]
+    for o in (d, ph):
+        store.close(o)

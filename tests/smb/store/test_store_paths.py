@@ -14,6 +14,7 @@ from wsd_smb.store.errors import (
     STATUS_OBJECT_NAME_INVALID,
     STATUS_OBJECT_NAME_NOT_FOUND,
     STATUS_OBJECT_PATH_NOT_FOUND,
+    STATUS_OBJECT_PATH_SYNTAX_BAD,
 )
 
 OPEN = CreateDisposition.FILE_OPEN
@@ -26,12 +27,22 @@ def test_split_name_components():
     assert split_name("dir\\") == ["dir"]
     assert split_name("f.txt::$DATA") == ["f.txt"]
     assert split_name("\\a\\b", leading_separator_ok=True) == ["a", "b"]
+    # ".." inside the share is resolved on the name (as Samba and Windows do)
+    assert split_name("a\\b\\..") == ["a"]
+    assert split_name("a\\..") == []
+    assert split_name("a\\b\\..\\..\\c") == ["c"]
+    assert split_name("a\\missing\\..\\f") == ["a", "f"]
+    assert split_name("\\a\\..\\b", leading_separator_ok=True) == ["b"]
 
 
 @pytest.mark.parametrize("name, status", [
     ("\\abs", STATUS_INVALID_PARAMETER),
-    ("..", STATUS_OBJECT_NAME_INVALID),
-    ("a\\..\\..\\etc", STATUS_OBJECT_NAME_INVALID),
+    ("..", STATUS_OBJECT_PATH_SYNTAX_BAD),
+    ("..\\x", STATUS_OBJECT_PATH_SYNTAX_BAD),
+    ("a\\..\\..", STATUS_OBJECT_PATH_SYNTAX_BAD),
+    ("a\\..\\..\\etc", STATUS_OBJECT_PATH_SYNTAX_BAD),
+    ("a\\b\\..\\..\\..\\etc", STATUS_OBJECT_PATH_SYNTAX_BAD),
+    (".", STATUS_OBJECT_NAME_INVALID),
     ("a\\.\\b", STATUS_OBJECT_NAME_INVALID),
     ("a\\\\b", STATUS_OBJECT_NAME_INVALID),
     ("a/b", STATUS_OBJECT_NAME_INVALID),
@@ -49,7 +60,27 @@ def test_split_name_rejects(name, status):
 
 def test_dotdot_cannot_escape(store, share, root):
     (root.parent / "secret").write_text("top secret")
-    assert status_of(create, store, share, "..\\secret", disposition=OPEN) == STATUS_OBJECT_NAME_INVALID
+    (root / "d").mkdir()
+    assert status_of(create, store, share, "..\\secret", disposition=OPEN) == STATUS_OBJECT_PATH_SYNTAX_BAD
+    assert status_of(create, store, share, "d\\..\\..\\secret", disposition=OPEN) == STATUS_OBJECT_PATH_SYNTAX_BAD
+    assert status_of(create, store, share, "d\\..\\..\\new", disposition=CreateDisposition.FILE_CREATE) \
+        == STATUS_OBJECT_PATH_SYNTAX_BAD
+    assert sorted(os.listdir(root.parent)) == ["secret", "share"]
+
+
+def test_dotdot_inside_the_share_opens_the_parent(store, share, root):
+    (root / "d" / "sub").mkdir(parents=True)
+    (root / "d" / "f").write_bytes(b"in d")
+    r = create(store, share, "d\\sub\\..", disposition=OPEN, options=FILE_DIRECTORY_FILE)
+    assert r.open.path == "d" and r.open.is_directory
+    r2 = create(store, share, "d\\sub\\..\\f", disposition=OPEN)
+    assert store.read(r2.open, 0, 10) == b"in d"
+    r3 = create(store, share, "d\\..", disposition=OPEN, options=FILE_DIRECTORY_FILE)
+    assert r3.open.path == ""  # the share root
+    r4 = create(store, share, "d\\sub\\..\\new", disposition=CreateDisposition.FILE_CREATE)
+    assert (root / "d" / "new").exists() and not (root / "d" / "sub" / "new").exists()
+    for x in (r, r2, r3, r4):
+        store.close(x.open)
 
 
 def test_absolute_symlink_out_is_refused(store, share, root):

@@ -197,3 +197,45 @@ def test_request_checks(two):
     r = a.request(Command.SMB2_CHANGE_NOTIFY, _notify_req(d, length=a.negotiate_response.max_transact_size + 1),
                   tree_id=ta)
     assert r.status == STATUS_INVALID_PARAMETER  # beyond MaxTransactSize
+
+
+def _rename(c: RawClient, tid: int, fid, new: str) -> int:
+    info = FileRenameInformation(replace_if_exists=1, root_directory=0, file_name=new.encode("utf-16-le"))
+    return c.request(Command.SMB2_SET_INFO, w.SetInfoRequest(info_type=1, file_info_class=10, buffer=info.pack(0),
+                                                              file_id=FileId(*fid)), tree_id=tid).status
+
+
+def test_filter_and_watch_tree_stay_those_of_the_first_request(two):
+    """MS-FSA 2.1.5.10: the open's watch keeps the first request's CompletionFilter and
+    WatchTree (smbtorture smb2.notify.rec / mask-change ask again with other values)."""
+    a, ta, b, tb = two
+    d = _mkdir(a, ta, "wa")
+    _mkdir(b, tb, "wa\\sub")
+    _pending(a, ta, d, flt=NAME, tree=True)
+    assert create(b, tb, "wa\\sub\\one", 0, options=NON_DIRECTORY, disposition=FILE_CREATE)[0].status == 0
+    assert _entries(recv_one(a)) == [(ntf.FILE_ACTION_ADDED, "sub\\one")]
+    # asked again without WATCH_TREE and for attributes only: still the tree, still names
+    _pending(a, ta, d, flt=ntf.FILE_NOTIFY_CHANGE_ATTRIBUTES, tree=False)
+    assert create(b, tb, "wa\\sub\\two", 0, options=NON_DIRECTORY, disposition=FILE_CREATE)[0].status == 0
+    assert _entries(recv_one(a)) == [(ntf.FILE_ACTION_ADDED, "sub\\two")]
+
+
+def test_renamed_file_reports_attributes_modified_at_close(two):
+    """A file renamed through a handle: FILE_ACTION_MODIFIED / FILE_NOTIFY_CHANGE_ATTRIBUTES
+    on its new name when that handle is closed (Windows' behaviour in smbtorture
+    smb2.notify.mask-change); nothing while it stays open, nothing for a directory."""
+    a, ta, b, tb = two
+    d = _mkdir(a, ta, "wb")
+    _mkdir(b, tb, "wb\\sub")
+    _pending(a, ta, d, flt=ntf.FILE_NOTIFY_CHANGE_ATTRIBUTES, tree=True)
+    r, f = create(b, tb, "wb\\sub\\f", 0, options=NON_DIRECTORY, disposition=FILE_CREATE,
+                  access=0x0012019F | 0x00010000)
+    assert r.status == 0
+    assert _rename(b, tb, f.file_id, "wb\\f-r") == 0   # out of the subdirectory
+    r, sd = create(b, tb, "wb\\sub\\dir", 0, options=DIRECTORY, disposition=FILE_CREATE,
+                   access=0x0012019F | 0x00010000)
+    assert _rename(b, tb, sd.file_id, "wb\\sub\\dir-r") == 0  # a directory
+    close(b, tb, sd.file_id)
+    assert nothing_arrives(a, 0.3)                     # renamed, still open; the directory: nothing
+    close(b, tb, f.file_id)
+    assert _entries(recv_one(a)) == [(ntf.FILE_ACTION_MODIFIED, "f-r")]

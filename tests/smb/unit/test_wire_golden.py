@@ -419,3 +419,16 @@ def test_copychunk_structures_golden():
         b"\x00\x01\x00\x00"      # ChunksWritten 256
         + b"\x00\x00\x10\x00"    # ChunkBytesWritten 1 MiB
         + b"\x00\x00\x00\x01")   # TotalBytesWritten 16 MiB
+
+
+def test_network_resiliency_request_golden():
+    from wsd_smb.wire.resiliency import FSCTL_LMR_REQUEST_RESILIENCY, NetworkResiliencyRequest
+    assert FSCTL_LMR_REQUEST_RESILIENCY == 0x001401D4  # MS-SMB2 2.2.31 CtlCode
+    # MS-SMB2 2.2.31.3 NETWORK_RESILIENCY_REQUEST: Timeout 1000 ms, Reserved
+    raw = (b"\xe8\x03\x00\x00"    # Timeout 1000 (milliseconds)
+           + b"\x00\x00\x00\x00")  # Reserved 0
+    assert NetworkResiliencyRequest.FIXED_SIZE == 8
+    assert NetworkResiliencyRequest(timeout=1000).pack(0) == raw
+    assert NetworkResiliencyRequest.unpack(raw, 0).timeout == 1000
+    # "the server MUST ignore it on receipt": a non-zero Reserved parses
+    assert NetworkResiliencyRequest.unpack(b"\x00\x00\x01\x00\xff\xff\xff\xff", 0).timeout == 0x10000
