@@ -14,9 +14,7 @@ is always False (no durable handles yet) and no oplock or lease is ever granted.
 """
 from __future__ import annotations
 
-import hmac
 import logging
-import secrets
 import struct
 import threading
 import time
@@ -28,38 +26,25 @@ from .. import ntstatus
 from ..ntstatus import NtStatusError
 from ..store import ObjectStore, Open, Share
 from ..store import info as sinfo
-from ..store.fscc import FileObjectIdBuffer
-from ..store.security import token_for
-from ..store.eas import parse_full as parse_full_eas
 from ..store.constants import (
     FILE_ALL_ACCESS,
-    FILE_EXECUTE,
     FILE_GENERIC_EXECUTE,
     FILE_GENERIC_READ,
     FILE_OPEN_BY_FILE_ID,
     FILE_RESERVE_OPFILTER,
-    FILE_READ_DATA,
-    FILE_WRITE_DATA,
-    MAXIMUM_ALLOWED,
     SMB2_0_INFO_FILE,
     SMB2_0_INFO_FILESYSTEM,
     SMB2_0_INFO_QUOTA,
     SMB2_0_INFO_SECURITY,
-    map_generic,
 )
 from ..store.errors import (
-    STATUS_ACCESS_DENIED,
     STATUS_INVALID_PARAMETER,
-    STATUS_NOT_A_REPARSE_POINT,
     STATUS_NOT_SUPPORTED,
-    STATUS_OBJECT_NAME_NOT_FOUND,
     STATUS_SUCCESS,
     WouldBlock,
     fail,
 )
 from ..wire import (
-    SMB2_0_IOCTL_IS_FSCTL,
-    SMB2_OPLOCK_LEVEL_LEASE,
     SMB2_CLOSE_FLAG_POSTQUERY_ATTRIB,
     SMB2_SHARE_TYPE_DISK,
     SMB2_SHARE_TYPE_PIPE,
@@ -70,15 +55,10 @@ from ..wire import (
     CloseRequest,
     CloseResponse,
     Command,
-    CreateContext,
-    CreateRequest,
-    CreateResponse,
     ErrorResponse,
     FileId,
     FlushRequest,
     FlushResponse,
-    IoctlRequest,
-    IoctlResponse,
     LockRequest,
     LeaseBreakAcknowledgment,
     LeaseBreakResponse,
@@ -98,16 +78,9 @@ from ..wire import (
     TreeDisconnectResponse,
     WriteRequest,
     WriteResponse,
-    pack_create_contexts,
 )
 from ..wire.header import HEADER_SIZE
-from ..wire.copychunk import (FSCTL_SRV_COPYCHUNK, FSCTL_SRV_COPYCHUNK_WRITE, FSCTL_SRV_REQUEST_RESUME_KEY,
-                              RESUME_KEY_SIZE, SrvCopychunkCopy, SrvCopychunkResponse, SrvRequestResumeKeyResponse,
-                              unpack_chunks)
-from ..wire.contexts import (SMB2_CREATE_APP_INSTANCE_ID, AllocationSize, AppInstanceId, DurableHandleResponse,
-                             DurableHandleResponseV2, QueryMaximalAccessResponse, QueryOnDiskIdResponse)
 from ..wire.commands import SMB2_GLOBAL_CAP_MULTI_CHANNEL
-from ..wire.resiliency import FSCTL_LMR_REQUEST_RESILIENCY, NetworkResiliencyRequest
 from . import durable as dur
 from . import leases as lsm
 from . import notify as ntf
@@ -412,6 +385,44 @@ def _name(raw: bytes) -> str:
         raise fail(STATUS_INVALID_PARAMETER, "name is not UTF-16") from None
 
 
+def _last_in_chain(ctx: RequestContext) -> bool:
+    chain = ctx.chain
+    return chain is None or not chain.elements or ctx.header is chain.elements[-1].header
+
+
+def _wait_for_breaks(ctx: RequestContext, st: _State, breaking: set,
+                     again: Callable[[], Response | AsyncOp]) -> Response | AsyncOp:
+    """Go async (STATUS_PENDING) until the oplock/lease breaks of *breaking* are done,
+    then run *again* (on the thread that completed the last break) and complete the
+    request with its outcome."""
+    from .connection import Work
+
+    holder: dict[str, Any] = {"waiter": None}
+
+    def on_cancel(op: AsyncOp) -> None:
+        w = holder["waiter"]
+        if w is None or st.oplocks.cancel_wait(w):
+            op.complete(ntstatus.NtStatusError(ntstatus.STATUS_CANCELLED))
+
+    op = ctx.go_async(on_cancel=on_cancel)
+
+    def fire() -> None:
+        if op.done or op.cancelled:
+            return
+        work = Work(again)
+        work.run()
+        if work.error is not None:
+            op.complete(work.error)
+        elif work.result is not op:
+            op.complete(work.result)
+
+    w = st.oplocks.wait(breaking, fire)
+    if w is None:  # the breaks finished meanwhile
+        return again()
+    holder["waiter"] = w
+    return op
+
+
 # ====================================================================== TREE_CONNECT
 @register(Command.SMB2_TREE_CONNECT, blocking=True, needs_tree=False)
 @_traced
@@ -457,303 +468,6 @@ def tree_disconnect(ctx: RequestContext, req: TreeDisconnectRequest) -> Response
         for hook in list(ctx.server.on_tree_disconnected):
             hook(tc)
     return Response(TreeDisconnectResponse())
-
-
-# ====================================================================== CREATE
-def _create_contexts(req: CreateRequest) -> dict[bytes, CreateContext]:
-    out = {}
-    for c in req.contexts:
-        if len(c.name) < 4:  # MS-SMB2 2.2.13.2 names are at least 4 bytes
-            raise fail(STATUS_INVALID_PARAMETER, f"create context name {bytes(c.name)!r}")
-        out[bytes(c.name)] = c
-    return out
-
-
-@register(Command.SMB2_CREATE, inline_first=True)
-@_traced
-def create(ctx: RequestContext, req: CreateRequest) -> Response:
-    """MS-SMB2 3.3.5.9."""
-    st = state_of(ctx.server)
-    tc = ctx.tree_connect
-    if ctx.inline and (tc.share.type == "pipe" or not _inline_contexts_only(req)):
-        raise WouldBlock()  # on the loop only plain opens (no pipes, EAs, SDs, durability, ...)
-    name = _name(req.name)
-    if tc.share.type != "pipe" and req.create_contexts:
-        durable_req, durable_rc = dur.parse(_create_contexts(req), ctx.connection.dialect)
-        if durable_rc is not None:  # a reconnect skips the request's other fields (3.3.5.9.7)
-            return _create_reconnect(ctx, st, name, _create_contexts(req), durable_rc)
-    else:
-        durable_req = None
-    if req.impersonation_level > 3:
-        raise NtStatusError(STATUS_BAD_IMPERSONATION_LEVEL)
-    # order as Windows checks (smbtorture smb2.create.gentest): access mask, options, attributes
-    if req.desired_access & RESERVED_ACCESS_BITS:
-        raise fail(STATUS_ACCESS_DENIED, f"DesiredAccess 0x{req.desired_access:x}")
-    if req.create_options & ~VALID_CREATE_OPTIONS:
-        raise fail(STATUS_INVALID_PARAMETER, f"CreateOptions 0x{req.create_options:x}")
-    if req.create_options & UNSUPPORTED_CREATE_OPTIONS:
-        raise fail(STATUS_NOT_SUPPORTED, f"CreateOptions 0x{req.create_options:x}")
-    if req.file_attributes & ~VALID_CREATE_ATTRIBUTES:
-        raise fail(STATUS_INVALID_PARAMETER, f"FileAttributes 0x{req.file_attributes:x}")
-    if req.file_attributes & FILE_ATTRIBUTE_ENCRYPTED:
-        raise fail(STATUS_ACCESS_DENIED, "no encryption on this server")  # as a standalone Windows server
-    contexts = _create_contexts(req)
-    if tc.share.type == "pipe":
-        return _create_pipe(ctx, st, name)
-    if durable_req is not None and durable_req.version == 2:
-        other = dur.find_create_guid(ctx.server, ctx.connection.client_guid, durable_req.create_guid)
-        if other is not None:  # 3.3.5.9.10: CreateGuid in use (replays are not supported here)
-            raise fail(dur.STATUS_DUPLICATE_OBJECTID, "CreateGuid in use")
-    if b"TWrp" in contexts:
-        raise fail(STATUS_OBJECT_NAME_NOT_FOUND, "no previous versions")
-    eas = None
-    if b"ExtA" in contexts:  # SMB2_CREATE_EA_BUFFER (MS-SMB2 2.2.13.2.1)
-        eas = parse_full_eas(bytes(contexts[b"ExtA"].data))
-    access = req.desired_access
-    mapped = map_generic(access) & ~MAXIMUM_ALLOWED
-    if mapped & ~tc.maximal_access & 0x001F01FF:
-        raise fail(STATUS_ACCESS_DENIED, "beyond the tree connect's maximal access")
-    alloc = 0
-    if b"AlSi" in contexts:  # SMB2_CREATE_ALLOCATION_SIZE (MS-SMB2 2.2.13.2.6)
-        data = bytes(contexts[b"AlSi"].data)
-        if len(data) != AllocationSize.FIXED_SIZE:
-            raise fail(STATUS_INVALID_PARAMETER, "AlSi context size")
-        alloc = AllocationSize.unpack(data, 0).allocation_size
-    return _create_open(ctx, st, req, name, contexts, eas, alloc, durable_req)
-
-
-def session_token(ctx: RequestContext) -> Any:
-    """The security identity (store/security.py Token) of the request's session: what
-    the object store checks stored security descriptors against."""
-    sc = ctx.session.security_context
-    if sc is None:
-        return token_for(ctx.config.server_name, "", is_anonymous=True)
-    return token_for(ctx.config.server_name, sc.user_name, sc.is_admin, sc.is_guest, sc.is_anonymous)
-
-
-#: create contexts a CREATE attempted on the event loop may carry (they only read state)
-_INLINE_CREATE_CONTEXTS = frozenset({b"MxAc", b"QFid"})
-
-
-def _inline_contexts_only(req: CreateRequest) -> bool:
-    return all(bytes(c.name) in _INLINE_CREATE_CONTEXTS for c in req.contexts)
-
-
-def _create_open(ctx: RequestContext, st: _State, req: CreateRequest, name: str, contexts: dict,
-                 eas: Any, alloc: int, durable_req: Any = None) -> Response | AsyncOp:
-    """Open execution, oplock acquisition and response construction (MS-SMB2 3.3.5.9).
-    When the open must first break other opens' oplocks (core/oplocks.py) the request
-    goes async and this runs again once the breaks are done."""
-    tc = ctx.tree_connect
-    mgr = st.oplocks
-    app_id = _app_instance_id(ctx, contexts)
-    if app_id is not None:
-        _close_app_instance(st, app_id, tc, name)
-    lease_req, lease_version = _lease_request(ctx, req, contexts)
-    client_guid = ctx.connection.client_guid
-    if ctx.inline and mgr.active():
-        raise WouldBlock()  # breaks to arrange: not on the loop
-    if mgr.active():
-        fobj = st.store.file_of(tc.store, name)
-        lease_key = bytes(lease_req.lease_key) if lease_req is not None else None
-        if lease_key is not None:
-            st.leases.check_key(client_guid, lease_key, fobj)
-        if fobj is not None:
-            access = map_generic(req.desired_access)
-            breaking = mgr.before_open(fobj, access, req.share_access, req.create_disposition, ctx.now)
-            breaking |= st.leases.before_open(fobj, access, req.share_access, req.create_disposition,
-                                              client_guid, lease_key, ctx.now,
-                                              delete_on_close=bool(req.create_options & 0x00001000),
-                                              retried=ctx._async is not None)
-            if breaking and _last_in_chain(ctx):
-                return _wait_for_breaks(ctx, st, breaking,
-                                        lambda: _create_open(ctx, st, req, name, contexts, eas, alloc, durable_req))
-            # inside a compound (not its last request) an open cannot go async: the breaks
-            # are sent and the open proceeds at once (smbtorture smb2.compound.compound-break)
-    result = st.store.create(tc.store, name, desired_access=req.desired_access, share_access=req.share_access,
-                             create_disposition=req.create_disposition, create_options=req.create_options,
-                             file_attributes=req.file_attributes, allocation_size=alloc, eas=eas,
-                             security_descriptor=bytes(contexts[b"SecD"].data) if b"SecD" in contexts else None,
-                             cached_only=ctx.inline, token=session_token(ctx))
-    o = result.open
-    if result.create_action == 2:  # FILE_CREATED
-        _notify(st, o.file, ntf.FILE_ACTION_ADDED, _name_bits(o.file))
-    elif result.create_action in (0, 3):  # FILE_SUPERSEDED, FILE_OVERWRITTEN
-        _notify(st, o.file, ntf.FILE_ACTION_MODIFIED, ntf.FILE_NOTIFY_CHANGE_ATTRIBUTES
-                | ntf.FILE_NOTIFY_CHANGE_SIZE | ntf.FILE_NOTIFY_CHANGE_LAST_WRITE)
-    o.session = ctx.session
-    o.tree_connect = tc
-    o.connection = ctx.connection
-    o.is_durable = False
-    o.client_guid = ctx.connection.client_guid
-    o.file_global_id = ctx.server.allocate_global_id()
-    ctx.session.open_table[o.file_id_volatile] = o
-    ctx.server.global_open_table[o.file_id_persistent] = o
-    tc.open_count += 1
-    if mgr.active() and result.create_action in (0, 3):  # FILE_SUPERSEDED / FILE_OVERWRITTEN
-        mgr.break_level2(o.file, o, ctx.now)
-    out_ctx = []
-    if lease_req is not None:  # 3.3.5.9.8 / 3.3.5.9.11
-        lease, lease_flags = st.leases.grant(o, lease_req, lease_version, client_guid, name)
-        oplock_level = SMB2_OPLOCK_LEVEL_LEASE if lease is not None else 0
-        if lease is not None:
-            out_ctx.append(st.leases.response_context(lease, lease_flags))
-    else:
-        oplock_level = mgr.grant(o, req.requested_oplock_level)
-    o.app_instance_id = app_id
-    s = st.store.stat(o, eas=False)  # the CREATE response has no EaSize
-    if durable_req is not None and dur.grant(o, durable_req, ctx.config, dur.owner_of(ctx.session)):
-        out_ctx.append(_durable_response(o, durable_req.version))
-    if b"MxAc" in contexts:  # 3.3.5.9.5: by the file's descriptor where it has one, within the share's
-        maximal = tc.maximal_access if o.maximal_access is None else o.maximal_access & tc.maximal_access
-        out_ctx.append(CreateContext(name=b"MxAc", data=QueryMaximalAccessResponse(
-            query_status=STATUS_SUCCESS, maximal_access=maximal).pack(0)))
-    if b"QFid" in contexts:
-        out_ctx.append(CreateContext(name=b"QFid", data=QueryOnDiskIdResponse(
-            disk_file_id=s.index_number, volume_id=sinfo.volume_serial(o.share.name)).pack(0)))
-    return Response(CreateResponse(
-        oplock_level=oplock_level, flags=0, create_action=int(result.create_action),
-        creation_time=s.creation_time, last_access_time=s.last_access_time,
-        last_write_time=s.last_write_time, change_time=s.change_time,
-        allocation_size=s.allocation_size, end_of_file=s.end_of_file, file_attributes=s.attributes,
-        file_id=FileId(o.file_id_persistent, o.file_id_volatile),
-        create_contexts=pack_create_contexts(out_ctx) if out_ctx else b""))
-
-
-def _lease_request(ctx: RequestContext, req: CreateRequest, contexts: dict) -> tuple[Any, int]:
-    """The RqLs context when a lease is asked for and this server leases (2.1+)."""
-    c = contexts.get(b"RqLs")
-    if (c is None or req.requested_oplock_level != SMB2_OPLOCK_LEVEL_LEASE or ctx.connection.dialect < 0x0210
-            or not ctx.config.leasing):
-        return None, 0
-    return lsm.LeaseManager.parse_request(bytes(c.data), ctx.connection.dialect)
-
-
-def _app_instance_id(ctx: RequestContext, contexts: dict) -> bytes | None:
-    """SMB2_CREATE_APP_INSTANCE_ID (2.2.13.2.13), SMB 3.x only."""
-    c = contexts.get(SMB2_CREATE_APP_INSTANCE_ID)
-    if c is None or ctx.connection.dialect < 0x0300:
-        return None
-    data = bytes(c.data)
-    if len(data) != AppInstanceId.FIXED_SIZE:
-        raise fail(STATUS_INVALID_PARAMETER, "AppInstanceId context size")
-    return bytes(AppInstanceId.unpack(data, 0).app_instance_id)
-
-
-def _close_app_instance(st: _State, app_id: bytes, tc: Any, name: str) -> None:
-    """MS-SMB2 3.3.5.9.13: an open of the same file under the same AppInstanceId (a
-    failed-over application instance) is closed instead of being broken."""
-    key = name.lower()
-    for o in list(tc.session.connection.server.global_open_table.values()):
-        if getattr(o, "app_instance_id", None) != app_id or isinstance(o, _PipeOpen) or o.closed:
-            continue
-        if o.share is not tc.store or o.path.lower() != key:
-            continue
-        log.info("event=app_instance_close file=%s", o.path)
-        if o.session is None:
-            st.close_disconnected(o)
-        else:
-            _close_open(st, o.session, o)
-
-
-def _durable_response(o: Any, version: int) -> CreateContext:
-    """SMB2_CREATE_DURABLE_HANDLE_RESPONSE (2.2.14.2.3) or _V2 (2.2.14.2.12)."""
-    if version == 1:
-        return CreateContext(name=dur.DHNQ, data=DurableHandleResponse().pack(0))
-    return CreateContext(name=dur.DH2Q, data=DurableHandleResponseV2(timeout=dur.v2_timeout_ms(o), flags=0).pack(0))
-
-
-def _create_reconnect(ctx: RequestContext, st: _State, name: str, contexts: dict,
-                      rc: Any) -> Response:
-    """Durable reconnect (MS-SMB2 3.3.5.9.7 DH-3 ... DH-15, 3.3.5.9.12): no path name
-    validation or open execution; the preserved open is re-attached."""
-    lease_req, lease_version = None, 0
-    if b"RqLs" in contexts and ctx.connection.dialect >= 0x0210 and ctx.config.leasing:
-        lease_req, lease_version = lsm.LeaseManager.parse_request(bytes(contexts[b"RqLs"].data),
-                                                                   ctx.connection.dialect)
-    o = dur.reconnect(ctx, name, contexts, rc, lease_req, lease_version)
-    tc = ctx.tree_connect
-    st.durable.reattached(o)
-    o.connection = ctx.connection  # DH-9
-    o.session = ctx.session  # DH-10
-    o.tree_connect = tc  # DH-11
-    tc.open_count += 1
-    o.file_id_volatile = st.store.new_volatile_id(o)  # DH-12
-    ctx.session.open_table[o.file_id_volatile] = o  # DH-13
-    # DH-14: no open initialisation, no oplock acquisition; DH-15: the response
-    s = st.store.stat(o)
-    # no DHnQ/DH2Q response context (the MAY of DH-15 is not taken, as Windows and Samba:
-    # smbtorture durable-open.delete_on_close2, durable-v2-open.reopen1a/reopen2 check it)
-    out_ctx: list = []
-    if o.lease is not None:
-        out_ctx.append(st.leases.response_context(o.lease))
-    log.info("event=durable_reconnect file=%s version=%d", o.path, rc.version)
-    return Response(CreateResponse(
-        oplock_level=o.oplock_level, flags=0, create_action=1,  # FILE_OPENED
-        creation_time=s.creation_time, last_access_time=s.last_access_time,
-        last_write_time=s.last_write_time, change_time=s.change_time,
-        allocation_size=s.allocation_size, end_of_file=s.end_of_file, file_attributes=s.attributes,
-        file_id=FileId(o.file_id_persistent, o.file_id_volatile),
-        create_contexts=pack_create_contexts(out_ctx) if out_ctx else b""))
-
-
-def _last_in_chain(ctx: RequestContext) -> bool:
-    chain = ctx.chain
-    return chain is None or not chain.elements or ctx.header is chain.elements[-1].header
-
-
-def _wait_for_breaks(ctx: RequestContext, st: _State, breaking: set,
-                     again: Callable[[], Response | AsyncOp]) -> Response | AsyncOp:
-    """Go async (STATUS_PENDING) until the oplock/lease breaks of *breaking* are done,
-    then run *again* (on the thread that completed the last break) and complete the
-    request with its outcome."""
-    from .connection import Work
-
-    holder: dict[str, Any] = {"waiter": None}
-
-    def on_cancel(op: AsyncOp) -> None:
-        w = holder["waiter"]
-        if w is None or st.oplocks.cancel_wait(w):
-            op.complete(ntstatus.NtStatusError(ntstatus.STATUS_CANCELLED))
-
-    op = ctx.go_async(on_cancel=on_cancel)
-
-    def fire() -> None:
-        if op.done or op.cancelled:
-            return
-        work = Work(again)
-        work.run()
-        if work.error is not None:
-            op.complete(work.error)
-        elif work.result is not op:
-            op.complete(work.result)
-
-    w = st.oplocks.wait(breaking, fire)
-    if w is None:  # the breaks finished meanwhile
-        return again()
-    holder["waiter"] = w
-    return op
-
-
-def _create_pipe(ctx: RequestContext, st: _State, name: str) -> Response:
-    pname = name.lower()
-    if pname.startswith("pipe\\"):
-        pname = pname[5:]
-    factory = PIPES.get(pname)
-    if factory is None:
-        raise fail(STATUS_OBJECT_NAME_NOT_FOUND, f"pipe {name!r}")
-    ep = factory(ctx)
-    pid = st.new_pipe_id()
-    o = _PipeOpen(ep, pid, pid)
-    o.session, o.tree_connect, o.connection = ctx.session, ctx.tree_connect, ctx.connection
-    o.file_global_id = ctx.server.allocate_global_id()
-    ctx.session.open_table[o.file_id_volatile] = o
-    ctx.server.global_open_table[o.file_id_persistent] = o
-    ctx.tree_connect.open_count += 1
-    return Response(CreateResponse(
-        oplock_level=0, flags=0, create_action=1, creation_time=0, last_access_time=0, last_write_time=0,
-        change_time=0, allocation_size=4096, end_of_file=0, file_attributes=0x80,
-        file_id=FileId(o.file_id_persistent, o.file_id_volatile)))
 
 
 # ====================================================================== CLOSE / FLUSH
@@ -883,167 +597,6 @@ def lock(ctx: RequestContext, req: LockRequest) -> Response | AsyncOp:
     if early is not None:
         op.complete(result(early))
     return op
-
-
-# ====================================================================== IOCTL
-FSCTL_QUERY_NETWORK_INTERFACE_INFO = 0x001401FC
-FSCTL_PIPE_WAIT = 0x00110018
-_SERVER_LEVEL_FSCTLS = frozenset({FSCTL_QUERY_NETWORK_INTERFACE_INFO, FSCTL_PIPE_WAIT})
-
-@register(Command.SMB2_IOCTL)
-@_traced
-def ioctl(ctx: RequestContext, req: IoctlRequest) -> Response:
-    """MS-SMB2 3.3.5.15."""
-    if req.flags != SMB2_0_IOCTL_IS_FSCTL:
-        raise fail(STATUS_NOT_SUPPORTED, "IOCTL without SMB2_0_IOCTL_IS_FSCTL")
-    code = req.ctl_code
-    # FSCTL_VALIDATE_NEGOTIATE_INFO never reaches us: the core answers it (connection.py)
-    if code in (FSCTL_DFS_GET_REFERRALS, FSCTL_DFS_GET_REFERRALS_EX):
-        raise NtStatusError(STATUS_FS_DRIVER_REQUIRED)  # no DFS on this server
-    if req.max_output_response > ctx.connection.max_transact_size or \
-            len(req.input) > ctx.connection.max_transact_size:
-        raise fail(STATUS_INVALID_PARAMETER, "IOCTL larger than MaxTransactSize")
-    if tuple(req.file_id) == (0xFFFFFFFFFFFFFFFF, 0xFFFFFFFFFFFFFFFF) and code in _SERVER_LEVEL_FSCTLS:
-        # server-level FSCTLs take no file (QUERY_NETWORK_INTERFACE_INFO: answered by the core
-        # when multi_channel is on, else not supported, 3.3.5.15.11; PIPE_WAIT); any other FSCTL with this FileId names no open: FILE_CLOSED below
-        raise fail(STATUS_NOT_SUPPORTED, f"FSCTL 0x{code:08x} without a file")
-    o = _lookup(ctx, req.file_id)
-    if isinstance(o, _PipeOpen):
-        if code != FSCTL_PIPE_TRANSCEIVE:
-            raise fail(STATUS_NOT_SUPPORTED, f"FSCTL 0x{code:08x} on a pipe")
-        out = o.endpoint.transceive(bytes(req.input), req.max_output_response)
-        status = STATUS_SUCCESS
-        if len(out) > req.max_output_response:
-            out, status = out[:req.max_output_response], STATUS_BUFFER_OVERFLOW
-        return Response(IoctlResponse(ctl_code=code, file_id=req.file_id, input=b"", output=out, flags=0),
-                        status=status)
-    if code == FSCTL_PIPE_TRANSCEIVE:
-        raise fail(STATUS_INVALID_DEVICE_REQUEST, "not a pipe")
-    if code == FSCTL_GET_REPARSE_POINT:
-        raise NtStatusError(STATUS_NOT_A_REPARSE_POINT)
-    if code == FSCTL_DELETE_REPARSE_POINT:
-        raise NtStatusError(STATUS_NOT_A_REPARSE_POINT)
-    if code in (FSCTL_CREATE_OR_GET_OBJECT_ID, FSCTL_GET_OBJECT_ID):  # MS-FSA 2.1.5.10.1 / .13
-        if req.max_output_response < FileObjectIdBuffer.FIXED_SIZE:
-            raise fail(STATUS_INVALID_PARAMETER, "output buffer smaller than FILE_OBJECTID_BUFFER")
-        out = state_of(ctx.server).store.object_id(o, create=code == FSCTL_CREATE_OR_GET_OBJECT_ID)
-        return Response(IoctlResponse(ctl_code=code, file_id=req.file_id, input=b"", output=out, flags=0))
-    if code == FSCTL_GET_COMPRESSION:
-        if req.max_output_response < 2:
-            raise NtStatusError(0xC0000023)  # STATUS_BUFFER_TOO_SMALL
-        return Response(IoctlResponse(ctl_code=code, file_id=req.file_id, input=b"",
-                                      output=struct.pack("<H", 0), flags=0))
-    if code == FSCTL_SET_COMPRESSION:  # MS-FSCC 2.3 FSCTL_SET_COMPRESSION; this file system has no compression
-        if len(req.input) < 2:
-            raise fail(STATUS_INVALID_PARAMETER, "FSCTL_SET_COMPRESSION without CompressionState")
-        state = struct.unpack_from("<H", bytes(req.input))[0]
-        if state > 2:  # COMPRESSION_FORMAT_NONE 0, _DEFAULT 1, _LZNT1 2
-            raise fail(STATUS_INVALID_PARAMETER, f"CompressionState {state}")
-        if state:  # as Windows ReFS and Samba without compression: NONE is a no-op, the rest unsupported
-            raise fail(STATUS_NOT_SUPPORTED, "no compression on this file system")
-        return Response(IoctlResponse(ctl_code=code, file_id=req.file_id, input=b"", output=b"", flags=0))
-    if code in (FSCTL_SET_REPARSE_POINT, FSCTL_SET_SPARSE):
-        raise NtStatusError(STATUS_INVALID_DEVICE_REQUEST)  # the store has none of these features
-    if code == FSCTL_SRV_REQUEST_RESUME_KEY:
-        return _request_resume_key(ctx, req, o)
-    if code in (FSCTL_SRV_COPYCHUNK, FSCTL_SRV_COPYCHUNK_WRITE):
-        return _copychunk(ctx, req, o)
-    if code == FSCTL_LMR_REQUEST_RESILIENCY:
-        return _request_resiliency(ctx, req, o)
-    raise fail(STATUS_NOT_SUPPORTED, f"FSCTL 0x{code:08x}")
-
-
-def _request_resiliency(ctx: RequestContext, req: IoctlRequest, o: Open) -> Response:
-    """MS-SMB2 3.3.5.15.9 Handling a Resiliency Request (2.1 and 3.x; 2.0.2 answers
-    STATUS_INVALID_DEVICE_REQUEST, the MAY of the section); the open's state changes
-    in core/durable.py ``request_resiliency``.  The response has no output."""
-    if ctx.connection.dialect == 0x0202:
-        raise fail(STATUS_INVALID_DEVICE_REQUEST, "FSCTL_LMR_REQUEST_RESILIENCY on SMB 2.0.2")
-    data = bytes(req.input)
-    if len(data) < NetworkResiliencyRequest.FIXED_SIZE:
-        raise fail(STATUS_INVALID_PARAMETER, f"NETWORK_RESILIENCY_REQUEST of {len(data)} bytes")
-    body = NetworkResiliencyRequest.unpack(data, 0)
-    dur.request_resiliency(o, body.timeout, ctx.config, dur.owner_of(ctx.session))
-    log.info("event=resiliency_granted file=%s timeout=%.0fs", o.path, o.resiliency_timeout)
-    return Response(IoctlResponse(ctl_code=req.ctl_code, file_id=req.file_id, input=b"", output=b"", flags=0))
-
-
-# ---------------------------------------------------------------------- server-side copy
-#: ServerSideCopyMaxNumberofChunks, ServerSideCopyMaxChunkSize, ServerSideCopyMaxDataSize
-#: (MS-SMB2 3.3.3): Windows' and Samba's values
-SERVER_SIDE_COPY_MAX_NUMBER_OF_CHUNKS = 256
-SERVER_SIDE_COPY_MAX_CHUNK_SIZE = 1024 * 1024
-SERVER_SIDE_COPY_MAX_DATA_SIZE = 16 * 1024 * 1024
-
-
-def _request_resume_key(ctx: RequestContext, req: IoctlRequest, o: Open) -> Response:
-    """MS-SMB2 3.3.5.15.5 FSCTL_SRV_REQUEST_RESUME_KEY: the open's Open.ResumeKey, made on the
-    first request: FileId.Volatile (8 bytes, to find the open again) + 16 random bytes (so a
-    key cannot be guessed from a FileId).  No access is needed to ask for it; the copy checks."""
-    if req.max_output_response < SrvRequestResumeKeyResponse.FIXED_SIZE:
-        raise fail(STATUS_INVALID_PARAMETER, "output buffer smaller than SRV_REQUEST_RESUME_KEY")
-    if not o.resume_key:
-        o.resume_key = struct.pack("<Q", o.file_id_volatile) + secrets.token_bytes(RESUME_KEY_SIZE - 8)
-    out = SrvRequestResumeKeyResponse(resume_key=o.resume_key).pack(0)
-    return Response(IoctlResponse(ctl_code=req.ctl_code, file_id=req.file_id, input=b"", output=out, flags=0))
-
-
-def _source_open(ctx: RequestContext, key: bytes) -> Open | None:
-    """The open whose Open.ResumeKey is *key* (3.3.5.15.6), if it is still open."""
-    store = state_of(ctx.server).store
-    src = store.opens.get(struct.unpack_from("<Q", key)[0])
-    if src is None or src.closed or not src.resume_key or not hmac.compare_digest(src.resume_key, key):
-        return None
-    return src
-
-
-def _copychunk_response(req: IoctlRequest, chunks: int, chunk_bytes: int, total: int,
-                        status: int = STATUS_SUCCESS) -> Response:
-    out = SrvCopychunkResponse(chunks_written=chunks, chunk_bytes_written=chunk_bytes,
-                               total_bytes_written=total).pack(0)
-    return Response(IoctlResponse(ctl_code=req.ctl_code, file_id=req.file_id, input=b"", output=out, flags=0),
-                    status=status)
-
-
-def _copychunk(ctx: RequestContext, req: IoctlRequest, dst: Open) -> Response:
-    """MS-SMB2 3.3.5.15.6 FSCTL_SRV_COPYCHUNK / FSCTL_SRV_COPYCHUNK_WRITE: copy ranges of the
-    open named by SourceKey into *dst* (the IOCTL's FileId).  A copy that stops on an error
-    still answers a SRV_COPYCHUNK_RESPONSE (what was written) with that error's status."""
-    data = bytes(req.input)
-    src: Any = None
-    if len(data) >= RESUME_KEY_SIZE:
-        src = _source_open(ctx, data[:RESUME_KEY_SIZE])
-        if src is None:
-            raise fail(STATUS_OBJECT_NAME_NOT_FOUND, "no open with this resume key")
-    if req.max_output_response < SrvCopychunkResponse.FIXED_SIZE:
-        raise fail(STATUS_INVALID_PARAMETER, "output buffer smaller than SRV_COPYCHUNK_RESPONSE")
-    chunks = None
-    if len(data) >= SrvCopychunkCopy.FIXED_SIZE:
-        head = SrvCopychunkCopy.unpack(data, 0)
-        if head.chunk_count <= SERVER_SIDE_COPY_MAX_NUMBER_OF_CHUNKS:
-            chunks = unpack_chunks(data, head.chunk_count)
-    if chunks is None or any(not 0 < c.length <= SERVER_SIDE_COPY_MAX_CHUNK_SIZE for c in chunks) \
-            or sum(c.length for c in chunks) > SERVER_SIDE_COPY_MAX_DATA_SIZE:
-        # 3.3.5.15.6.2: the limits, with STATUS_INVALID_PARAMETER
-        return _copychunk_response(req, SERVER_SIDE_COPY_MAX_NUMBER_OF_CHUNKS, SERVER_SIDE_COPY_MAX_CHUNK_SIZE,
-                                   SERVER_SIDE_COPY_MAX_DATA_SIZE, STATUS_INVALID_PARAMETER)
-    if isinstance(src, _PipeOpen):
-        raise fail(STATUS_INVALID_DEVICE_REQUEST, "copy chunk from a pipe")
-    if src.session is not ctx.session:
-        # our choice: a key is honoured only in the session that asked for it
-        raise fail(STATUS_ACCESS_DENIED, "resume key of another session")
-    if not src.granted_access & (FILE_READ_DATA | FILE_EXECUTE):
-        raise fail(STATUS_ACCESS_DENIED, "source open without FILE_READ_DATA")
-    if not dst.granted_access & FILE_WRITE_DATA:
-        raise fail(STATUS_ACCESS_DENIED, "target open without FILE_WRITE_DATA")
-    if req.ctl_code == FSCTL_SRV_COPYCHUNK and not dst.granted_access & FILE_READ_DATA:
-        raise fail(STATUS_ACCESS_DENIED, "FSCTL_SRV_COPYCHUNK: target open without FILE_READ_DATA")
-    written, total, err = state_of(ctx.server).store.copy_chunks(
-        src, dst, [(c.source_offset, c.target_offset, c.length) for c in chunks])
-    if err is not None:
-        log.debug("event=copychunk_stopped chunks_written=%d status=%s", written, ntstatus.status_name(err.status))
-        return _copychunk_response(req, written, 0, total, err.status)
-    return _copychunk_response(req, written, 0, total)
 
 
 # ====================================================================== QUERY_DIRECTORY
@@ -1185,3 +738,8 @@ def oplock_break(ctx: RequestContext, req: Any) -> Response:
 
 
 __all__ = ["PIPES", "PipeEndpoint", "state_of"]
+
+
+# the handlers of CREATE and IOCTL register themselves with the dispatch table on import
+from . import create as _create_handlers  # noqa: E402,F401
+from . import ioctl as _ioctl_handlers  # noqa: E402,F401
