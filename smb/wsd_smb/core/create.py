@@ -40,28 +40,12 @@ from . import durable as dur
 from . import leases as lsm
 from . import notify as ntf
 from .dispatch import AsyncOp, RequestContext, Response, register
+from .files import (PIPES, _close_open, _last_in_chain, _name, _name_bits, _notify, _PipeOpen, _State, _traced,
+                    _wait_for_breaks, state_of)
 
 log = logging.getLogger("wsd_smb.files")
 
 STATUS_BAD_IMPERSONATION_LEVEL = 0xC00000A5
-STATUS_FS_DRIVER_REQUIRED = 0xC000019C
-STATUS_INVALID_DEVICE_REQUEST = 0xC0000010
-STATUS_BUFFER_OVERFLOW = 0x80000005
-
-# FSCTL codes (MS-FSCC 2.3, MS-SMB2 2.2.31)
-FSCTL_DFS_GET_REFERRALS = 0x00060194
-FSCTL_DFS_GET_REFERRALS_EX = 0x000601B0
-FSCTL_PIPE_TRANSCEIVE = 0x0011C017
-FSCTL_VALIDATE_NEGOTIATE_INFO = 0x00140204
-FSCTL_GET_REPARSE_POINT = 0x000900A8
-FSCTL_SET_REPARSE_POINT = 0x000900A4
-FSCTL_DELETE_REPARSE_POINT = 0x000900AC
-FSCTL_GET_COMPRESSION = 0x0009003C
-FSCTL_SET_COMPRESSION = 0x0009C040
-FSCTL_SET_SPARSE = 0x000900C4
-FSCTL_CREATE_OR_GET_OBJECT_ID = 0x000900C0
-FSCTL_GET_OBJECT_ID = 0x0009009C
-
 #: CreateOptions bits a client may send (MS-SMB2 2.2.13; others -> INVALID_PARAMETER)
 VALID_CREATE_OPTIONS = 0x00FFFFFF
 #: FILE_CREATE_TREE_CONNECTION (0x80), FILE_OPEN_BY_FILE_ID, FILE_RESERVE_OPFILTER
@@ -71,10 +55,6 @@ RESERVED_ACCESS_BITS = 0x0CE0FE00
 #: FileAttributes a client may pass to CREATE (MS-FSCC 2.6 without VOLUME/DEVICE)
 VALID_CREATE_ATTRIBUTES = 0x00007FB7
 FILE_ATTRIBUTE_ENCRYPTED = 0x00004000
-
-
-from .files import (PIPES, _close_open, _last_in_chain, _name, _name_bits, _notify, _PipeOpen, _State, _traced,
-                    _wait_for_breaks, state_of)
 
 
 # ====================================================================== CREATE
