@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -114,15 +115,48 @@ def put_get_once(srv, conf: Path, payload: Path, i: int) -> tuple[float, float]:
 _OPS = re.compile(r"open\[num/s=(\d+),")
 
 
-def torture_open_close(srv, conf: Path, seconds: int) -> list[int]:
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _tree_cpu(root: int) -> float:
+    """CPU seconds (user + system) of process *root*, its live descendants and the children
+    they have reaped (Samba forks an smbd per connection; they exit when it ends)."""
+    kids: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(d))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+        todo += kids.get(pid, [])
+    return total / _TICK
+
+
+def torture_open_close(srv, conf: Path, seconds: int) -> tuple[list[int], float, float]:
+    """(per-second open rates, server CPU seconds, client CPU seconds) of one run."""
     argv = ["smbtorture", f"//{srv.host}/{srv.share}", "-p", str(srv.port), "-U", srv.creds, "-s", str(conf),
             "smb2.bench.path-contention-shared", f"--option=torture:timelimit={seconds}"]
+    root = srv.procs[-1].pid
+    cpu0, kid0 = _tree_cpu(root), resource.getrusage(resource.RUSAGE_CHILDREN)
     r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120, stdin=subprocess.DEVNULL)
+    cpu1, kid1 = _tree_cpu(root), resource.getrusage(resource.RUSAGE_CHILDREN)
     out = r.stdout + r.stderr
     per_sec = [int(x) for x in _OPS.findall(out)]
     if "success: path-contention-shared" not in out or not per_sec:
         raise RuntimeError(f"smbtorture bench failed (rc={r.returncode}): {out.strip()[-600:]}")
-    return per_sec
+    client = (kid1.ru_utime - kid0.ru_utime) + (kid1.ru_stime - kid0.ru_stime)
+    return per_sec, cpu1 - cpu0, client
 
 
 def smbprotocol_open_close(srv, seconds: float) -> float:
@@ -162,7 +196,8 @@ def _interleaved(servers: dict, conf: Path, payload: Path, quick: bool) -> dict[
     """Every figure measured in rounds that alternate the servers (A B, then B A, ...), so
     that both see the same state of this noisy machine (page cache, other jobs)."""
     runs = 1 if quick else 3
-    res: dict[str, dict] = {label: {"put": [], "get": [], "oc_torture": [], "_runs": runs,
+    res: dict[str, dict] = {label: {"put": [], "get": [], "oc_torture": [], "_runs": runs, "_oc_pairs": 0,
+                                    "_oc_server_cpu": 0.0, "_oc_client_cpu": 0.0,
                                     "_mib": payload.stat().st_size >> 20} for label in servers}
     order = list(servers)
 
@@ -187,12 +222,19 @@ def _interleaved(servers: dict, conf: Path, payload: Path, quick: bool) -> dict[
         rr["get"].append(g)
 
     def open_close(rr: dict, srv, r: int) -> None:
-        rr["oc_torture"] += torture_open_close(srv, conf, 3 if quick else 4)
+        per_sec, server_cpu, client_cpu = torture_open_close(srv, conf, 3 if quick else 4)
+        rr["oc_torture"] += per_sec
+        rr["_oc_pairs"] += sum(per_sec)  # one figure per second of the run
+        rr["_oc_server_cpu"] += server_cpu
+        rr["_oc_client_cpu"] += client_cpu
 
     rounds("put", transfer)
     rounds("oc_torture", open_close)
     for label in order:
         rr = res[label]
+        if isinstance(rr["oc_torture"], list) and rr["_oc_pairs"]:
+            rr["oc_server_cpu"] = 1e6 * rr["_oc_server_cpu"] / rr["_oc_pairs"]
+            rr["oc_client_cpu"] = 1e6 * rr["_oc_client_cpu"] / rr["_oc_pairs"]
         for key in ("put", "get", "oc_torture"):
             if isinstance(rr[key], list):
                 rr[key] = float(statistics.median(rr[key]))
@@ -256,8 +298,14 @@ def run(quick: bool = False, only: str | None = None) -> list[dict]:
              f"4 connections, qdepth 1, median of the per-second figures of {runs} runs"),
             ("oc_smbprotocol", "open+close, smbprotocol 1 connection", "pairs/s",
              "one Python client on a persistent signed connection (client-bound)"),
+            ("oc_server_cpu", "open+close, server CPU per pair", "us",
+             "smbtorture runs: user+system CPU of the server's processes / pairs (lower is better)"),
+            ("oc_client_cpu", "open+close, smbtorture CPU per pair", "us",
+             "the client's own CPU in the same runs"),
         ]
         for key, name, unit, note in spec:
+            if key not in res:
+                continue
             v = res[key]
             if isinstance(v, str):
                 rows.append(_row(f"{names[label]}: {name}", 0.0, unit, v[:300]))
@@ -269,6 +317,10 @@ def run(quick: bool = False, only: str | None = None) -> list[dict]:
             a, b = results["wsd"][key], results["samba"][key]
             if isinstance(a, float) and isinstance(b, float) and b > 0:
                 rows.append(_row(f"ratio wsd/Samba: {name}", a / b, "x", "above 1: wsd-smbd faster"))
+        a, b = results["wsd"].get("oc_server_cpu"), results["samba"].get("oc_server_cpu")
+        if a and b:
+            rows.append(_row("ratio wsd/Samba: server CPU per open+close pair", a / b, "x",
+                             "above 1: wsd-smbd spends more CPU per pair"))
     return rows
 
 
