@@ -545,7 +545,11 @@ class CreateMixin:
 
     @staticmethod
     def _dir_readonly(r: Resolved) -> bool:
-        return False  # directories have no READONLY attribute here (see attrs.py)
+        """A directory's READONLY is a stored flag (attrs.py); it blocks delete-on-close."""
+        if r.parent_fd is None or r.name is None:
+            return False
+        stored, _ = read_dosinfo(f"{fd_path(r.parent_fd)}/{r.name}", follow=False)
+        return bool((stored or 0) & FILE_ATTRIBUTE_READONLY)
 
     def _create_new(self, share: Share, r: Resolved, access: int, want_max: bool, share_access: int,
                     disposition: int, options: int, attributes: int, token: Token | None = None,
