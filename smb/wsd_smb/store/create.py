@@ -347,7 +347,8 @@ class CreateMixin:
             fobj = self.files.get(key)
         if fobj is None:
             fobj = FileObject(key, share, list(r.rel), stat_mod.S_ISDIR(st.st_mode))
-            fobj.change_time_override = self.kept_change_time(key, os.fstat(fd))
+            if key in self._kept_change_times:  # (no fstat on the usual open path)
+                fobj.change_time_override = self.kept_change_time(key, os.fstat(fd))
             self.files[key] = fobj
         o = Open(next(self._pids), next(self._ids), share, fobj, fd, writable, access, share_access,
                  options, disposition, delete_on_close=bool(options & FILE_DELETE_ON_CLOSE))
