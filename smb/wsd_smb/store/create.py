@@ -596,7 +596,7 @@ class CreateMixin:
             a = attributes & SETTABLE_ATTRIBUTES
             if not is_dir:
                 a |= FILE_ATTRIBUTE_ARCHIVE
-            write_dosinfo(fd_path(fd), a, now_ft)
+            write_dosinfo(fd_path(fd), a, now_ft, is_dir)  # a directory keeps READONLY as a flag
             new_sd = None
             if token is not None:
                 # MS-DTYP 2.5.3.4: the creator's descriptor and/or the parent's inheritable

@@ -116,3 +116,18 @@ def test_security_query_without_read_control(smbd, tmp_path):
     assert status == 0 and struct.unpack_from("<I", sd, 4)[0] != 0   # the owner is there
     _close(c, tid, fid)
     c.close()
+
+
+def test_directory_created_readonly_keeps_the_attribute(smbd, tmp_path):
+    c, tid = _connect(smbd)
+    status, fid = _create(c, tid, "rodir2".encode("utf-16-le"), disposition=2, options=FILE_DIRECTORY_FILE,
+                          attrs=0x10 | 0x1)
+    assert status == 0
+    status, basic = _query(c, tid, fid, 1, 4)
+    assert struct.unpack_from("<I", basic, 32)[0] == 0x10 | 0x1
+    _close(c, tid, fid)
+    # a READONLY directory is only a flag: creating inside it works (NTFS does the same)
+    status, inner = _create(c, tid, "rodir2\\f.txt".encode("utf-16-le"), disposition=2)
+    assert status == 0
+    _close(c, tid, inner)
+    c.close()
