@@ -38,6 +38,7 @@ from ..store.constants import (
 from ..store.errors import (
     STATUS_INVALID_PARAMETER,
     STATUS_NOT_SUPPORTED,
+    STATUS_OBJECT_NAME_INVALID,
     STATUS_SUCCESS,
     WouldBlock,
     fail,
@@ -355,7 +356,9 @@ def _name(raw: bytes) -> str:
     try:
         return bytes(raw).decode("utf-16-le")
     except UnicodeDecodeError:
-        raise fail(STATUS_INVALID_PARAMETER, "name is not UTF-16") from None
+        # an unpaired surrogate: NTFS would keep it, but the name has no UTF-8 form on disk;
+        # MS-FSA 2.1.5.1: a name with a character the file system cannot take is invalid
+        raise fail(STATUS_OBJECT_NAME_INVALID, "name is not valid UTF-16 (unpaired surrogate)") from None
 
 
 def _last_in_chain(ctx: RequestContext) -> bool:

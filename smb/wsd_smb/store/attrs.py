@@ -2,7 +2,8 @@
 
 * FILE_ATTRIBUTE_DIRECTORY for directories;
 * FILE_ATTRIBUTE_READONLY for files whose owner-write bit is clear (Samba's
-  ``map readonly``); setting/clearing READONLY clears/sets the write bits;
+  ``map readonly``); setting/clearing READONLY clears/sets the write bits; on a directory
+  READONLY is only a flag (NTFS: it does not stop changes inside it), kept in the xattr;
 * HIDDEN, SYSTEM, ARCHIVE, TEMPORARY, OFFLINE, NOT_CONTENT_INDEXED as last set by a client,
   kept in the extended attribute ``user.wsd.dosinfo`` (4 bytes attributes, 8 bytes
   CreationTime, little-endian); without it, files show ARCHIVE;
@@ -66,10 +67,12 @@ def read_dosinfo(path: str | int, follow: bool = True) -> tuple[int | None, int]
     return a, ct
 
 
-def write_dosinfo(path: str, attributes: int, creation_time: int) -> bool:
-    """Store attributes (without READONLY/DIRECTORY) and CreationTime on *path* (an
-    :func:`fd_path`); False if the file system has no user xattrs."""
-    data = _DOSINFO.pack(attributes & SETTABLE_ATTRIBUTES & ~FILE_ATTRIBUTE_READONLY, creation_time)
+def write_dosinfo(path: str, attributes: int, creation_time: int, is_directory: bool = False) -> bool:
+    """Store attributes (without DIRECTORY; READONLY only for a directory, a file's is its
+    mode) and CreationTime on *path* (an :func:`fd_path`); False if the file system has no
+    user xattrs."""
+    keep = SETTABLE_ATTRIBUTES if is_directory else SETTABLE_ATTRIBUTES & ~FILE_ATTRIBUTE_READONLY
+    data = _DOSINFO.pack(attributes & keep, creation_time)
     try:
         os.setxattr(path, XATTR_NAME, data, follow_symlinks=True)
     except OSError as e:
@@ -102,7 +105,7 @@ def dos_attributes(st: os.stat_result, name: str, stored: int | None, hide_dot_f
     is_dir = stat_mod.S_ISDIR(st.st_mode)
     a = FILE_ATTRIBUTE_DIRECTORY if is_dir else 0
     if stored is not None:
-        a |= stored & SETTABLE_ATTRIBUTES & ~FILE_ATTRIBUTE_READONLY
+        a |= stored & (SETTABLE_ATTRIBUTES if is_dir else SETTABLE_ATTRIBUTES & ~FILE_ATTRIBUTE_READONLY)
     elif not is_dir:
         a |= FILE_ATTRIBUTE_ARCHIVE
     if not is_dir and not st.st_mode & stat_mod.S_IWUSR:

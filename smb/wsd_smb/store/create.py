@@ -347,6 +347,8 @@ class CreateMixin:
             fobj = self.files.get(key)
         if fobj is None:
             fobj = FileObject(key, share, list(r.rel), stat_mod.S_ISDIR(st.st_mode))
+            if key in self._kept_change_times:  # (no fstat on the usual open path)
+                fobj.change_time_override = self.kept_change_time(key, os.fstat(fd))
             self.files[key] = fobj
         o = Open(next(self._pids), next(self._ids), share, fobj, fd, writable, access, share_access,
                  options, disposition, delete_on_close=bool(options & FILE_DELETE_ON_CLOSE))
@@ -545,7 +547,11 @@ class CreateMixin:
 
     @staticmethod
     def _dir_readonly(r: Resolved) -> bool:
-        return False  # directories have no READONLY attribute here (see attrs.py)
+        """A directory's READONLY is a stored flag (attrs.py); it blocks delete-on-close."""
+        if r.parent_fd is None or r.name is None:
+            return False
+        stored, _ = read_dosinfo(f"{fd_path(r.parent_fd)}/{r.name}", follow=False)
+        return bool((stored or 0) & FILE_ATTRIBUTE_READONLY)
 
     def _create_new(self, share: Share, r: Resolved, access: int, want_max: bool, share_access: int,
                     disposition: int, options: int, attributes: int, token: Token | None = None,
@@ -590,7 +596,7 @@ class CreateMixin:
             a = attributes & SETTABLE_ATTRIBUTES
             if not is_dir:
                 a |= FILE_ATTRIBUTE_ARCHIVE
-            write_dosinfo(fd_path(fd), a, now_ft)
+            write_dosinfo(fd_path(fd), a, now_ft, is_dir)  # a directory keeps READONLY as a flag
             new_sd = None
             if token is not None:
                 # MS-DTYP 2.5.3.4: the creator's descriptor and/or the parent's inheritable

@@ -104,7 +104,8 @@ class FileInfoMixin:
                 new_ctime = ctime if creation_time in skip else creation_time
                 if file_attributes:
                     a = file_attributes & SETTABLE_ATTRIBUTES
-                    write_dosinfo(p, a, new_ctime or to_filetime(min(st.st_mtime_ns, st.st_ctime_ns)))
+                    write_dosinfo(p, a, new_ctime or to_filetime(min(st.st_mtime_ns, st.st_ctime_ns)),
+                                  o.is_directory)
                     if not o.is_directory:
                         mode = stat_mod.S_IMODE(st.st_mode)
                         if a & FILE_ATTRIBUTE_READONLY:
@@ -116,7 +117,7 @@ class FileInfoMixin:
                 elif creation_time not in skip:
                     default = (stored if stored is not None else
                                (0 if o.is_directory else FILE_ATTRIBUTE_ARCHIVE))
-                    write_dosinfo(p, default, creation_time)
+                    write_dosinfo(p, default, creation_time, o.is_directory)
                 at = None if last_access_time in skip else from_filetime(last_access_time)
                 wt = None if last_write_time in skip else from_filetime(last_write_time)
                 if at is not None or wt is not None:

@@ -15,6 +15,7 @@ import logging
 import os
 import stat as stat_mod
 import threading
+from collections import OrderedDict
 
 from .attrs import FileStat, allocated_bytes, fd_path, file_stat
 from .constants import (
@@ -66,6 +67,10 @@ class ObjectStore(CreateMixin, ReadWriteMixin, FileInfoMixin, SecurityInfoMixin,
         #: a stored security descriptor, without an xattr read per open.  A setxattr moves
         #: ctime; the store's own SD writes update the entry explicitly (ctime is coarse).
         self._sd_cache: dict[tuple[int, int], tuple[int, Descriptor | None]] = {}
+        #: (st_dev, st_ino) -> FileObject.change_time_override of files nobody has open any
+        #: more: a ChangeTime a client set stays reported after the last close, for as long
+        #: as the inode's ctime has not moved (bounded; lost on restart: Linux cannot store it)
+        self._kept_change_times: OrderedDict[tuple[int, int], tuple[int, int]] = OrderedDict()
 
     # ------------------------------------------------------------------ helpers
     def get(self, volatile: int, persistent: int | None = None) -> Open:
@@ -192,6 +197,8 @@ class ObjectStore(CreateMixin, ReadWriteMixin, FileInfoMixin, SecurityInfoMixin,
             else:
                 if fobj.delete_pending:
                     self._unlink(fobj)
+                elif fobj.change_time_override is not None and fobj.stream is None:
+                    self.keep_change_time(fobj.key, fobj.change_time_override)
                 self.files.pop(fobj.key, None)
             if fobj.stream is not None:
                 base = self.files.get(fobj.key[:2])
@@ -202,6 +209,24 @@ class ObjectStore(CreateMixin, ReadWriteMixin, FileInfoMixin, SecurityInfoMixin,
         elif had_locks:
             wake += self._retry_waiters(fobj)
         return info, wake
+
+    _KEPT_CHANGE_TIMES_MAX = 4096
+
+    def keep_change_time(self, key: tuple, override: tuple[int, int]) -> None:
+        """Remember a set ChangeTime of a file whose last open closes (store mutex held)."""
+        kept = self._kept_change_times
+        kept[key] = override
+        kept.move_to_end(key)
+        while len(kept) > self._KEPT_CHANGE_TIMES_MAX:
+            kept.popitem(last=False)
+
+    def kept_change_time(self, key: tuple, st: os.stat_result) -> tuple[int, int] | None:
+        """The kept ChangeTime override of *key* if its ctime is still *st*'s (mutex held)."""
+        ov = self._kept_change_times.get(key)
+        if ov is not None and ov[1] != st.st_ctime_ns:
+            del self._kept_change_times[key]
+            return None
+        return ov
 
     def _streams_open(self, key: tuple) -> bool:
         """Does any named stream of the file *key* (dev, ino) have opens?"""

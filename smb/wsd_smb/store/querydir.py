@@ -133,4 +133,8 @@ class QueryDirectoryMixin:
             fobj = self.files.get((st.st_dev, st.st_ino))
             if fobj is not None:
                 fs = fobj.apply_overrides(st, fs)
+            else:
+                ov = self.kept_change_time((st.st_dev, st.st_ino), st)
+                if ov is not None:
+                    fs.change_time = ov[0]
         return fs

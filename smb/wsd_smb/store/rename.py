@@ -7,13 +7,14 @@ import logging
 import os
 import stat as stat_mod
 
-from .attrs import fd_path
+from .attrs import fd_path, read_dosinfo
 from .constants import (
     FILE_DELETE_CHILD,
     DELETE,
     FILE_ADD_FILE,
     FILE_ADD_SUBDIRECTORY,
     FILE_ALL_ACCESS,
+    FILE_ATTRIBUTE_READONLY,
     FILE_SHARE_READ,
     FILE_SHARE_WRITE,
     SYNCHRONIZE,
@@ -66,6 +67,9 @@ class RenameMixin:
             st = os.fstat(o.fd)
             if not fobj.is_directory and not st.st_mode & stat_mod.S_IWUSR:
                 raise fail(STATUS_CANNOT_DELETE, "FILE_ATTRIBUTE_READONLY")
+            if fobj.is_directory and (read_dosinfo(fd_path(o.fd))[0] or 0) & FILE_ATTRIBUTE_READONLY:
+                # MS-FSA 2.1.5.14.3: READONLY blocks delete, a directory's too
+                raise fail(STATUS_CANNOT_DELETE, "FILE_ATTRIBUTE_READONLY directory")
             if fobj.is_directory:
                 try:
                     with os.scandir(o.fd) as it:

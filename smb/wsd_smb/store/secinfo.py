@@ -35,6 +35,11 @@ from .objects import Open, STATUS_NOT_SUPPORTED_, STATUS_PRIVILEGE_NOT_HELD
 
 log = logging.getLogger("wsd_smb.store")
 
+#: MS-DTYP 2.4.7 LABEL_SECURITY_INFORMATION
+LABEL_SECURITY_INFORMATION = 0x00000010
+_READ_CONTROL_PARTS = (OWNER_SECURITY_INFORMATION | GROUP_SECURITY_INFORMATION | DACL_SECURITY_INFORMATION
+                       | LABEL_SECURITY_INFORMATION)
+
 
 class SecurityInfoMixin:
     """Security information of the object store (mixed into :class:`~.objectstore.ObjectStore`)."""
@@ -44,7 +49,9 @@ class SecurityInfoMixin:
         """The descriptor parts named by *info* (MS-SMB2 3.3.5.20.3)."""
         if info & SACL_SECURITY_INFORMATION:
             raise fail(STATUS_ACCESS_DENIED, "SACL needs ACCESS_SYSTEM_SECURITY")
-        if not o.granted_access & READ_CONTROL:
+        # MS-FSA 2.1.5.13: READ_CONTROL is needed for the OWNER/GROUP/DACL/LABEL parts only;
+        # asking for none of them succeeds without it, with an empty descriptor (smb2.sdread)
+        if info & _READ_CONTROL_PARTS and not o.granted_access & READ_CONTROL:
             raise fail(STATUS_ACCESS_DENIED, "no READ_CONTROL")
         with o.io_lock:
             if o.closed:

@@ -42,6 +42,14 @@ SUITES = [
     "smb2.notify",
     # NT ACLs: stored descriptors, access checks, inheritance (store/security.py); ~1 s
     "smb2.acls",
+    # small object-store suites, each under a second: file ids, share modes, open attributes,
+    # named streams, names and charsets, DOS attributes, security-descriptor reads
+    "smb2.fileid", "smb2.sharemode", "smb2.deny", "smb2.mkdir", "smb2.openattr", "smb2.session-id",
+    "smb2.tcon", "smb2.ioctl-on-stream", "smb2.durable-open-disconnect", "smb2.streams", "smb2.charset",
+    "smb2.winattr", "smb2.sdread",
+    # a few seconds each, most of it the suites' own sleeps: async compounds (4 s), compound
+    # QUERY_DIRECTORY (13 s), durable v2 reconnect delay (10 s), timestamps (14 s)
+    "smb2.compound_async", "smb2.compound_find", "smb2.durable-v2-delay", "smb2.timestamps",
 ]
 #: Slow on Samba (lease 3 min, oplock 2 min: they wait out break timeouts); run with WSD_SMBTORTURE_SUITES=all.
 SLOW_SUITES = ["smb2.lease", "smb2.oplock",

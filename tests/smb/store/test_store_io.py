@@ -357,3 +357,21 @@ def test_rename_directory_uses_add_subdirectory(store, share, root):
     assert os.listdir(root / "p") == ["sub2"]
     for o in (d, ph):
         store.close(o)
+
+
+def test_set_change_time_survives_the_last_close(store, share):
+    """smbtorture smb2.timestamps.time_t_*: a ChangeTime set through SET_INFO is still
+    reported after the file is closed and opened again (and in a directory listing), until
+    the inode really changes."""
+    o = create(store, share, "ct").open
+    t = to_filetime(1 * 10**9)                       # 1970-01-01 00:00:01
+    store.set_basic(o, t, 0, t, t, 0)
+    store.close(o)
+    o = create(store, share, "ct", disposition=D.FILE_OPEN).open
+    s = store.stat(o)
+    assert (s.creation_time, s.last_write_time, s.change_time) == (t, t, t)
+    store.close(o)
+    o = create(store, share, "ct", disposition=D.FILE_OPEN).open
+    store.write(o, 0, b"x")                          # a real change: the real ctime again
+    assert store.stat(o).change_time != t
+    store.close(o)
