@@ -320,3 +320,45 @@ def test_replay_refused_while_older_requests_are_outstanding():
     rp.release(old)
     rp.release(new)
     assert rp.verify_channel_sequence(o, Command.SMB2_WRITE, 2, True) is not None
+
+
+def test_waiting_create_survives_the_loss_of_its_channel(smbd):
+    """A DH2Q CREATE waiting for a break on a channel that is lost, while its session lives
+    on over another channel: it is not cancelled; replays on the other channel get
+    FILE_NOT_AVAILABLE while it waits, then the open it made (smbtorture dhv2-pending2*)."""
+    from test_session_binding import _bind
+
+    holder, th = client(smbd)
+    st, hb, _ = create(holder, th, "mc.dat", BATCH)
+    assert st == OK
+    guid = os.urandom(16)
+    c1 = RawClient(smbd.host, smbd.port)
+    assert c1.negotiate(dialects=(0x0311,)).status == 0
+    assert c1.session_setup(USER, PASSWORD).status == 0
+    t = c1.tree_connect("share").header.tree_id
+    c2 = RawClient(smbd.host, smbd.port)
+    assert c2.negotiate(dialects=(0x0311,), client_guid=c1.client_guid).status == 0
+    r, key = _bind(c2, c1)
+    assert r.status == OK
+    c2.session_id, c2.session_key, c2.signing_key = c1.session_id, c1.session_key, key
+    r = c1.request(Command.SMB2_CREATE, create_req("mc.dat", BATCH, ctxs(dh2q(guid))), tree_id=t,
+                   no_wait_final=True)
+    assert r.status == PENDING
+    assert recv_one(holder).header.command == Command.SMB2_OPLOCK_BREAK
+    c1.close()  # the channel the CREATE waits on goes away
+    session = smbd.call(lambda: smbd.server.global_session_table.get(c2.session_id))
+    deadline = time.monotonic() + 5
+    while len(session.channel_list) != 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(session.channel_list) == 1
+    assert create(c2, t, "mc.dat", BATCH, ctxs(dh2q(guid)), flags=REPLAY)[0] == NOT_AVAILABLE
+    assert holder.request(Command.SMB2_CLOSE, w.CloseRequest(flags=0, file_id=FileId(*hb.file_id)),
+                          tree_id=th).status == OK
+    deadline = time.monotonic() + 5
+    while smbd.call(lambda: len(state_of(smbd.server).pending_creates)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    st, b, out = create(c2, t, "mc.dat", BATCH, ctxs(dh2q(guid)), flags=REPLAY)
+    assert st == OK and b.create_action == FILE_OPENED and b.oplock_level == BATCH and b"DH2Q" in out
+    o = server_open(smbd, b.file_id[0])
+    assert o.session is session and not o.connection.closed  # on the channel that is left
+    assert c2.request(Command.SMB2_CLOSE, w.CloseRequest(flags=0, file_id=FileId(*b.file_id)), tree_id=t).status == OK
