@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..ntstatus import NtStatusError
+from ..ntstatus import STATUS_FILE_NOT_AVAILABLE, NtStatusError
 from ..store import info as sinfo
 from ..store.security import token_for
 from ..store.eas import parse_full as parse_full_eas
@@ -26,6 +26,7 @@ from ..store.errors import (
     fail,
 )
 from ..wire import (
+    SMB2_OPLOCK_LEVEL_BATCH,
     SMB2_OPLOCK_LEVEL_LEASE,
     Command,
     CreateContext,
@@ -34,6 +35,7 @@ from ..wire import (
     FileId,
     pack_create_contexts,
 )
+from ..wire.header import SMB2_FLAGS_REPLAY_OPERATION
 from ..wire.contexts import (SMB2_CREATE_APP_INSTANCE_ID, AllocationSize, AppInstanceId, DurableHandleResponse,
                              DurableHandleResponseV2, QueryMaximalAccessResponse, QueryOnDiskIdResponse)
 from . import durable as dur
@@ -99,9 +101,17 @@ def create(ctx: RequestContext, req: CreateRequest) -> Response:
     if tc.share.type == "pipe":
         return _create_pipe(ctx, st, name)
     if durable_req is not None and durable_req.version == 2:
-        other = dur.find_create_guid(ctx.server, ctx.connection.client_guid, durable_req.create_guid)
-        if other is not None:  # 3.3.5.9.10: CreateGuid in use (replays are not supported here)
-            raise fail(dur.STATUS_DUPLICATE_OBJECTID, "CreateGuid in use")
+        # 3.3.5.9.10: an open of this client with this CreateGuid that is still eligible
+        # for replay: a replayed CREATE gets it back, any other CREATE fails
+        is_replay = bool(ctx.header.flags & SMB2_FLAGS_REPLAY_OPERATION)
+        client_guid = ctx.connection.client_guid
+        if is_replay and st.pending_creates.is_pending(client_guid, durable_req.create_guid):
+            raise fail(STATUS_FILE_NOT_AVAILABLE, "replay of a CREATE still waiting for breaks (core/replay.py)")
+        other = dur.find_create_guid(ctx.server, client_guid, durable_req.create_guid)
+        if other is not None:
+            if not is_replay:
+                raise fail(dur.STATUS_DUPLICATE_OBJECTID, "CreateGuid in use")
+            return _create_replay(ctx, st, req, other, contexts)
     if b"TWrp" in contexts:
         raise fail(STATUS_OBJECT_NAME_NOT_FOUND, "no previous versions")
     eas = None
@@ -117,7 +127,10 @@ def create(ctx: RequestContext, req: CreateRequest) -> Response:
         if len(data) != AllocationSize.FIXED_SIZE:
             raise fail(STATUS_INVALID_PARAMETER, "AlSi context size")
         alloc = AllocationSize.unpack(data, 0).allocation_size
-    return _create_open(ctx, st, req, name, contexts, eas, alloc, durable_req)
+    result = _create_open(ctx, st, req, name, contexts, eas, alloc, durable_req)
+    if isinstance(result, AsyncOp) and durable_req is not None and durable_req.version == 2:
+        st.pending_creates.hold(ctx.connection.client_guid, durable_req.create_guid, result)
+    return result
 
 
 def session_token(ctx: RequestContext) -> Any:
@@ -181,9 +194,17 @@ def _create_open(ctx: RequestContext, st: _State, req: CreateRequest, name: str,
                 | ntf.FILE_NOTIFY_CHANGE_SIZE | ntf.FILE_NOTIFY_CHANGE_LAST_WRITE)
     o.session = ctx.session
     o.tree_connect = tc
-    o.connection = ctx.connection
+    # (a CREATE that waited for breaks may finish after its channel was lost: the open
+    # then belongs to a channel of the session that is left, core/connection.py)
+    o.connection = ctx.connection if not ctx.connection.closed else (ctx.session.connection or ctx.connection)
     o.is_durable = False
     o.client_guid = ctx.connection.client_guid
+    o.create_action = int(result.create_action)  # what a replay of this CREATE answers
+    if ctx.connection.dialect >= 0x0300:
+        o.channel_sequence = ctx.header.channel_sequence  # Open.ChannelSequence (3.3.5.2.10)
+        o.is_replay_eligible = True
+    if durable_req is not None and durable_req.version == 2:
+        o.create_guid = durable_req.create_guid  # 3.3.5.9.10, granted durability or not
     o.file_global_id = ctx.server.allocate_global_id()
     ctx.session.open_table[o.file_id_volatile] = o
     ctx.server.global_open_table[o.file_id_persistent] = o
@@ -202,20 +223,74 @@ def _create_open(ctx: RequestContext, st: _State, req: CreateRequest, name: str,
     s = st.store.stat(o, eas=False)  # the CREATE response has no EaSize
     if durable_req is not None and dur.grant(o, durable_req, ctx.config, dur.owner_of(ctx.session)):
         out_ctx.append(_durable_response(o, durable_req.version))
-    if b"MxAc" in contexts:  # 3.3.5.9.5: by the file's descriptor where it has one, within the share's
+    out_ctx += _query_contexts(o, s, tc, contexts)
+    return _create_response(o, s, oplock_level, int(result.create_action), out_ctx)
+
+
+def _query_contexts(o: Any, s: Any, tc: Any, contexts: dict) -> list:
+    """The MxAc (3.3.5.9.5) and QFid (3.3.5.9.9) response contexts a request asked for."""
+    out = []
+    if b"MxAc" in contexts:  # by the file's descriptor where it has one, within the share's
         maximal = tc.maximal_access if o.maximal_access is None else o.maximal_access & tc.maximal_access
-        out_ctx.append(CreateContext(name=b"MxAc", data=QueryMaximalAccessResponse(
+        out.append(CreateContext(name=b"MxAc", data=QueryMaximalAccessResponse(
             query_status=STATUS_SUCCESS, maximal_access=maximal).pack(0)))
     if b"QFid" in contexts:
-        out_ctx.append(CreateContext(name=b"QFid", data=QueryOnDiskIdResponse(
+        out.append(CreateContext(name=b"QFid", data=QueryOnDiskIdResponse(
             disk_file_id=s.index_number, volume_id=sinfo.volume_serial(o.share.name)).pack(0)))
+    return out
+
+
+def _create_response(o: Any, s: Any, oplock_level: int, create_action: int, out_ctx: list) -> Response:
     return Response(CreateResponse(
-        oplock_level=oplock_level, flags=0, create_action=int(result.create_action),
+        oplock_level=oplock_level, flags=0, create_action=create_action,
         creation_time=s.creation_time, last_access_time=s.last_access_time,
         last_write_time=s.last_write_time, change_time=s.change_time,
         allocation_size=s.allocation_size, end_of_file=s.end_of_file, file_attributes=s.attributes,
         file_id=FileId(o.file_id_persistent, o.file_id_volatile),
         create_contexts=pack_create_contexts(out_ctx) if out_ctx else b""))
+
+
+def _create_replay(ctx: RequestContext, st: _State, req: CreateRequest, o: Any, contexts: dict) -> Response:
+    """A replayed CREATE (SMB2_FLAGS_REPLAY_OPERATION) naming, by its CreateGuid, an open
+    of this client still eligible for replay (MS-SMB2 3.3.5.9.10): no open execution and
+    no oplock acquisition; the response describes the existing open.
+
+    * Another session's open (a replay comes on a channel of the same session):
+      STATUS_ACCESS_DENIED.
+    * A lease asked for on an open without one, none asked for on a leased open, or
+      another LeaseKey: STATUS_ACCESS_DENIED (as Windows and Samba, smbtorture
+      smb2.replay.replay-dhv2-oplock-lease / -lease3).
+    * Leased: OplockLevel LEASE with the lease's current state (an upgrade made by
+      another open of the lease shows, replay-dhv2-lease1/2).
+    * Oplock: the lower of the requested level and the open's own; the open keeps its
+      oplock (replay-dhv2-oplock2).
+    * The durable v2 response context when the open is durable and the answered
+      oplock/lease still qualifies (BATCH, or HANDLE caching).
+    * CreateAction is the original CREATE's; the other fields are the file's now.
+    * ShareAccess, DesiredAccess, CreateDisposition and FileAttributes of the replay are
+      not looked at (replay-dhv2-oplock3, replay6: Windows and Samba ignore them too).
+    """
+    if o.session is not ctx.session:
+        raise fail(STATUS_ACCESS_DENIED, "replay of another session's open")
+    lease_req, _version = _lease_request(ctx, req, contexts)
+    if (lease_req is None) != (o.lease is None):
+        raise fail(STATUS_ACCESS_DENIED, "replay asks for a lease the open does not have, or none for its lease")
+    out_ctx = []
+    if o.lease is not None:
+        if bytes(lease_req.lease_key) != o.lease.lease_key:
+            raise fail(STATUS_ACCESS_DENIED, "replay with another LeaseKey")
+        oplock_level = SMB2_OPLOCK_LEVEL_LEASE
+        out_ctx.append(st.leases.response_context(o.lease))
+        durable = o.is_durable and dur.eligible(o)
+    else:
+        oplock_level = min(req.requested_oplock_level, o.oplock_level)
+        durable = o.is_durable and oplock_level == SMB2_OPLOCK_LEVEL_BATCH
+    if durable:
+        out_ctx.append(_durable_response(o, 2))
+    s = st.store.stat(o, eas=False)
+    out_ctx += _query_contexts(o, s, ctx.tree_connect, contexts)
+    log.info("event=create_replayed file=%s oplock=0x%x", o.path, oplock_level)
+    return _create_response(o, s, oplock_level, getattr(o, "create_action", 1), out_ctx)
 
 
 def _lease_request(ctx: RequestContext, req: CreateRequest, contexts: dict) -> tuple[Any, int]:

@@ -102,6 +102,9 @@ class AsyncOp:
         #: filled in by the core: the session/tree the request ran on
         self.session: "Session | None" = None
         self.tree_connect: "TreeConnect | None" = None
+        #: the count the request added to its open's channel sequence state (core/replay.py)
+        self.counted: Any = None
+        self._on_done: list[Callable[[], None]] = []
 
     def complete(self, result: "Response | NtStatusError") -> bool:
         """Send the final response (or error).  Returns False if already completed."""
@@ -109,8 +112,19 @@ class AsyncOp:
             if self.done:
                 return False
             self.done = True
+            hooks, self._on_done = self._on_done, []
+        for fn in hooks:
+            fn()
         self.connection.async_completed(self, result)
         return True
+
+    def when_done(self, fn: Callable[[], None]) -> None:
+        """Call *fn* once the operation completes (at once if it already has)."""
+        with self._lock:
+            if not self.done:
+                self._on_done.append(fn)
+                return
+        fn()
 
     def cancel(self, reason: str = "cancel") -> None:
         """Used by the core for SMB2 CANCEL (MS-SMB2 3.3.5.16, reason "cancel") and when
@@ -144,6 +158,8 @@ class RequestContext:
     #: the attempt on the event loop of an ``inline_first`` handler: finish without
     #: waiting or raise WouldBlock before changing anything
     inline: bool = False
+    #: the count the request added to its open's channel sequence state (core/replay.py)
+    counted: Any = None
     _async: AsyncOp | None = field(default=None, repr=False)
 
     @property

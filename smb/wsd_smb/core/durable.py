@@ -178,9 +178,12 @@ def owner_of(session: Any) -> str:
 
 
 def find_create_guid(server: Any, client_guid: bytes, create_guid: bytes) -> Any:
-    """An open in GlobalOpenTable with this CreateGuid from this client (3.3.5.9.10)."""
+    """The open in GlobalOpenTable with this CreateGuid from this client that is still
+    eligible for replay (Open.IsReplayEligible: no request has named it since its
+    CREATE, core/replay.py), MS-SMB2 3.3.5.9.10."""
     for o in list(server.global_open_table.values()):
-        if getattr(o, "create_guid", b"") == create_guid and o.client_guid == client_guid and not o.closed:
+        if (getattr(o, "create_guid", b"") == create_guid and getattr(o, "client_guid", None) == client_guid
+                and getattr(o, "is_replay_eligible", False) and not getattr(o, "closed", True)):
             return o
     return None
 

@@ -84,6 +84,7 @@ from . import durable as dur
 from . import leases as lsm
 from . import notify as ntf
 from . import oplocks as opl
+from . import replay as rp
 from .dispatch import AsyncOp, RequestContext, Response, register
 from .state import SessionState
 from .tree import share_name_of
@@ -173,6 +174,8 @@ class _State:
         self.durable = dur.DurableTable(self.close_disconnected)
         server.timer_sources.append(self.durable)
         self.leases = lsm.LeaseManager(server, self.oplocks, self.close_any, ObjectStore._share_conflict)
+        #: durable v2 CREATEs waiting for breaks, whose replays are answered at once (core/replay.py)
+        self.pending_creates = rp.PendingCreates()
         server.on_tree_disconnected.append(self.tree_disconnected)
         server.on_session_closed.append(self.session_closed)
         server.open_closer = self.close_any  # MS-SMB2 3.3.4.17 (srvsvc NetrFileClose)

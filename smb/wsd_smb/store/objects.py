@@ -135,6 +135,17 @@ class Open:
     durable_open_scavenger_timeout: float = 0.0
     durable_owner: str = ""
     create_guid: bytes = b""
+    #: Open.IsReplayEligible: a replayed CREATE with Open.CreateGuid may get this open back
+    #: (3.3.5.9.10) until a request names it (core/replay.py)
+    is_replay_eligible: bool = False
+    #: Open.ChannelSequence, Open.OutstandingRequestCount, Open.OutstandingPreRequestCount
+    #: (MS-SMB2 3.3.5.2.10), and the generation that moves with ChannelSequence (core/replay.py)
+    channel_sequence: int = 0
+    outstanding_request_count: int = 0
+    outstanding_pre_request_count: int = 0
+    channel_generation: int = 0
+    #: the CreateAction of the CREATE that made the open (what a replay of it answers)
+    create_action: int = 1
     #: Open.AppInstanceId (MS-SMB2 3.3.5.9.13)
     app_instance_id: bytes | None = None
     #: Open.LockSequenceArray (3.3.1.10): LockSequenceIndex -> LockSequenceNumber of the valid entries

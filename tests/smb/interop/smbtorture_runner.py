@@ -55,7 +55,11 @@ SUITES = [
 SLOW_SUITES = ["smb2.lease", "smb2.oplock",
                # session binding across connections; most cases need a transport the test can
                # block (iptables or Samba's private FSCTL), one waits out a 30 s stall
-               "smb2.multichannel"]
+               "smb2.multichannel",
+               # replay detection (core/replay.py): ~140 s against wsd-smbd and Samba alike, the
+               # test's own waits for breaks that must not come; the dhv2-pending3* cases need
+               # a transport the test can block
+               "smb2.replay"]
 
 #: Per-suite [server] options of wsd-smbd (MS-SMB2 leaves them to configuration): such a suite
 #: runs against its own wsd-smbd started with these.  smb2.session re-authenticates as anonymous

@@ -12,7 +12,8 @@ Knobs (environment):
                                   pinned cases (quick CI mode); off: skip.
   WSD_SMBTORTURE_BUDGET=S         seconds per suite (default 150)
   WSD_SMBTORTURE_STALL=S          kill smbtorture after S s without output (default 30)
-  WSD_SMBTORTURE_SUITES=all       also the slow suites (smb2.lease, smb2.oplock: minutes each)
+  WSD_SMBTORTURE_SUITES=all       also the slow suites (smb2.lease, smb2.oplock, smb2.replay:
+                                  minutes each; smb2.multichannel)
 """
 from __future__ import annotations
 

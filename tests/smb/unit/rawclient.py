@@ -86,12 +86,15 @@ class RawClient:
     # ------------------------------------------------------------ messages
     def build(self, command: int, body: bytes, *, tree_id: int = 0, session_id: int | None = None,
               flags: int = 0, credit_charge: int = 1, credit: int = 32, message_id: int | None = None,
-              async_id: int = 0) -> bytes:
+              async_id: int = 0, channel_sequence: int = 0) -> bytes:
+        """One request; *channel_sequence* goes where SMB 3.x puts it (the first two bytes
+        of the header's Status field)."""
         if message_id is None:
             message_id = self.mid
             if command != Command.SMB2_CANCEL:
                 self.mid += max(1, credit_charge)
-        h = Smb2Header(command, credit_charge=credit_charge, credit=credit, flags=flags, message_id=message_id,
+        h = Smb2Header(command, credit_charge=credit_charge, status=channel_sequence & 0xFFFF, credit=credit,
+                       flags=flags, message_id=message_id,
                        tree_id=tree_id, session_id=self.session_id if session_id is None else session_id,
                        async_id=async_id)
         return h.pack() + body
