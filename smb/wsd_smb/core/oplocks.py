@@ -205,10 +205,15 @@ class OplockManager:
 
     def _undeliverable(self, h: Any) -> None:
         """No connection for the holder: the break completes with NONE at once; a
-        disconnected durable open is closed."""
+        disconnected durable open is closed (MS-SMB2 3.3.4.6).  Disconnected means no
+        session any more, or a connection already lost whose clean-up (preserving the
+        open for a reconnect) has not run yet: the new opener must not find it still
+        there, holding nothing (smbtorture smb2.durable-open.oplock)."""
         with self.lock:
             self._drop(h)
-        if h.is_durable and h.session is None and not h.closed:
+        conn = h.connection
+        disconnected = h.session is None or conn is None or conn.closed
+        if h.is_durable and disconnected and not h.closed:
             log.info("event=durable_open_closed reason=oplock_break file=%s", h.path)
             self._close_disconnected(h)
 

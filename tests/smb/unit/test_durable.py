@@ -236,6 +236,30 @@ def test_dh6c_oplock_no_longer_batch(smbd):
     assert reconnect_req(c2, t2, "dh6c.dat", ctxs(dhnc(fid)))[0] == OK
 
 
+def test_open_meeting_a_lost_connections_durable_batch_gets_batch(smbd):
+    """A durable BATCH open whose connection was lost, but whose clean-up (preserving it
+    for a reconnect, run in the worker pool) has not happened yet, is a disconnected
+    durable open for the next opener: the undeliverable break closes it (MS-SMB2 3.3.4.6)
+    and the newcomer gets BATCH, not LEVEL_II next to a leftover (smbtorture
+    smb2.durable-open.oplock raced here 1 run in 6).  The state between the two steps is
+    made by running Connection.connection_lost on the loop and holding back its clean-up."""
+    c, t, fid = durable_batch(smbd, "lost-conn.dat")
+    port = c.sock.getsockname()[1]
+
+    def lose():
+        conn = next(x for x in smbd.server.connection_list if x.client_address.endswith(f":{port}"))
+        conn.connection_lost(time.time())  # its clean-up Work is not run
+    smbd.call(lose)
+    o = server_open(smbd, fid[0])
+    assert o is not None and o.session is not None and o.connection.closed
+    c2, t2 = client(smbd)
+    st, b, _ = create(c2, t2, "lost-conn.dat", BATCH, ctxs(dhnq()), disposition=1)
+    assert st == OK and b.oplock_level == BATCH
+    assert o.closed and server_open(smbd, fid[0]) is None
+    c.close()
+    c2.close()
+
+
 def test_broken_durable_open_is_not_kept(smbd):
     """A durable open whose BATCH was broken to LEVEL_II while connected is closed at
     disconnect (it could not be reconnected, DH-6c), not kept."""
