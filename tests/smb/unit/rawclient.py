@@ -227,4 +227,31 @@ def echo(c: RawClient, **kw) -> Reply:
     return c.request(Command.SMB2_ECHO, w.EchoRequest(), **kw)
 
 
-__all__ = ["RawClient", "Reply", "echo", "SMB2_FLAGS_RELATED_OPERATIONS", "SMB2_FLAGS_SIGNED"]
+GENERIC_RW = 0x0012019F  # FILE_GENERIC_READ | FILE_GENERIC_WRITE
+
+
+def create_contexts(*pairs: tuple[bytes, bytes]) -> bytes:
+    """(name, data) pairs packed as a CREATE's context chain."""
+    return w.pack_create_contexts([w.CreateContext(name=n, data=d) for n, d in pairs])
+
+
+def create_request(name: str, *, oplock: int = 0, access: int = GENERIC_RW, share: int = 7, disposition: int = 3,
+                   options: int = 0x40, attributes: int = 0x80, contexts: bytes = b"") -> w.CreateRequest:
+    """A CREATE for a file (FILE_NON_DIRECTORY_FILE, FILE_OPEN_IF, sharing everything by default)."""
+    return w.CreateRequest(requested_oplock_level=oplock, impersonation_level=2, desired_access=access,
+                           file_attributes=attributes, share_access=share, create_disposition=disposition,
+                           create_options=options, name=name.encode("utf-16-le"), create_contexts=contexts)
+
+
+def open_file(c: RawClient, tid: int, name: str, *, flags: int = 0, **kw) -> tuple[int, w.CreateResponse | None, dict]:
+    """CREATE *name*: (status, response or None, {context name: data} of the response)."""
+    r = c.request(Command.SMB2_CREATE, create_request(name, **kw), tree_id=tid, flags=flags)
+    if r.status != 0:
+        return r.status, None, {}
+    body = w.CreateResponse.unpack(r.raw)
+    out = {bytes(x.name): bytes(x.data) for x in w.unpack_create_contexts(body.create_contexts)} \
+        if body.create_contexts else {}
+    return 0, body, out
+
+
+__all__ = ["RawClient", "Reply", "echo", "create_contexts", "create_request", "open_file", "GENERIC_RW", "SMB2_FLAGS_RELATED_OPERATIONS", "SMB2_FLAGS_SIGNED"]

@@ -7,7 +7,7 @@ import os
 import time
 
 import pytest
-from rawclient import RawClient
+from rawclient import GENERIC_RW, RawClient, create_contexts, open_file
 from smbunit import PASSWORD, USER
 
 from wsd_smb.core.files import state_of
@@ -19,7 +19,6 @@ from wsd_smb.wire.header import Command
 BATCH, LEVEL_II, NONE, LEASE = 0x09, 0x01, 0x00, 0xFF
 RWH, RH, R = 0x07, 0x03, 0x01
 OK, NOT_FOUND, INVALID, DENIED = 0, 0xC0000034, 0xC000000D, 0xC0000022
-GENERIC_RW = 0x0012019F
 
 
 def client(smbd, *, guid: bytes | None = None, user=USER, password=PASSWORD, dialects=(0x0300, 0x0302, 0x0311)):
@@ -31,8 +30,7 @@ def client(smbd, *, guid: bytes | None = None, user=USER, password=PASSWORD, dia
     return c, r.header.tree_id
 
 
-def ctxs(*pairs) -> bytes:
-    return w.pack_create_contexts([w.CreateContext(name=n, data=d) for n, d in pairs])
+ctxs = create_contexts
 
 
 def dhnq() -> tuple:
@@ -59,30 +57,12 @@ def rqls(key: bytes, state=RWH, v2=False) -> tuple:
 
 
 def create(c, tid, name, oplock=BATCH, contexts=b"", disposition=3, access=GENERIC_RW):
-    req = w.CreateRequest(requested_oplock_level=oplock, impersonation_level=2, desired_access=access,
-                          file_attributes=0x80, share_access=7, create_disposition=disposition, create_options=0x40,
-                          name=name.encode("utf-16-le"), create_contexts=contexts)
-    r = c.request(Command.SMB2_CREATE, req, tree_id=tid)
-    if r.status != 0:
-        return r.status, None, {}
-    body = w.CreateResponse.unpack(r.raw)
-    out = {bytes(x.name): bytes(x.data) for x in w.unpack_create_contexts(body.create_contexts)} \
-        if body.create_contexts else {}
-    return 0, body, out
+    return open_file(c, tid, name, oplock=oplock, contexts=contexts, disposition=disposition, access=access)
 
 
 def reconnect_req(c, tid, name, contexts):
     """A reconnect as clients send it: every other field zero (3.3.5.9.7 ignores them)."""
-    req = w.CreateRequest(requested_oplock_level=0, impersonation_level=0, desired_access=0, file_attributes=0,
-                          share_access=0, create_disposition=0, create_options=0, name=name.encode("utf-16-le"),
-                          create_contexts=contexts)
-    r = c.request(Command.SMB2_CREATE, req, tree_id=tid)
-    if r.status != 0:
-        return r.status, None, {}
-    body = w.CreateResponse.unpack(r.raw)
-    out = {bytes(x.name): bytes(x.data) for x in w.unpack_create_contexts(body.create_contexts)} \
-        if body.create_contexts else {}
-    return 0, body, out
+    return open_file(c, tid, name, access=0, share=0, disposition=0, options=0, attributes=0, contexts=contexts)
 
 
 def server_open(smbd, persistent):

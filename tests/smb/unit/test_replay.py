@@ -8,7 +8,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from rawclient import RawClient
+from rawclient import RawClient, create_contexts, create_request, open_file
 from smbunit import PASSWORD, USER
 
 from wsd_smb.core import replay as rp
@@ -22,7 +22,6 @@ from wsd_smb.wire.header import SMB2_FLAGS_ASYNC_COMMAND, SMB2_FLAGS_REPLAY_OPER
 BATCH, LEVEL_II, NONE, LEASE = 0x09, 0x01, 0x00, 0xFF
 RWH, RH = 0x07, 0x03
 OK, DENIED, DUPLICATE, NOT_AVAILABLE, PENDING = 0, 0xC0000022, 0xC000022A, 0xC0000467, 0x103
-GENERIC_RW = 0x0012019F
 FILE_CREATED, FILE_OPENED = 2, 1
 REPLAY = SMB2_FLAGS_REPLAY_OPERATION
 
@@ -36,8 +35,7 @@ def client(smbd, guid: bytes | None = None):
     return c, r.header.tree_id
 
 
-def ctxs(*pairs) -> bytes:
-    return w.pack_create_contexts([w.CreateContext(name=n, data=d) for n, d in pairs])
+ctxs = create_contexts
 
 
 def dh2q(guid: bytes) -> tuple:
@@ -49,19 +47,11 @@ def rqls(key: bytes, state=RWH) -> tuple:
 
 
 def create_req(name, oplock=BATCH, contexts=b"", share=7, disposition=3) -> w.CreateRequest:
-    return w.CreateRequest(requested_oplock_level=oplock, impersonation_level=2, desired_access=GENERIC_RW,
-                           file_attributes=0x80, share_access=share, create_disposition=disposition,
-                           create_options=0x40, name=name.encode("utf-16-le"), create_contexts=contexts)
+    return create_request(name, oplock=oplock, contexts=contexts, share=share, disposition=disposition)
 
 
 def create(c, tid, name, oplock=BATCH, contexts=b"", flags=0, **kw):
-    r = c.request(Command.SMB2_CREATE, create_req(name, oplock, contexts, **kw), tree_id=tid, flags=flags)
-    if r.status != 0:
-        return r.status, None, {}
-    body = w.CreateResponse.unpack(r.raw)
-    out = {bytes(x.name): bytes(x.data) for x in w.unpack_create_contexts(body.create_contexts)} \
-        if body.create_contexts else {}
-    return 0, body, out
+    return open_file(c, tid, name, oplock=oplock, contexts=contexts, flags=flags, **kw)
 
 
 def server_open(smbd, persistent):

@@ -15,6 +15,7 @@ import uuid
 import pytest
 from rawclient import RawClient
 from smbunit import PASSWORD, USER
+from test_rpc_srvs import Rpc
 
 from wsd_smb.rpc import win32
 from wsd_smb.rpc.ndr import DWORD, LPWSTR, marshal, unmarshal
@@ -25,9 +26,8 @@ from wsd_smb.rpc.srvsvc import (CONNECT_ENUM_STRUCT, FILE_ENUM_STRUCT, FILE_INFO
 
 pytest.importorskip("impacket")
 pytest.importorskip("smbprotocol")
-from impacket.dcerpc.v5 import srvs, transport  # noqa: E402
+from impacket.dcerpc.v5 import srvs  # noqa: E402
 from impacket.dcerpc.v5.rpcrt import DCERPCException  # noqa: E402
-from impacket.smbconnection import SMBConnection  # noqa: E402
 from smbprotocol.connection import Connection  # noqa: E402
 from smbprotocol.exceptions import SMBResponseException  # noqa: E402
 from smbprotocol.open import (CreateDisposition, CreateOptions, FileAttributes,  # noqa: E402
@@ -42,28 +42,13 @@ STATUS_USER_SESSION_DELETED = 0xC0000203
 READ_WRITE = FilePipePrinterAccessMask.FILE_READ_DATA | FilePipePrinterAccessMask.FILE_WRITE_DATA
 
 
-class Admin:
-    """An impacket session with a bound srvsvc association."""
-
-    def __init__(self, smbd, user: str = USER, password: str = PASSWORD):
-        self.smb = SMBConnection("127.0.0.1", "127.0.0.1", sess_port=smbd.port, timeout=15)
-        self.smb.login(user, password)
-        t = transport.SMBTransport("127.0.0.1", smbd.port, filename=r"\srvsvc", smb_connection=self.smb)
-        self.dce = t.get_dce_rpc()
-        self.dce.connect()
-        self.dce.bind(srvs.MSRPC_UUID_SRVS)
+class Admin(Rpc):
+    """An impacket session with a bound srvsvc association (test_rpc_srvs.Rpc), plus
+    NetrFileEnum through impacket."""
 
     def files(self, level: int = 3, base=srvs.NULL, user=srvs.NULL) -> list:
         r = srvs.hNetrFileEnum(self.dce, _z(base), _z(user), level)
         return r["InfoStruct"]["FileInfo"][f"Level{level}"]["Buffer"]
-
-    def raw(self, opnum: int, stub: bytes) -> bytes:
-        self.dce.call(opnum, stub)
-        return self.dce.recv()
-
-    def close(self) -> None:
-        self.dce.disconnect()
-        self.smb.close()
 
 
 class Client:
