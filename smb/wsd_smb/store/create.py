@@ -56,6 +56,7 @@ from .errors import (
     STATUS_OBJECT_NAME_COLLISION,
     STATUS_OBJECT_NAME_NOT_FOUND,
     STATUS_SHARING_VIOLATION,
+    closing_on_failure,
     fail,
     from_oserror,
     WouldBlock,
@@ -296,7 +297,7 @@ class CreateMixin:
                 if readonly and (access & (FILE_WRITE_DATA | FILE_APPEND_DATA) or overwrite):
                     raise fail(STATUS_ACCESS_DENIED, "FILE_ATTRIBUTE_READONLY")
                 fd = self._open_fd(r, is_dir, False)
-                try:
+                with closing_on_failure(fd):
                     if (os.fstat(fd).st_dev, os.fstat(fd).st_ino) != (st.st_dev, st.st_ino):
                         raise fail(STATUS_SHARING_VIOLATION, "file replaced during open")
                     actual = find_stream(fd_path(fd), stream)
@@ -325,12 +326,6 @@ class CreateMixin:
                             raise fail(STATUS_ACCESS_DENIED, "read-only share")
                         write_stream(fd_path(fd), stream, b"")
                         actual, action = stream, CreateAction.FILE_CREATED
-                except OSError as e:
-                    os.close(fd)
-                    raise from_oserror(e) from None
-                except BaseException:
-                    os.close(fd)
-                    raise
                 if sobj is None:
                     sobj = FileObject(key, share, list(r.rel), False, stream=actual)
                     self.files[key] = sobj
@@ -446,7 +441,7 @@ class CreateMixin:
                     raise fail(STATUS_SHARING_VIOLATION, f"stream {sobj.path} is open")
         writable = not is_dir and bool(access & (FILE_WRITE_DATA | FILE_APPEND_DATA) or overwrite)
         fd = self._open_fd(r, is_dir, writable)
-        try:
+        with closing_on_failure(fd):
             st2 = os.fstat(fd)
             if (st2.st_dev, st2.st_ino) != (st.st_dev, st.st_ino):
                 raise fail(STATUS_SHARING_VIOLATION, "file replaced during open")
@@ -460,12 +455,6 @@ class CreateMixin:
                     os.fchmod(fd, st2.st_mode & 0o7555)
                 action = (CreateAction.FILE_SUPERSEDED if disposition == D.FILE_SUPERSEDE
                           else CreateAction.FILE_OVERWRITTEN)
-        except OSError as e:
-            os.close(fd)
-            raise from_oserror(e) from None
-        except BaseException:
-            os.close(fd)
-            raise
         o = self._register(share, r, st, fd, writable, access, share_access, options, disposition)
         o.token, o.maximal_access = token, maximal
         return CreateResult(o, action)

@@ -2,7 +2,9 @@
 mapping of POSIX errno values to them."""
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 
 from ..ntstatus import NtStatusError
 
@@ -94,3 +96,20 @@ def from_oserror(e: OSError, message: str = "") -> NtStatusError:
     """Map an OSError to the NTSTATUS exception a Windows server would answer."""
     status = _ERRNO.get(e.errno or 0, STATUS_UNSUCCESSFUL)
     return fail(status, message or f"{e.strerror} ({e.errno})")
+
+
+@contextlib.contextmanager
+def closing_on_failure(*fds: int):
+    """Own *fds* for the block: if it does not finish, they are closed and an OSError leaves
+    as its NTSTATUS (:func:`from_oserror`); any other exception passes unchanged."""
+    done = False
+    try:
+        yield
+        done = True
+    except OSError as e:
+        raise from_oserror(e) from None
+    finally:
+        if not done:
+            for fd in fds:
+                os.close(fd)
+

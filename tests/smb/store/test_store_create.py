@@ -264,3 +264,42 @@ def test_access_modes_rw(store, share, root):
     assert status_of(store.write, ro, 0, b"x") == STATUS_ACCESS_DENIED
     wo = create(store, share, "f", access=FILE_WRITE_DATA, disposition=D.FILE_OPEN).open
     assert status_of(store.read, wo, 0, 1) == STATUS_ACCESS_DENIED
+
+
+def test_closing_on_failure_owns_the_fds_until_the_block_finishes(tmp_path):
+    """store.errors.closing_on_failure: fds stay open after a block that finishes, are closed
+    when it fails; an OSError leaves as its NTSTATUS, an NtStatusError unchanged."""
+    import errno as _errno
+    import os as _os
+
+    from wsd_smb.ntstatus import NtStatusError
+    from wsd_smb.store.errors import STATUS_SHARING_VIOLATION, closing_on_failure, fail
+
+    def fresh():
+        return _os.open(tmp_path, _os.O_RDONLY | _os.O_DIRECTORY)
+
+    def is_open(fd):
+        try:
+            _os.fstat(fd)
+            return True
+        except OSError as e:
+            assert e.errno == _errno.EBADF
+            return False
+
+    fd = fresh()
+    with closing_on_failure(fd):
+        pass
+    assert is_open(fd)
+    _os.close(fd)
+
+    fd = fresh()
+    with pytest.raises(NtStatusError) as e:
+        with closing_on_failure(fd):
+            raise FileNotFoundError(_errno.ENOENT, "gone")
+    assert e.value.status == 0xC0000034 and not is_open(fd)  # STATUS_OBJECT_NAME_NOT_FOUND
+
+    a, b = fresh(), fresh()
+    with pytest.raises(NtStatusError) as e:
+        with closing_on_failure(a, b):
+            raise fail(STATUS_SHARING_VIOLATION, "test")
+    assert e.value.status == STATUS_SHARING_VIOLATION and not is_open(a) and not is_open(b)
