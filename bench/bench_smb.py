@@ -149,7 +149,9 @@ def torture_open_close(srv, conf: Path, seconds: int) -> tuple[list[int], float,
             "smb2.bench.path-contention-shared", f"--option=torture:timelimit={seconds}"]
     root = srv.procs[-1].pid
     cpu0, kid0 = _tree_cpu(root), resource.getrusage(resource.RUSAGE_CHILDREN)
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120, stdin=subprocess.DEVNULL)
+    with tempfile.TemporaryDirectory(prefix="wsd-torture-") as scratch:  # it leaves temp dirs in its cwd
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120, stdin=subprocess.DEVNULL,
+                           cwd=scratch)
     cpu1, kid1 = _tree_cpu(root), resource.getrusage(resource.RUSAGE_CHILDREN)
     out = r.stdout + r.stderr
     per_sec = [int(x) for x in _OPS.findall(out)]

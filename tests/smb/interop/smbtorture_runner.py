@@ -146,10 +146,13 @@ def parse_subunit(text: str) -> tuple[dict[str, str], dict[str, str], str | None
 
 
 def _run_once(argv: list[str], budget: float, stall: float) -> tuple[str, bool]:
-    """Run smbtorture with its output in a file; kill it when stalled or over budget."""
-    with tempfile.TemporaryFile("w+b") as out:
+    """Run smbtorture with its output in a file; kill it when stalled or over budget.
+
+    It runs in a scratch directory: smbtorture makes its local temp dirs ("smbtortureXXXXXX")
+    in its working directory and leaves them behind."""
+    with tempfile.TemporaryFile("w+b") as out, tempfile.TemporaryDirectory(prefix="wsd-torture-") as scratch:
         p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                             start_new_session=True)
+                             start_new_session=True, cwd=scratch)
         start = last_change = time.monotonic()
         size = 0
         killed = False
