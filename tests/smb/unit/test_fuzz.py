@@ -3,6 +3,7 @@ and compound chains, before and after authentication.  Whatever arrives, the cor
 answer with SMB2 messages or a disconnect: no exception, no hang, nothing else."""
 from __future__ import annotations
 
+import os
 import struct
 import time
 from collections import deque
@@ -144,7 +145,8 @@ def _finish(c: SansClient, msgs: list[bytes], sign: bool) -> bytes:
     return c.compound(fixed, sign)
 
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+# WSD_FUZZ_EXAMPLES=N runs a longer campaign (CI uses the default)
+SETTINGS = settings(max_examples=int(os.environ.get("WSD_FUZZ_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                                HealthCheck.too_slow])
 
 
