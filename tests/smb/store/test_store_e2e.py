@@ -296,8 +296,10 @@ def test_ioctl_answers(env):
     c, base, disk = env
     f = c.open(rf"{base}\io")
     assert status(_ioctl, c, f, 0x000900A8) == 0xC0000275  # GET_REPARSE_POINT: STATUS_NOT_A_REPARSE_POINT
-    assert status(_ioctl, c, f, 0x000900C4) == 0xC0000010  # SET_SPARSE: STATUS_INVALID_DEVICE_REQUEST
-    assert status(_ioctl, c, f, 0x000940CF) == 0xC00000BB  # QUERY_ALLOCATED_RANGES: not implemented
+    assert status(_ioctl, c, f, 0x000900A4) == 0xC0000010  # SET_REPARSE_POINT: STATUS_INVALID_DEVICE_REQUEST
+    # QUERY_ALLOCATED_RANGES without its FILE_ALLOCATED_RANGE_BUFFER: STATUS_INVALID_PARAMETER
+    assert status(_ioctl, c, f, 0x000940CF) == 0xC000000D
+    assert status(_ioctl, c, f, 0x00099999) == 0xC00000BB  # an unknown FSCTL: STATUS_NOT_SUPPORTED
     f.close()
 
 
