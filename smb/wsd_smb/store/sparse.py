@@ -169,13 +169,15 @@ class SparseMixin:
                 end = min(offset + length, size)
                 if length == 0 or offset >= end:
                     return [], 0
-                if max_ranges < 1:
-                    raise fail(STATUS_BUFFER_TOO_SMALL_, "no room for one FILE_ALLOCATED_RANGE_BUFFER")
                 if not self.is_sparse(o):
-                    return [(offset, end - offset)], 0
-                ranges = data_ranges(o.fd, offset, end, max_ranges + 1)
+                    ranges = [(offset, end - offset)]
+                else:
+                    ranges = data_ranges(o.fd, offset, end, max(0, max_ranges) + 1)
             except OSError as e:
                 raise from_oserror(e) from None
+        if ranges and max_ranges < 1:
+            # as Windows and Samba: only an answer with something in it needs room
+            raise fail(STATUS_BUFFER_TOO_SMALL_, "no room for one FILE_ALLOCATED_RANGE_BUFFER")
         if len(ranges) > max_ranges:
             return ranges[:max_ranges], STATUS_BUFFER_OVERFLOW_
         return ranges, 0

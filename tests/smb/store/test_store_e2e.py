@@ -299,7 +299,7 @@ def test_ioctl_answers(env):
     assert status(_ioctl, c, f, 0x000900A4) == 0xC0000010  # SET_REPARSE_POINT: STATUS_INVALID_DEVICE_REQUEST
     # QUERY_ALLOCATED_RANGES without its FILE_ALLOCATED_RANGE_BUFFER: STATUS_INVALID_PARAMETER
     assert status(_ioctl, c, f, 0x000940CF) == 0xC000000D
-    assert status(_ioctl, c, f, 0x00099999) == 0xC00000BB  # an unknown FSCTL: STATUS_NOT_SUPPORTED
+    assert status(_ioctl, c, f, 0x00098208) == 0xC00000BB  # FILE_LEVEL_TRIM: STATUS_NOT_SUPPORTED
     f.close()
 
 
