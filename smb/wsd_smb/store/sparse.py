@@ -41,6 +41,7 @@ from .errors import (
     STATUS_ACCESS_DENIED,
     STATUS_FILE_CLOSED,
     STATUS_FILE_LOCK_CONFLICT,
+    STATUS_INVALID_DEVICE_REQUEST,
     STATUS_INVALID_PARAMETER,
     STATUS_MEDIA_WRITE_PROTECTED,
     fail,
@@ -136,7 +137,8 @@ class SparseMixin:
                     st = os.fstat(o.fd)
                     ctime = to_filetime(min(st.st_mtime_ns, st.st_ctime_ns))
                 if not write_dosinfo(p, now, ctime):
-                    raise fail(STATUS_INVALID_PARAMETER, "no extended attributes to keep the sparse state in")
+                    # MS-FSA: an object store without the feature answers STATUS_INVALID_DEVICE_REQUEST
+                    raise fail(STATUS_INVALID_DEVICE_REQUEST, "no extended attributes to keep the sparse state in")
                 if o.user_set_change_time:
                     self._keep_user_times(o, restore_write=False)
             except OSError as e:
