@@ -1,6 +1,6 @@
 """Sparse files in the object store: FSCTL_SET_SPARSE, FSCTL_QUERY_ALLOCATED_RANGES and
-FSCTL_SET_ZERO_DATA (MS-FSA 2.1.5.10: 2.1.5.10.22 QUERY_ALLOCATED_RANGES, 2.1.5.10.39
-SET_ZERO_DATA, and SET_SPARSE; MS-FSCC 2.6 FILE_ATTRIBUTE_SPARSE_FILE).
+FSCTL_SET_ZERO_DATA (MS-FSA 2.1.5.10.38, 2.1.5.10.22, 2.1.5.10.39; MS-FSCC 2.6
+FILE_ATTRIBUTE_SPARSE_FILE).
 
 * Open.Stream.IsSparse is FILE_ATTRIBUTE_SPARSE_FILE in the file's DOS attributes
   (``user.wsd.dosinfo``, attrs.py): set and cleared only by FSCTL_SET_SPARSE, kept by
@@ -10,9 +10,9 @@ SET_ZERO_DATA, and SET_SPARSE; MS-FSCC 2.6 FILE_ATTRIBUTE_SPARSE_FILE).
 * Allocated ranges of a sparse file come from lseek(SEEK_DATA / SEEK_HOLE) on the file
   system (ext4: 4 KiB blocks, so a zeroed or unwritten 4 KiB block is a hole); a
   non-sparse file reports one range covering the queried part of the file, as NTFS does
-  (its zeroed ranges stay allocated).  Clearing the sparse state leaves the file
-  system's holes where they are (they read as zeros); the file then reports as fully
-  allocated.
+  (its zeroed ranges stay allocated).  Clearing the sparse state allocates the holes
+  (fallocate KEEP_SIZE: unwritten extents, nothing is written), as MS-FSA 2.1.5.10.38
+  allocates the unallocated extents; a file system without fallocate keeps its holes.
 * Zeroing punches a hole (fallocate PUNCH_HOLE | KEEP_SIZE) in a sparse file and
   zeroes with the blocks kept (fallocate ZERO_RANGE | KEEP_SIZE) in a non-sparse one;
   where the file system has neither, zeros are written.  Byte-range locks are honoured
@@ -114,9 +114,11 @@ class SparseMixin:
 
     # ------------------------------------------------------------------ FSCTL_SET_SPARSE
     def set_sparse(self, o: Open, sparse: bool) -> None:
-        """FSCTL_SET_SPARSE (MS-FSA 2.1.5.10): set or clear FILE_ATTRIBUTE_SPARSE_FILE.
-        A directory is STATUS_INVALID_PARAMETER; the open needs FILE_WRITE_DATA,
-        FILE_APPEND_DATA or FILE_WRITE_ATTRIBUTES."""
+        """FSCTL_SET_SPARSE (MS-FSA 2.1.5.10.38): set or clear FILE_ATTRIBUTE_SPARSE_FILE.
+        A directory is STATUS_INVALID_PARAMETER; the open needs FILE_WRITE_DATA or
+        FILE_WRITE_ATTRIBUTES -- or FILE_APPEND_DATA, which Windows also accepts
+        (smbtorture smb2.ioctl.sparse_perms).  Clearing allocates the file's holes first
+        (STATUS_DISK_FULL when they do not fit: the file stays sparse)."""
         if o.is_directory:
             raise fail(STATUS_INVALID_PARAMETER, "FSCTL_SET_SPARSE on a directory")
         if not o.granted_access & (FILE_WRITE_DATA | FILE_APPEND_DATA | FILE_WRITE_ATTRIBUTES):
@@ -133,6 +135,8 @@ class SparseMixin:
                 now = was | FILE_ATTRIBUTE_SPARSE_FILE if sparse else was & ~FILE_ATTRIBUTE_SPARSE_FILE
                 if now == was and stored is not None:
                     return
+                if was & FILE_ATTRIBUTE_SPARSE_FILE and not sparse and o.stream is None:
+                    self._allocate_holes(o)
                 if not ctime:
                     st = os.fstat(o.fd)
                     ctime = to_filetime(min(st.st_mtime_ns, st.st_ctime_ns))
@@ -144,6 +148,26 @@ class SparseMixin:
             except OSError as e:
                 raise from_oserror(e) from None
         log.debug("event=set_sparse path=%s sparse=%s", o.path, sparse)
+
+    def _allocate_holes(self, o: Open) -> None:
+        """Give every hole of the file blocks (fallocate KEEP_SIZE over the whole size: the
+        holes become unwritten extents that read as zeros).  An open without a writable fd
+        (FILE_WRITE_ATTRIBUTES only) reopens the file for writing through /proc.  Caller
+        holds o.io_lock."""
+        size = os.fstat(o.fd).st_size
+        if not size:
+            return
+        fd = o.fd if o.fd_writable else os.open(fd_path(o.fd), os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, size)
+        except OSError as e:
+            if e.errno not in _FALLOC_UNSUPPORTED:
+                raise
+            log.debug("event=sparse_clear_without_allocation path=%s errno=%s", o.path,
+                      errno.errorcode.get(e.errno))
+        finally:
+            if fd != o.fd:
+                os.close(fd)
 
     # ------------------------------------------------------------------ FSCTL_QUERY_ALLOCATED_RANGES
     def query_allocated_ranges(self, o: Open, offset: int, length: int,

@@ -23,7 +23,7 @@ I64 = "q"
 class FileSetSparseBuffer(Plain):
     """FILE_SET_SPARSE_BUFFER, MS-FSCC 2.3.64 (1 byte): SetSparse, a BOOLEAN -- nonzero sets
     the sparse state, zero clears it.  The buffer is optional: FSCTL_SET_SPARSE without
-    input means SetSparse TRUE (MS-FSA 2.1.5.10, FSCTL_SET_SPARSE); bytes beyond the first are ignored."""
+    input means SetSparse TRUE (MS-FSA 2.1.5.10.38); bytes beyond the first are ignored."""
 
     FIELDS = (
         F("SetSparse", U8, 1),

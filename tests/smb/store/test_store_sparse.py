@@ -133,9 +133,26 @@ def test_sparse_file_reports_its_data_ranges(store, share, root, holes):
     assert store.query_allocated_ranges(o, 0, far + 100, 1) == ([(3 * BLOCK, BLOCK)], STATUS_BUFFER_OVERFLOW)
     # AllocationSize counts the blocks, not the size
     assert store.stat(o).allocation_size < 64 * BLOCK
-    # clearing the sparse state: one range over the file, as NTFS
-    store.set_sparse(o, False)
-    assert store.query_allocated_ranges(o, 0, far + 100, 8) == ([(0, far + 100)], 0)
+    store.close(o)
+
+
+@pytest.mark.parametrize("access", [0x0012019F, FILE_WRITE_ATTRIBUTES])  # FILE_GENERIC_READ|WRITE; attributes only
+def test_clearing_sparse_allocates_the_holes(store, share, root, holes, access):
+    o = create(store, share, "f").open
+    store.set_sparse(o, True)
+    store.write(o, 8 * BLOCK, b"w" * 100)
+    store.write(o, 2 * BLOCK, b"v" * BLOCK)
+    size = 8 * BLOCK + 100
+    assert store.stat(o).allocation_size == 2 * BLOCK
+    c = create(store, share, "f", access=access, disposition=D.FILE_OPEN).open
+    store.set_sparse(c, False)  # (an attributes-only open has no writable fd: reopened for this)
+    # as NTFS: every hole now has blocks, the file is one range, the data is unchanged
+    assert store.stat(o).allocation_size == 9 * BLOCK
+    assert not store.stat(o).attributes & FILE_ATTRIBUTE_SPARSE_FILE
+    assert store.query_allocated_ranges(o, 0, size, 8) == ([(0, size)], 0)
+    assert store.read(o, 0, size) == bytes(2 * BLOCK) + b"v" * BLOCK + bytes(5 * BLOCK) + b"w" * 100
+    assert os.stat(root / "f").st_size == size
+    store.close(c)
     store.close(o)
 
 
@@ -192,3 +209,18 @@ def test_named_stream_is_queried_and_zeroed_as_non_sparse(store, share):
     store.zero_data(o, 1, 3)
     assert store.read(o, 0, 8) == b"a\0\0defgh"
     store.close(o)
+
+
+def test_zeros_written_by_hand_cross_chunk_boundaries(root):
+    """The fallback of FSCTL_SET_ZERO_DATA where fallocate cannot (1 MiB pwrites)."""
+    from wsd_smb.store.sparse import _write_zeros
+
+    p = root / "z"
+    data = os.urandom(5 * (1 << 20) // 2)  # 2.5 MiB
+    p.write_bytes(data)
+    fd = os.open(p, os.O_RDWR)
+    try:
+        _write_zeros(fd, 7, len(data) - 9)
+    finally:
+        os.close(fd)
+    assert p.read_bytes() == data[:7] + bytes(len(data) - 16) + data[-9:]

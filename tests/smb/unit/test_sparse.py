@@ -145,10 +145,31 @@ def test_sparse_file_far_write_ranges_and_zeroing(smbd, share):
         os.close(fd)
     assert os.path.getsize(share / "sparse.bin") == size
     assert _read(c, tid, f, far, len(tail)) == tail
-    # clearing the state: the whole file is one range again (NTFS's non-sparse answer)
+    # the attribute in a directory listing (FileDirectoryInformation: FileAttributes at 56)
+    d, _ = _open(c, tid, "", options=0x1, access=0x1, disposition=1)  # FILE_DIRECTORY_FILE, LIST_DIRECTORY
+    r = c.request(Command.SMB2_QUERY_DIRECTORY, w.QueryDirectoryRequest(
+        file_information_class=1, file_id=d, file_name="sparse.bin".encode("utf-16-le"),
+        output_buffer_length=4096), tree_id=tid)
+    assert r.status == 0, hex(r.status)
+    entry = bytes(w.QueryDirectoryResponse.unpack(r.raw).output_buffer)
+    assert struct.unpack_from("<I", entry, 56)[0] & FILE_ATTRIBUTE_SPARSE_FILE
+    c.close()
+
+
+def test_clearing_sparse_reports_one_allocated_range(smbd, share):
+    c, tid = _connect(smbd)
+    f, _ = _open(c, tid, "small.bin", disposition=5)
+    assert _ioctl(c, tid, f, FSCTL_SET_SPARSE, b"\x01", 0)[0] == 0
+    _write(c, tid, f, 10 * BLOCK, b"e" * 10)
+    size = 10 * BLOCK + 10
+    assert _qar(c, tid, f, 0, size) == (0, [(10 * BLOCK, 10)])
     assert _ioctl(c, tid, f, FSCTL_SET_SPARSE, FileSetSparseBuffer(set_sparse=0).pack(0), 0)[0] == 0
     assert not struct.unpack_from("<I", _query(c, tid, f, 1, 4), 32)[0] & FILE_ATTRIBUTE_SPARSE_FILE
+    # the whole file is one range again (NTFS's non-sparse answer), its holes have blocks
     assert _qar(c, tid, f, 5, size) == (0, [(5, size - 5)])
+    alloc, eof = struct.unpack_from("<QQ", _query(c, tid, f, 1, 5))
+    assert (alloc, eof) == (11 * BLOCK, size)
+    assert _read(c, tid, f, 0, size) == bytes(10 * BLOCK) + b"e" * 10
     c.close()
 
 
