@@ -121,10 +121,10 @@ class SparseMixin:
         (STATUS_DISK_FULL when they do not fit: the file stays sparse)."""
         if o.is_directory:
             raise fail(STATUS_INVALID_PARAMETER, "FSCTL_SET_SPARSE on a directory")
-        if not o.granted_access & (FILE_WRITE_DATA | FILE_APPEND_DATA | FILE_WRITE_ATTRIBUTES):
-            raise fail(STATUS_ACCESS_DENIED, "FSCTL_SET_SPARSE without write access")
         if o.share.read_only:
             raise fail(STATUS_MEDIA_WRITE_PROTECTED, "read-only share")
+        if not o.granted_access & (FILE_WRITE_DATA | FILE_APPEND_DATA | FILE_WRITE_ATTRIBUTES):
+            raise fail(STATUS_ACCESS_DENIED, "FSCTL_SET_SPARSE without write access")
         with o.io_lock:
             if o.closed:
                 raise fail(STATUS_FILE_CLOSED)
@@ -217,10 +217,10 @@ class SparseMixin:
             raise fail(STATUS_INVALID_PARAMETER, "FSCTL_SET_ZERO_DATA on a directory")
         if offset < 0 or beyond_final_zero < 0 or offset > beyond_final_zero:
             raise fail(STATUS_INVALID_PARAMETER, f"zero data {offset}..{beyond_final_zero}")
-        if not o.granted_access & FILE_WRITE_DATA:
-            raise fail(STATUS_ACCESS_DENIED, "FSCTL_SET_ZERO_DATA without FILE_WRITE_DATA")
         if o.share.read_only:
             raise fail(STATUS_MEDIA_WRITE_PROTECTED, "read-only share")
+        if not o.granted_access & FILE_WRITE_DATA:
+            raise fail(STATUS_ACCESS_DENIED, "FSCTL_SET_ZERO_DATA without FILE_WRITE_DATA")
         with o.io_lock:
             if o.closed:
                 raise fail(STATUS_FILE_CLOSED)

@@ -224,3 +224,19 @@ def test_zeros_written_by_hand_cross_chunk_boundaries(root):
     finally:
         os.close(fd)
     assert p.read_bytes() == data[:7] + bytes(len(data) - 16) + data[-9:]
+
+
+def test_read_only_share_is_write_protected_but_queryable(store, root):
+    from wsd_smb.store import Share
+    from wsd_smb.store.constants import MAXIMUM_ALLOWED
+    from wsd_smb.store.errors import STATUS_MEDIA_WRITE_PROTECTED
+
+    (root / "f").write_bytes(b"r" * 100)
+    ro = Share("ro", str(root), read_only=True)
+    o = create(store, ro, "f", access=MAXIMUM_ALLOWED, disposition=D.FILE_OPEN).open
+    # MS-FSA 2.1.5.10.38 / .39: Volume.IsReadOnly comes before the access check
+    assert status_of(store.set_sparse, o, True) == STATUS_MEDIA_WRITE_PROTECTED
+    assert status_of(store.zero_data, o, 0, 10) == STATUS_MEDIA_WRITE_PROTECTED
+    assert store.query_allocated_ranges(o, 0, 1000, 4) == ([(0, 100)], 0)
+    assert (root / "f").read_bytes() == b"r" * 100
+    store.close(o)
