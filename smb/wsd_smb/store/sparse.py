@@ -14,8 +14,9 @@ FILE_ATTRIBUTE_SPARSE_FILE).
   (fallocate KEEP_SIZE: unwritten extents, nothing is written), as MS-FSA 2.1.5.10.38
   allocates the unallocated extents; a file system without fallocate keeps its holes.
 * Zeroing punches a hole (fallocate PUNCH_HOLE | KEEP_SIZE) in a sparse file and
-  zeroes with the blocks kept (fallocate ZERO_RANGE | KEEP_SIZE) in a non-sparse one;
-  where the file system has neither, zeros are written.  Byte-range locks are honoured
+  zeroes with the blocks kept (fallocate ZERO_RANGE | KEEP_SIZE, or a punched hole
+  allocated again where ZERO_RANGE is missing, as on tmpfs) in a non-sparse one; where
+  the file system can do neither, zeros are written (:func:`zero_range`).  Byte-range locks are honoured
   as by WRITE.
 
 These are blocking calls: the IOCTL handler runs them in the core's worker threads.
@@ -238,14 +239,9 @@ class SparseMixin:
                     return
                 self._check_zero_locks(o, offset, end)
                 sparse = self.is_sparse(o)
-                mode = FALLOC_FL_PUNCH_HOLE if sparse else FALLOC_FL_ZERO_RANGE
-                try:
-                    fallocate(o.fd, mode | FALLOC_FL_KEEP_SIZE, offset, end - offset)
-                except OSError as e:
-                    if e.errno not in _FALLOC_UNSUPPORTED:
-                        raise
-                    log.debug("event=zero_data_by_writing path=%s errno=%s", o.path, errno.errorcode.get(e.errno))
-                    _write_zeros(o.fd, offset, end)
+                how = zero_range(o.fd, offset, end, sparse)
+                if how != "punch" and how != "zero-range":
+                    log.debug("event=zero_data_fallback path=%s how=%s", o.path, how)
                 if o.user_set_write_time is not None or o.user_set_change_time:
                     self._keep_user_times(o)
             except OSError as e:
@@ -256,6 +252,41 @@ class SparseMixin:
         with self.mutex:
             if brl.conflicts(o.file.locks, offset, end - offset, True, False, o):
                 raise fail(STATUS_FILE_LOCK_CONFLICT, "zero data over a locked range")
+
+
+def zero_range(fd: int, offset: int, end: int, sparse: bool) -> str:
+    """Zero [offset, end) of *fd* without changing its size; returns how:
+
+    * sparse: "punch" (fallocate PUNCH_HOLE | KEEP_SIZE: whole blocks freed, partial
+      blocks zeroed), else "written";
+    * not sparse: "zero-range" (fallocate ZERO_RANGE | KEEP_SIZE: zeros, blocks kept), else
+      "punch+allocate" (a hole punched, then its blocks allocated again: tmpfs has no
+      ZERO_RANGE), else "written" (1 MiB pwrites of zeros)."""
+    n = end - offset
+    if not sparse:
+        try:
+            fallocate(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, offset, n)
+            return "zero-range"
+        except OSError as e:
+            if e.errno not in _FALLOC_UNSUPPORTED:
+                raise
+    try:
+        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, n)
+    except OSError as e:
+        if e.errno not in _FALLOC_UNSUPPORTED:
+            raise
+        _write_zeros(fd, offset, end)
+        return "written"
+    if sparse:
+        return "punch"
+    try:
+        fallocate(fd, FALLOC_FL_KEEP_SIZE, offset, n)
+    except OSError as e:
+        if e.errno not in _FALLOC_UNSUPPORTED:
+            raise
+        _write_zeros(fd, offset, end)  # the range is a hole already: this allocates it
+        return "written"
+    return "punch+allocate"
 
 
 def _write_zeros(fd: int, offset: int, end: int) -> None:

@@ -240,3 +240,35 @@ def test_read_only_share_is_write_protected_but_queryable(store, root):
     assert store.query_allocated_ranges(o, 0, 1000, 4) == ([(0, 100)], 0)
     assert (root / "f").read_bytes() == b"r" * 100
     store.close(o)
+
+
+@pytest.mark.parametrize("where", ["test dir", "/dev/shm"])
+def test_zero_range_on_each_file_system(root, where):
+    """zero_range on the real file systems at hand: ext4 (the test directory) has
+    ZERO_RANGE; tmpfs has only PUNCH_HOLE, so a non-sparse file gets a hole that is
+    allocated again.  Either way: zeros, the same size, the blocks kept."""
+    import tempfile
+
+    from wsd_smb.store.sparse import zero_range
+
+    d = str(root) if where == "test dir" else where
+    if not os.path.isdir(d):
+        pytest.skip(f"no {d}")
+    data = os.urandom(16 * BLOCK)
+    with tempfile.NamedTemporaryFile(dir=d) as f:
+        f.write(data)
+        f.flush()
+        fd = f.fileno()
+        blocks = os.fstat(fd).st_blocks
+        how = zero_range(fd, BLOCK + 5, 9 * BLOCK, sparse=False)
+        assert how in ("zero-range", "punch+allocate", "written")
+        assert os.pread(fd, len(data), 0) == data[:BLOCK + 5] + bytes(8 * BLOCK - 5) + data[9 * BLOCK:]
+        assert os.fstat(fd).st_size == len(data)
+        assert os.fstat(fd).st_blocks >= blocks  # not sparse: nothing given back
+        how = zero_range(fd, 10 * BLOCK, 12 * BLOCK, sparse=True)
+        assert how in ("punch", "written")
+        if how == "punch":
+            assert os.fstat(fd).st_blocks < blocks
+        assert os.pread(fd, 4 * BLOCK, 9 * BLOCK) == data[9 * BLOCK:10 * BLOCK] + bytes(2 * BLOCK) \
+            + data[12 * BLOCK:13 * BLOCK]
+        assert os.fstat(fd).st_size == len(data)
