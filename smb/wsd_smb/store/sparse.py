@@ -29,7 +29,7 @@ import logging
 import os
 
 from . import locks as brl
-from .attrs import fd_path, read_dosinfo, write_dosinfo
+from .attrs import allocated_bytes, fd_path, read_dosinfo, write_dosinfo
 from .constants import (
     FILE_APPEND_DATA,
     FILE_ATTRIBUTE_ARCHIVE,
@@ -49,7 +49,7 @@ from .errors import (
     from_oserror,
 )
 from .filetime import to_filetime
-from .objects import MAX_OFFSET, STATUS_BUFFER_OVERFLOW_, STATUS_BUFFER_TOO_SMALL_, Open
+from .objects import MAX_OFFSET, STATUS_BUFFER_OVERFLOW_, STATUS_BUFFER_TOO_SMALL_, STATUS_DISK_FULL, Open
 from .streams import read_stream, write_stream
 
 log = logging.getLogger("wsd_smb.store")
@@ -155,12 +155,16 @@ class SparseMixin:
         holes become unwritten extents that read as zeros).  An open without a writable fd
         (FILE_WRITE_ATTRIBUTES only) reopens the file for writing through /proc.  Caller
         holds o.io_lock."""
-        size = os.fstat(o.fd).st_size
-        if not size:
+        if not os.fstat(o.fd).st_size:
             return
         fd = o.fd if o.fd_writable else os.open(fd_path(o.fd), os.O_WRONLY | os.O_CLOEXEC)
         try:
-            fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, size)
+            st = os.fstat(fd)
+            vfs = os.fstatvfs(fd)
+            if st.st_size - allocated_bytes(fd, st) > vfs.f_bavail * vfs.f_frsize:
+                # refused before ext4 would fill the disk to its last block and fail anyway
+                raise fail(STATUS_DISK_FULL, "the holes of the file do not fit on the disk")
+            fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, st.st_size)
         except OSError as e:
             if e.errno not in _FALLOC_UNSUPPORTED:
                 raise

@@ -272,3 +272,22 @@ def test_zero_range_on_each_file_system(root, where):
         assert os.pread(fd, 4 * BLOCK, 9 * BLOCK) == data[9 * BLOCK:10 * BLOCK] + bytes(2 * BLOCK) \
             + data[12 * BLOCK:13 * BLOCK]
         assert os.fstat(fd).st_size == len(data)
+
+
+def test_clearing_sparse_when_the_holes_do_not_fit(store, share, root):
+    """The holes of a file bigger than the free space: STATUS_DISK_FULL at once (not after
+    filling the disk), and the file stays sparse."""
+    from wsd_smb.store.objects import STATUS_DISK_FULL
+
+    vfs = os.statvfs(root)
+    size = 4 * vfs.f_bavail * vfs.f_frsize
+    if not 0 < size < 15 << 40:  # ext4's largest file is 16 TiB
+        pytest.skip("free space does not allow the experiment")
+    o = create(store, share, "huge").open
+    store.set_sparse(o, True)
+    store.set_end_of_file(o, size)
+    assert status_of(store.set_sparse, o, False) == STATUS_DISK_FULL
+    assert store.is_sparse(o)
+    assert store.stat(o).allocation_size == 0
+    assert store.query_allocated_ranges(o, 0, size, 4) == ([], 0)
+    store.close(o)
