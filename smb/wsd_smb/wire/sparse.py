@@ -1,6 +1,7 @@
 """Sparse-file FSCTL buffers (MS-FSCC 2.3.51/2.3.52 FSCTL_QUERY_ALLOCATED_RANGES,
-2.3.64 FSCTL_SET_SPARSE, 2.3.67 FSCTL_SET_ZERO_DATA; MS-FSCC section numbers of the
-2024 edition).
+2.3.64 FSCTL_SET_SPARSE, 2.3.67 FSCTL_SET_ZERO_DATA; other editions number them
+differently -- MS-FSA 2.1.5.10.38/.39 cite FILE_SET_SPARSE_BUFFER as 2.3.83 and
+FILE_ZERO_DATA_INFORMATION as 2.3.89 -- so the names are what to search for).
 
 All three carry fixed little-endian structures with no header; offsets and lengths are
 signed 64-bit integers (LARGE_INTEGER) on the wire, parsed signed so that a negative
