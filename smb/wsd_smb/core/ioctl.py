@@ -1,5 +1,6 @@
 """The IOCTL handler (MS-SMB2 3.3.5.15): pipe transceive and wait, object IDs, compression,
-resiliency requests, server-side copy (resume keys, copy chunk) and the FSCTLs answered
+resiliency requests, server-side copy (resume keys, copy chunk), sparse files
+(FSCTL_SET_SPARSE, FSCTL_QUERY_ALLOCATED_RANGES, FSCTL_SET_ZERO_DATA) and the FSCTLs answered
 NOT_SUPPORTED; FSCTL_VALIDATE_NEGOTIATE_INFO and FSCTL_QUERY_NETWORK_INTERFACE_INFO are
 answered by the connection itself (negotiate.py)."""
 from __future__ import annotations
@@ -38,6 +39,8 @@ from ..wire.copychunk import (FSCTL_SRV_COPYCHUNK, FSCTL_SRV_COPYCHUNK_WRITE, FS
                               RESUME_KEY_SIZE, SrvCopychunkCopy, SrvCopychunkResponse, SrvRequestResumeKeyResponse,
                               unpack_chunks)
 from ..wire.resiliency import FSCTL_LMR_REQUEST_RESILIENCY, NetworkResiliencyRequest
+from ..wire.sparse import (FSCTL_QUERY_ALLOCATED_RANGES, FSCTL_SET_SPARSE, FSCTL_SET_ZERO_DATA,
+                           FileAllocatedRangeBuffer, FileSetSparseBuffer, FileZeroDataInformation, pack_ranges)
 from . import durable as dur
 from .dispatch import RequestContext, Response, register
 from .files import (FSCTL_PIPE_TRANSCEIVE, STATUS_BUFFER_OVERFLOW, STATUS_INVALID_DEVICE_REQUEST, _lookup, _PipeOpen,
@@ -55,7 +58,6 @@ FSCTL_SET_REPARSE_POINT = 0x000900A4
 FSCTL_DELETE_REPARSE_POINT = 0x000900AC
 FSCTL_GET_COMPRESSION = 0x0009003C
 FSCTL_SET_COMPRESSION = 0x0009C040
-FSCTL_SET_SPARSE = 0x000900C4
 FSCTL_CREATE_OR_GET_OBJECT_ID = 0x000900C0
 FSCTL_GET_OBJECT_ID = 0x0009009C
 
@@ -117,8 +119,10 @@ def ioctl(ctx: RequestContext, req: IoctlRequest) -> Response:
         if state:  # as Windows ReFS and Samba without compression: NONE is a no-op, the rest unsupported
             raise fail(STATUS_NOT_SUPPORTED, "no compression on this file system")
         return Response(IoctlResponse(ctl_code=code, file_id=req.file_id, input=b"", output=b"", flags=0))
-    if code in (FSCTL_SET_REPARSE_POINT, FSCTL_SET_SPARSE):
-        raise NtStatusError(STATUS_INVALID_DEVICE_REQUEST)  # the store has none of these features
+    if code == FSCTL_SET_REPARSE_POINT:
+        raise NtStatusError(STATUS_INVALID_DEVICE_REQUEST)  # the store has no reparse points
+    if code in (FSCTL_SET_SPARSE, FSCTL_QUERY_ALLOCATED_RANGES, FSCTL_SET_ZERO_DATA):
+        return _sparse(ctx, req, o)
     if code == FSCTL_SRV_REQUEST_RESUME_KEY:
         return _request_resume_key(ctx, req, o)
     if code in (FSCTL_SRV_COPYCHUNK, FSCTL_SRV_COPYCHUNK_WRITE):
@@ -141,6 +145,42 @@ def _request_resiliency(ctx: RequestContext, req: IoctlRequest, o: Open) -> Resp
     dur.request_resiliency(o, body.timeout, ctx.config, dur.owner_of(ctx.session))
     log.info("event=resiliency_granted file=%s timeout=%.0fs", o.path, o.resiliency_timeout)
     return Response(IoctlResponse(ctl_code=req.ctl_code, file_id=req.file_id, input=b"", output=b"", flags=0))
+
+
+# ---------------------------------------------------------------------- sparse files
+def _sparse(ctx: RequestContext, req: IoctlRequest, o: Open) -> Response:
+    """The sparse-file FSCTLs (MS-FSA 2.1.5.10; the store's part in store/sparse.py).
+
+    * FSCTL_SET_SPARSE: the FILE_SET_SPARSE_BUFFER is optional (none: set); extra input
+      bytes are ignored, as Windows does.
+    * FSCTL_QUERY_ALLOCATED_RANGES: input shorter than a FILE_ALLOCATED_RANGE_BUFFER is
+      STATUS_INVALID_PARAMETER; the output holds MaxOutputResponse // 16 ranges, more are
+      STATUS_BUFFER_OVERFLOW with the ranges that fit (MS-SMB2 3.3.5.15: sent in an IOCTL
+      response, not an error response).
+    * FSCTL_SET_ZERO_DATA: input shorter than FILE_ZERO_DATA_INFORMATION is
+      STATUS_INVALID_PARAMETER; no output."""
+    store = state_of(ctx.server).store
+    data = bytes(req.input)
+    code = req.ctl_code
+    out = b""
+    status = STATUS_SUCCESS
+    if code == FSCTL_SET_SPARSE:
+        sparse = True if not data else bool(FileSetSparseBuffer.unpack(data, 0).set_sparse)
+        store.set_sparse(o, sparse)
+    elif code == FSCTL_QUERY_ALLOCATED_RANGES:
+        if len(data) < FileAllocatedRangeBuffer.FIXED_SIZE:
+            raise fail(STATUS_INVALID_PARAMETER, f"FILE_ALLOCATED_RANGE_BUFFER of {len(data)} bytes")
+        q = FileAllocatedRangeBuffer.unpack(data, 0)
+        ranges, status = store.query_allocated_ranges(
+            o, q.file_offset, q.length, req.max_output_response // FileAllocatedRangeBuffer.FIXED_SIZE)
+        out = pack_ranges(ranges)
+    else:
+        if len(data) < FileZeroDataInformation.FIXED_SIZE:
+            raise fail(STATUS_INVALID_PARAMETER, f"FILE_ZERO_DATA_INFORMATION of {len(data)} bytes")
+        z = FileZeroDataInformation.unpack(data, 0)
+        store.zero_data(o, z.file_offset, z.beyond_final_zero)
+    return Response(IoctlResponse(ctl_code=code, file_id=req.file_id, input=b"", output=out, flags=0),
+                    status=status)
 
 
 # ---------------------------------------------------------------------- server-side copy

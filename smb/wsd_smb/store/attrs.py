@@ -7,6 +7,8 @@
 * HIDDEN, SYSTEM, ARCHIVE, TEMPORARY, OFFLINE, NOT_CONTENT_INDEXED as last set by a client,
   kept in the extended attribute ``user.wsd.dosinfo`` (4 bytes attributes, 8 bytes
   CreationTime, little-endian); without it, files show ARCHIVE;
+* SPARSE_FILE (Open.Stream.IsSparse) in the same xattr, for files only: set and cleared
+  by FSCTL_SET_SPARSE alone (store/sparse.py), never by CREATE or SET_INFO attributes;
 * HIDDEN for names beginning with '.' when the share hides dot files;
 * FILE_ATTRIBUTE_NORMAL when nothing else applies.
 
@@ -27,8 +29,13 @@ from .constants import (
     FILE_ATTRIBUTE_HIDDEN,
     FILE_ATTRIBUTE_NORMAL,
     FILE_ATTRIBUTE_READONLY,
+    FILE_ATTRIBUTE_SPARSE_FILE,
     SETTABLE_ATTRIBUTES,
 )
+
+#: what the xattr keeps for a file: the settable attributes but READONLY (the mode's),
+#: and FILE_ATTRIBUTE_SPARSE_FILE (FSCTL_SET_SPARSE)
+_FILE_STORED = (SETTABLE_ATTRIBUTES & ~FILE_ATTRIBUTE_READONLY) | FILE_ATTRIBUTE_SPARSE_FILE
 from .filetime import to_filetime
 
 XATTR_NAME = "user.wsd.dosinfo"
@@ -71,7 +78,7 @@ def write_dosinfo(path: str, attributes: int, creation_time: int, is_directory: 
     """Store attributes (without DIRECTORY; READONLY only for a directory, a file's is its
     mode) and CreationTime on *path* (an :func:`fd_path`); False if the file system has no
     user xattrs."""
-    keep = SETTABLE_ATTRIBUTES if is_directory else SETTABLE_ATTRIBUTES & ~FILE_ATTRIBUTE_READONLY
+    keep = SETTABLE_ATTRIBUTES if is_directory else _FILE_STORED
     data = _DOSINFO.pack(attributes & keep, creation_time)
     try:
         os.setxattr(path, XATTR_NAME, data, follow_symlinks=True)
@@ -105,7 +112,7 @@ def dos_attributes(st: os.stat_result, name: str, stored: int | None, hide_dot_f
     is_dir = stat_mod.S_ISDIR(st.st_mode)
     a = FILE_ATTRIBUTE_DIRECTORY if is_dir else 0
     if stored is not None:
-        a |= stored & (SETTABLE_ATTRIBUTES if is_dir else SETTABLE_ATTRIBUTES & ~FILE_ATTRIBUTE_READONLY)
+        a |= stored & (SETTABLE_ATTRIBUTES if is_dir else _FILE_STORED)
     elif not is_dir:
         a |= FILE_ATTRIBUTE_ARCHIVE
     if not is_dir and not st.st_mode & stat_mod.S_IWUSR:

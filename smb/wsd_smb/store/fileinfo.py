@@ -14,6 +14,7 @@ from .constants import (
     FILE_ATTRIBUTE_DIRECTORY,
     FILE_ATTRIBUTE_NORMAL,
     FILE_ATTRIBUTE_READONLY,
+    FILE_ATTRIBUTE_SPARSE_FILE,
     FILE_ATTRIBUTE_TEMPORARY,
     FILE_READ_EA,
     FILE_WRITE_ATTRIBUTES,
@@ -104,6 +105,8 @@ class FileInfoMixin:
                 new_ctime = ctime if creation_time in skip else creation_time
                 if file_attributes:
                     a = file_attributes & SETTABLE_ATTRIBUTES
+                    if stored is not None and not o.is_directory:
+                        a |= stored & FILE_ATTRIBUTE_SPARSE_FILE  # only FSCTL_SET_SPARSE changes it
                     write_dosinfo(p, a, new_ctime or to_filetime(min(st.st_mtime_ns, st.st_ctime_ns)),
                                   o.is_directory)
                     if not o.is_directory:

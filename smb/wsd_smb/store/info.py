@@ -24,6 +24,7 @@ from .constants import (
     FILE_READ_ATTRIBUTES,
     FILE_READ_ONLY_DEVICE,
     FILE_READ_ONLY_VOLUME,
+    FILE_SUPPORTS_SPARSE_FILES,
     FILE_UNICODE_ON_DISK,
     SMB2_0_INFO_FILE,
     SMB2_0_INFO_FILESYSTEM,
@@ -228,7 +229,8 @@ def query_fs_info(store: ObjectStore, o: Open, info_class: int, max_len: int) ->
                                                 actual_available_allocation_units=vfs.f_bfree,
                                                 sectors_per_allocation_unit=spu, bytes_per_sector=bps)
     elif klass == FSC.FileFsAttributeInformation:
-        flags = FILE_CASE_PRESERVED_NAMES | FILE_UNICODE_ON_DISK | FILE_PERSISTENT_ACLS
+        flags = (FILE_CASE_PRESERVED_NAMES | FILE_UNICODE_ON_DISK | FILE_PERSISTENT_ACLS
+                 | FILE_SUPPORTS_SPARSE_FILES)  # store/sparse.py
         if share.case_sensitive:
             flags |= FILE_CASE_SENSITIVE_SEARCH
         if share.read_only:

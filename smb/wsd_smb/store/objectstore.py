@@ -45,12 +45,13 @@ from .querydir import QueryDirectoryMixin
 from .readwrite import ReadWriteMixin
 from .rename import RenameMixin
 from .secinfo import SecurityInfoMixin
+from .sparse import SparseMixin
 
 log = logging.getLogger("wsd_smb.store")
 
 
 class ObjectStore(CreateMixin, ReadWriteMixin, FileInfoMixin, SecurityInfoMixin, RenameMixin, LockMixin,
-                  QueryDirectoryMixin):
+                  QueryDirectoryMixin, SparseMixin):
     """The object store for all shares of a server.  ``opens`` is the global open table
     (by FileId.Volatile); ``by_persistent`` indexes it by FileId.Persistent."""
 

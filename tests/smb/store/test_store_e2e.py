@@ -292,12 +292,51 @@ def _ioctl(c, o, code, max_out=1024):
     return c.conn.receive(r)
 
 
+def test_sparse_fsctls_through_smbprotocol(env):
+    """FSCTL_SET_SPARSE, FSCTL_QUERY_ALLOCATED_RANGES and FSCTL_SET_ZERO_DATA sent by
+    smbprotocol (a third-party client), checked on disk."""
+    import struct
+
+    from smbprotocol.ioctl import CtlCode, IOCTLFlags, SMB2IOCTLRequest, SMB2IOCTLResponse
+
+    def fsctl(o, code, buf, max_out=0):
+        req = SMB2IOCTLRequest()
+        req["ctl_code"] = code
+        req["file_id"] = o.file_id
+        req["max_input_response"] = 0
+        req["max_output_response"] = max_out
+        req["flags"] = IOCTLFlags.SMB2_0_IOCTL_IS_FSCTL
+        req["buffer"] = buf
+        r = c.conn.receive(c.conn.send(req, c.session.session_id, c.tree.tree_connect_id))
+        rsp = SMB2IOCTLResponse()
+        rsp.unpack(r["data"].get_value())
+        return rsp["buffer"].get_value()
+
+    c, base, disk = env
+    f = c.open(rf"{base}\sp.bin", disposition=CreateDisposition.FILE_OVERWRITE_IF)
+    fsctl(f, CtlCode.FSCTL_SET_SPARSE, b"\x01")
+    far = 1 << 31
+    f.write(b"tail", far)
+    f.write(b"h" * 4096, 8192)
+    size = far + 4
+    out = fsctl(f, CtlCode.FSCTL_QUERY_ALLOCATED_RANGES, struct.pack("<qq", 0, size), 1024)
+    assert [struct.unpack_from("<qq", out, i) for i in range(0, len(out), 16)] == [(8192, 4096), (far, 4)]
+    fsctl(f, CtlCode.FSCTL_SET_ZERO_DATA, struct.pack("<qq", 8192, 8192 + 4096))
+    assert f.read(8192, 4096) == bytes(4096)
+    out = fsctl(f, CtlCode.FSCTL_QUERY_ALLOCATED_RANGES, struct.pack("<qq", 0, size), 1024)
+    assert out == struct.pack("<qq", far, 4)
+    assert os.path.getsize(disk / "sp.bin") == size and os.stat(disk / "sp.bin").st_blocks * 512 < 1 << 20
+    f.close()
+
+
 def test_ioctl_answers(env):
     c, base, disk = env
     f = c.open(rf"{base}\io")
     assert status(_ioctl, c, f, 0x000900A8) == 0xC0000275  # GET_REPARSE_POINT: STATUS_NOT_A_REPARSE_POINT
-    assert status(_ioctl, c, f, 0x000900C4) == 0xC0000010  # SET_SPARSE: STATUS_INVALID_DEVICE_REQUEST
-    assert status(_ioctl, c, f, 0x000940CF) == 0xC00000BB  # QUERY_ALLOCATED_RANGES: not implemented
+    assert status(_ioctl, c, f, 0x000900A4) == 0xC0000010  # SET_REPARSE_POINT: STATUS_INVALID_DEVICE_REQUEST
+    # QUERY_ALLOCATED_RANGES without its FILE_ALLOCATED_RANGE_BUFFER: STATUS_INVALID_PARAMETER
+    assert status(_ioctl, c, f, 0x000940CF) == 0xC000000D
+    assert status(_ioctl, c, f, 0x00098208) == 0xC00000BB  # FILE_LEVEL_TRIM: STATUS_NOT_SUPPORTED
     f.close()
 
 

@@ -421,6 +421,36 @@ def test_copychunk_structures_golden():
         + b"\x00\x00\x00\x01")   # TotalBytesWritten 16 MiB
 
 
+def test_sparse_fsctl_structures_golden():
+    from wsd_smb.wire.sparse import (FSCTL_QUERY_ALLOCATED_RANGES, FSCTL_SET_SPARSE, FSCTL_SET_ZERO_DATA,
+                                     FileAllocatedRangeBuffer, FileSetSparseBuffer, FileZeroDataInformation,
+                                     pack_ranges)
+    # MS-FSCC 2.3 control codes
+    assert (FSCTL_SET_SPARSE, FSCTL_QUERY_ALLOCATED_RANGES, FSCTL_SET_ZERO_DATA) == (0x900C4, 0x940CF, 0x980C8)
+    # FILE_SET_SPARSE_BUFFER: one BOOLEAN byte; any nonzero value sets, bytes after it are ignored
+    assert FileSetSparseBuffer(set_sparse=1).pack(0) == b"\x01"
+    assert FileSetSparseBuffer.unpack(b"\xff" + bytes(99), 0).set_sparse == 0xFF
+    assert FileSetSparseBuffer.unpack(b"\x00", 0).set_sparse == 0
+    # FILE_ALLOCATED_RANGE_BUFFER: FileOffset, Length, signed 64-bit little-endian
+    raw = (b"\x00\x10\x00\x00\x00\x00\x00\x00"     # FileOffset 4096
+           + b"\x00\x04\x00\x00\x01\x00\x00\x00")  # Length 2**32 + 1024
+    assert FileAllocatedRangeBuffer(file_offset=4096, length=(1 << 32) + 1024).pack(0) == raw
+    q = FileAllocatedRangeBuffer.unpack(raw + raw, 0)       # an oversize input: the first one counts
+    assert (q.file_offset, q.length) == (4096, (1 << 32) + 1024)
+    q = FileAllocatedRangeBuffer.unpack(b"\x00\x02" + bytes(6) + b"\xff" * 8, 0)
+    assert (q.file_offset, q.length) == (512, -1)           # smbtorture's qar_overflow: negative length
+    assert FileAllocatedRangeBuffer.FIXED_SIZE == 16
+    # the reply: an array of them
+    assert pack_ranges([(4096, (1 << 32) + 1024), (0, 1)]) == raw + bytes(8) + b"\x01" + bytes(7)
+    assert pack_ranges([]) == b""
+    # FILE_ZERO_DATA_INFORMATION: FileOffset, BeyondFinalZero
+    raw = (b"\x00\x00\x01\x00\x00\x00\x00\x00"     # FileOffset 65536
+           + b"\x00\x00\x02\x00\x00\x00\x00\x00")  # BeyondFinalZero 131072
+    assert FileZeroDataInformation(file_offset=65536, beyond_final_zero=131072).pack(0) == raw
+    z = FileZeroDataInformation.unpack(raw, 0)
+    assert (z.file_offset, z.beyond_final_zero) == (65536, 131072)
+
+
 def test_network_resiliency_request_golden():
     from wsd_smb.wire.resiliency import FSCTL_LMR_REQUEST_RESILIENCY, NetworkResiliencyRequest
     assert FSCTL_LMR_REQUEST_RESILIENCY == 0x001401D4  # MS-SMB2 2.2.31 CtlCode
