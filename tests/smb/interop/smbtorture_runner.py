@@ -64,8 +64,13 @@ SLOW_SUITES = ["smb2.lease", "smb2.oplock",
 #: Per-suite [server] options of wsd-smbd (MS-SMB2 leaves them to configuration): such a suite
 #: runs against its own wsd-smbd started with these.  smb2.session re-authenticates as anonymous
 #: (reauth2-4) -- guest/anonymous are refused unless configured, then behave as MS-SMB2 says.
+#: "share" holds [[share]] tables (tests/smb/sut_servers.py WsdServer): smb2.acls.ACCESSBASED
+#: connects to a share `hideunread` with access-based enumeration (Samba's test environment:
+#: `hide unreadable = yes`); smb2.dosmode expects `hide files = /hidefile/` on its share.
 SUITE_SERVER_OPTIONS: dict[str, dict[str, dict]] = {
     "smb2.session": {"wsd": {"allow_anonymous": True}},
+    "smb2.acls": {"wsd": {"share": [{"name": "hideunread", "hide_unreadable": True}]}},
+    "smb2.dosmode": {"wsd": {"share": [{"name": "share", "hide_files": "/hidefile/"}]}},
 }
 
 
