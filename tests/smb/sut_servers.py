@@ -182,6 +182,8 @@ SMB_CONF = """\
   path = {root}/share
   read only = no
   guest ok = no
+  # as in Samba's own test environment (smbtorture smb2.dosmode expects it)
+  hide files = /hidefile/
 """
 
 

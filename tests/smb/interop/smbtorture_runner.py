@@ -50,6 +50,8 @@ SUITES = [
     # a few seconds each, most of it the suites' own sleeps: async compounds (4 s), compound
     # QUERY_DIRECTORY (13 s), durable v2 reconnect delay (10 s), timestamps (14 s)
     "smb2.compound_async", "smb2.compound_find", "smb2.durable-v2-delay", "smb2.timestamps",
+    # DOS attributes incl. a `hide_files` match (its own server, SUITE_SERVER_OPTIONS); 0.2 s
+    "smb2.dosmode",
 ]
 #: Slow on Samba (lease 3 min, oplock 2 min: they wait out break timeouts); run with WSD_SMBTORTURE_SUITES=all.
 SLOW_SUITES = ["smb2.lease", "smb2.oplock",

@@ -397,3 +397,28 @@ def test_access_based_enumeration(nsd, tmp_path):
         assert "g.txt" in p.listing()
     finally:
         p.close()
+
+
+def test_reload_applies_changed_namespace_options(nsd, tmp_path):
+    root = tmp_path / "ns"
+    (root / "a.tmp").write_bytes(b"a")
+    (root / "b.log").write_bytes(b"b")
+    c = Client(nsd, "ns")
+    try:
+        before = c.listing()
+    finally:
+        c.close()
+    assert before["a.tmp"] & HIDDEN and not before["b.log"] & HIDDEN
+    new = make_config(tmp_path)
+    for name, kw in (("ns", dict(hide_files=("*.log",), veto_files=("*.vet", "private"), delete_veto_files=True)),
+                     ("nokeep", dict(veto_files=("*.vet",))),
+                     ("hideunread", dict(do_access_based_directory_enumeration=True))):
+        new.add_share(Share(name, str(tmp_path / name), **kw))
+    changes = nsd.call(nsd.server.reload, new)
+    assert changes["changed"] == ["ns"], changes
+    c = Client(nsd, "ns")  # a new tree connect gets the new settings
+    try:
+        after = c.listing()
+    finally:
+        c.close()
+    assert not after["a.tmp"] & HIDDEN and after["b.log"] & HIDDEN
