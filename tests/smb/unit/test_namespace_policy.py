@@ -422,3 +422,18 @@ def test_reload_applies_changed_namespace_options(nsd, tmp_path):
     finally:
         c.close()
     assert not after["a.tmp"] & HIDDEN and after["b.log"] & HIDDEN
+
+
+def test_srvsvc_share_flags_show_access_based_enumeration(nsd):
+    """MS-SRVS 2.2.4.29: shi1005_flags carries SHI1005_FLAGS_ACCESS_BASED_DIRECTORY_ENUM."""
+    pytest.importorskip("impacket")
+    from test_rpc_srvs import Rpc, share_get_info
+
+    r = Rpc(nsd)
+    try:
+        (_, si), status = share_get_info(r, "hideunread", 1005)
+        assert status == 0 and si == {"shi1005_flags": 0x800}
+        (_, si), status = share_get_info(r, "ns", 1005)
+        assert status == 0 and si == {"shi1005_flags": 0}
+    finally:
+        r.close()
