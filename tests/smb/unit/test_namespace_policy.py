@@ -76,6 +76,24 @@ def test_pattern_matching_last_component_case_insensitive():
     assert not NamePatterns.compile(["abc"], case_sensitive=True).match("ABC")
 
 
+def test_match_any_agrees_with_per_component_match():
+    """The one-search check over a joined path (what CREATE uses) says the same as matching
+    each component: random names over an alphabet with the wildcard and separator-like
+    characters, bounded count."""
+    import random
+
+    p = NamePatterns.compile(["*.vet", "se?ret", "a b", "x*y*z", "?"])
+    rnd = random.Random(7)
+    alpha = "abxyz.vetsr \\?*:"
+    hits = 0
+    for _ in range(5000):
+        parts = ["".join(rnd.choice(alpha) for _ in range(rnd.randint(1, 6))) for _ in range(rnd.randint(0, 4))]
+        want = any(p.match(c) for c in parts)
+        assert p.match_any(parts) == want, parts
+        hits += want
+    assert 500 < hits < 4500  # both outcomes were exercised
+
+
 def test_empty_pattern_list_compiles_to_none():
     assert NamePatterns.compile(()) is None and NamePatterns.compile(parse_patterns("//")) is None
 
