@@ -182,6 +182,8 @@ SMB_CONF = """\
   path = {root}/share
   read only = no
   guest ok = no
+  # as in Samba's own test environment (smbtorture smb2.dosmode expects it)
+  hide files = /hidefile/
 """
 
 
@@ -258,8 +260,12 @@ class WsdServer(SmbServer):
         super().__init__(kind="wsd", root=Path(root), port=port, **kw)
         self.python = python or sys.executable
         self.extra_args = list(extra_args or [])
-        #: [server] settings of the TOML configuration (e.g. allow_anonymous=True), passed with --config
+        #: [server] settings of the TOML configuration (e.g. allow_anonymous=True), passed with --config;
+        #: the key "share" holds [[share]] tables instead (dicts): one named like the main share
+        #: configures it (then it is not given with --share), others are extra shares, each in
+        #: root/<name> unless the table has a path
         self.server_options = dict(server_options or {})
+        self.share_tables = [dict(t) for t in self.server_options.pop("share", [])]
 
     @staticmethod
     def unavailable_reason() -> str | None:
@@ -271,18 +277,33 @@ class WsdServer(SmbServer):
         return self.root / "wsd-smbd.toml"
 
     def command(self) -> list[str]:
-        conf = ["--config", str(self.config_path())] if self.server_options else []
-        return [self.python, "-m", "wsd_smb.server.cli", *conf, "--port", str(self.port),
-                "--share", f"{self.share}={self.share_path}",
+        conf = ["--config", str(self.config_path())] if self.server_options or self.share_tables else []
+        main = [] if any(t["name"] == self.share for t in self.share_tables) else \
+            ["--share", f"{self.share}={self.share_path}"]
+        return [self.python, "-m", "wsd_smb.server.cli", *conf, "--port", str(self.port), *main,
                 "--user", f"{self.user}:{self.password}:admin", *self.extra_args]
+
+    def share_dir(self, name: str) -> Path:
+        """The directory of the share *name* (the main share's, or an extra share's)."""
+        if name == self.share:
+            return self.share_path
+        for t in self.share_tables:
+            if t["name"] == name and "path" in t:
+                return Path(t["path"])
+        return self.root / name
 
     def start(self) -> "WsdServer":
         why = self.unavailable_reason()
         if why:
             raise ServerUnavailable(why)
         self.share_path.mkdir(parents=True, exist_ok=True)
-        if self.server_options:
+        if self.server_options or self.share_tables:
             lines = ["[server]"] + [f"{k} = {json.dumps(v)}" for k, v in sorted(self.server_options.items())]
+            for t in self.share_tables:  # JSON strings, lists and booleans are TOML too
+                d = self.share_dir(t["name"])
+                d.mkdir(parents=True, exist_ok=True)
+                lines += ["", "[[share]]"] + [f"{k} = {json.dumps(v)}" for k, v in
+                                              sorted(dict(t, path=str(d)).items())]
             self.config_path().write_text("\n".join(lines) + "\n")
         if not self.port:
             self.port = free_port()

@@ -80,6 +80,8 @@ from ..wire import (
 )
 from ..wire.header import HEADER_SIZE
 from ..wire.commands import SMB2_GLOBAL_CAP_MULTI_CHANNEL
+from ..wire.commands import SMB2_SHAREFLAG_ACCESS_BASED_DIRECTORY_ENUM
+from ..store.namepolicy import NamePatterns
 from . import durable as dur
 from . import leases as lsm
 from . import notify as ntf
@@ -203,12 +205,18 @@ class _State:
 
     def share_for(self, share: Any) -> Share:
         """The object store's Share for a configured share; a new one when a configuration
-        reload gave the name another path or read_only setting."""
-        key = (share.name.upper(), share.local_path, bool(share.read_only))
+        reload gave the name another path, read_only or namespace-policy setting."""
+        key = (share.name.upper(), share.local_path, bool(share.read_only), share.namespace_policy())
         with self.lock:
             s = self.shares.get(key)
             if s is None:
                 s = Share(share.name, share.local_path, read_only=bool(share.read_only))
+                # namespace policy (store/namepolicy.py): patterns compiled once per share
+                s.hide_dot_files = share.hide_dot_files
+                s.hide_files = NamePatterns.compile(share.hide_files, s.case_sensitive)
+                s.veto_files = NamePatterns.compile(share.veto_files, s.case_sensitive)
+                s.delete_veto_files = share.delete_veto_files
+                s.hide_unreadable = share.do_access_based_directory_enumeration
                 self.shares[key] = s
             return s
 
@@ -432,6 +440,8 @@ def tree_connect(ctx: RequestContext, req: TreeConnectRequest) -> Response:
     flags = SMB2_SHAREFLAG_NO_CACHING
     if share.encrypt_data and ctx.connection.dialect >= 0x0300:
         flags |= SMB2_SHAREFLAG_ENCRYPT_DATA
+    if share.do_access_based_directory_enumeration:  # MS-SMB2 3.3.5.7
+        flags |= SMB2_SHAREFLAG_ACCESS_BASED_DIRECTORY_ENUM
     return Response(TreeConnectResponse(
         share_type=SMB2_SHARE_TYPE_PIPE if share.type == "pipe" else SMB2_SHARE_TYPE_DISK,
         share_flags=flags, capabilities=0, maximal_access=maximal))
@@ -587,8 +597,10 @@ def query_directory(ctx: RequestContext, req: QueryDirectoryRequest) -> Response
         raise fail(STATUS_INVALID_PARAMETER, "OutputBufferLength > MaxTransactSize")
     o = _disk_open(ctx, req.file_id)
     pattern = _name(req.file_name)
+    # access-based enumeration (MS-SMB2 3.3.5.18) needs the session's identity
+    token = _create_handlers.session_token(ctx) if o.share.hide_unreadable else None
     data = sinfo.query_directory(state_of(ctx.server).store, o, req.file_information_class, req.flags,
-                                 pattern, req.output_buffer_length)
+                                 pattern, req.output_buffer_length, token)
     return Response(QueryDirectoryResponse(output_buffer=data))
 
 

@@ -44,6 +44,18 @@ class Share:
     #: taken out of the configuration (a reload without it, or with another path): its
     #: tree connects are being disconnected and answer STATUS_NETWORK_NAME_DELETED meanwhile
     deleted: bool = False
+    # namespace policy (config: hide_files, veto_files, delete_veto_files, hide_dot_files,
+    # hide_unreadable; Samba's options of the same names, store/namepolicy.py)
+    hide_files: tuple[str, ...] = ()  # names reported with FILE_ATTRIBUTE_HIDDEN
+    veto_files: tuple[str, ...] = ()  # names neither listed nor openable
+    delete_veto_files: bool = False  # rmdir removes a directory holding only vetoed names
+    hide_dot_files: bool = True  # names beginning with '.' are HIDDEN
+    do_access_based_directory_enumeration: bool = False  # Share.DoAccessBasedDirectoryEnumeration
+
+    def namespace_policy(self) -> tuple:
+        """The namespace-policy settings, compared by a configuration reload."""
+        return (self.hide_files, self.veto_files, self.delete_veto_files, self.hide_dot_files,
+                self.do_access_based_directory_enumeration)
 
 
 @dataclass
@@ -402,7 +414,8 @@ class Server:
                 cfg.shares[key] = nxt
                 changes["added"].append(nxt.name)
             elif (old.name, old.remark, old.encrypt_data, old.read_only, old.max_uses) != \
-                    (nxt.name, nxt.remark, nxt.encrypt_data, nxt.read_only, nxt.max_uses):
+                    (nxt.name, nxt.remark, nxt.encrypt_data, nxt.read_only, nxt.max_uses) \
+                    or old.namespace_policy() != nxt.namespace_policy():
                 nxt.current_uses = old.current_uses
                 cfg.shares[key] = nxt  # tree connects made before keep the old object and its settings
                 changes["changed"].append(nxt.name)

@@ -81,6 +81,7 @@ STYPE_TEMPORARY = 0x40000000
 STYPE_SPECIAL = 0x80000000
 # shi1005 / shi501 flags (2.2.4.29)
 SHI1005_FLAGS_ENCRYPT_DATA = 0x00008000
+SHI1005_FLAGS_ACCESS_BASED_DIRECTORY_ENUM = 0x00000800
 # session user flags (2.2.4.13)
 SESS_GUEST = 0x00000001
 SESS_NOENCRYPTION = 0x00000002
@@ -532,6 +533,8 @@ def _dos_path(share: Any) -> str:
 def share_level(level: int, share: Any) -> dict:
     """SHARE_INFO_<level> of *share* (MS-SRVS 2.2.4.22 ff.)."""
     flags = SHI1005_FLAGS_ENCRYPT_DATA if share.encrypt_data else 0
+    if getattr(share, "do_access_based_directory_enumeration", False):  # namespace policy: hide_unreadable
+        flags |= SHI1005_FLAGS_ACCESS_BASED_DIRECTORY_ENUM
     values = {
         "netname": share.name, "type": _share_type(share), "remark": share.remark or "",
         "permissions": 0, "max_uses": share.max_uses & 0xFFFFFFFF, "current_uses": share.current_uses,

@@ -22,6 +22,13 @@
     path = "/srv/share"
     encrypt_data = false
     read_only = false
+    # namespace policy (Samba's options of the same names; store/namepolicy.py):
+    hide_files = []             # e.g. ["*.tmp", "desktop.ini"] or "/*.tmp/desktop.ini/":
+                                #   matching names get FILE_ATTRIBUTE_HIDDEN
+    veto_files = []             # same syntax: matching names are not listed, opened or created
+    delete_veto_files = false   # rmdir of a directory holding only vetoed names removes them
+    hide_dot_files = true       # names beginning with '.' get FILE_ATTRIBUTE_HIDDEN
+    hide_unreadable = false     # access-based enumeration (Share.DoAccessBasedDirectoryEnumeration)
 
     [[user]]
     name = "alice"
@@ -39,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.state import ServerConfig, Share, User, nt_hash_of
+from ..store.namepolicy import PatternError, parse_patterns
 
 DIALECT_NAMES = {"2.0.2": 0x0202, "2.1": 0x0210, "3.0": 0x0300, "3.0.2": 0x0302, "3.1.1": 0x0311}
 
@@ -79,6 +87,32 @@ def _user(name: str, password: str | None = None, nt_hash: str | None = None, ad
     return User(name, nt_hash_of(password), admin)
 
 
+#: [[share]] keys of the namespace policy (Samba: hide files, veto files, delete veto files,
+#: hide dot files, hide unreadable)
+NAMESPACE_SHARE_KEYS = ("hide_files", "veto_files", "delete_veto_files", "hide_dot_files", "hide_unreadable")
+
+
+def _share_namespace_options(table: dict) -> dict:
+    """The namespace-policy fields of a core Share from a [[share]] table (keys above):
+    pattern lists as parsed by store/namepolicy.py (a TOML list or Samba's "/a/b/"
+    string), the switches as TOML booleans.  Raises ConfigError."""
+    name = table.get("name", "?")
+    out: dict = {}
+    for key in ("hide_files", "veto_files"):
+        if key in table:
+            try:
+                out[key] = parse_patterns(table[key])
+            except PatternError as e:
+                raise ConfigError(f"share {name}: {key}: {e}") from None
+    for key, attr in (("delete_veto_files", "delete_veto_files"), ("hide_dot_files", "hide_dot_files"),
+                      ("hide_unreadable", "do_access_based_directory_enumeration")):
+        if key in table:
+            if not isinstance(table[key], bool):
+                raise ConfigError(f"share {name}: {key} must be true or false")
+            out[attr] = table[key]
+    return out
+
+
 def load(path: str | None = None, *, host: str | None = None, port: int | None = None,
          shares: list[str] = (), users: list[str] = (), log_format: str | None = None) -> Settings:
     data: dict = {}
@@ -117,7 +151,8 @@ def load(path: str | None = None, *, host: str | None = None, port: int | None =
         if "name" not in sh or "path" not in sh:
             raise ConfigError("[[share]] needs name and path")
         cfg.add_share(Share(sh["name"], str(sh["path"]), encrypt_data=bool(sh.get("encrypt_data", False)),
-                            read_only=bool(sh.get("read_only", False)), remark=sh.get("remark", "")))
+                            read_only=bool(sh.get("read_only", False)), remark=sh.get("remark", ""),
+                            **_share_namespace_options(sh)))
     for u in data.get("user", []):
         user = _user(u.get("name", ""), u.get("password"), u.get("nt_hash"), bool(u.get("admin", False)))
         cfg.users[user.name.lower()] = user

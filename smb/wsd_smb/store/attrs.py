@@ -9,7 +9,8 @@
   CreationTime, little-endian); without it, files show ARCHIVE;
 * SPARSE_FILE (Open.Stream.IsSparse) in the same xattr, for files only: set and cleared
   by FSCTL_SET_SPARSE alone (store/sparse.py), never by CREATE or SET_INFO attributes;
-* HIDDEN for names beginning with '.' when the share hides dot files;
+* HIDDEN for names beginning with '.' when the share hides dot files, and for names
+  matching the share's ``hide_files`` patterns (store/namepolicy.py);
 * FILE_ATTRIBUTE_NORMAL when nothing else applies.
 
 CreationTime is the one kept in the xattr (set at create and by SET_INFO), else the
@@ -22,6 +23,7 @@ import os
 import stat as stat_mod
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from .constants import (
     FILE_ATTRIBUTE_ARCHIVE,
@@ -108,7 +110,10 @@ class FileStat:
     ea_size: int = 0
 
 
-def dos_attributes(st: os.stat_result, name: str, stored: int | None, hide_dot_files: bool = True) -> int:
+def dos_attributes(st: os.stat_result, name: str, stored: int | None, hide_dot_files: bool = True,
+                   hide_files: Any = None) -> int:
+    """MS-FSCC 2.6 attributes of a file.  *hide_files*: the share's ``hide_files``
+    patterns (store/namepolicy.py NamePatterns) or None; a matching *name* is HIDDEN."""
     is_dir = stat_mod.S_ISDIR(st.st_mode)
     a = FILE_ATTRIBUTE_DIRECTORY if is_dir else 0
     if stored is not None:
@@ -119,13 +124,15 @@ def dos_attributes(st: os.stat_result, name: str, stored: int | None, hide_dot_f
         a |= FILE_ATTRIBUTE_READONLY
     if hide_dot_files and name.startswith(".") and name not in (".", ".."):
         a |= FILE_ATTRIBUTE_HIDDEN
+    if hide_files is not None and name not in (".", "..") and name and hide_files.match(name):
+        a |= FILE_ATTRIBUTE_HIDDEN
     return a or FILE_ATTRIBUTE_NORMAL
 
 
 def file_stat(st: os.stat_result, name: str, xattr_path: str | int | None, hide_dot_files: bool = True,
-              follow: bool = True, eas: bool = True) -> FileStat:
+              follow: bool = True, eas: bool = True, hide_files: Any = None) -> FileStat:
     """*xattr_path*: where the DOS attributes and EAs are read (a path or an open fd);
-    with *eas* False the EAs are not read (ea_size 0)."""
+    with *eas* False the EAs are not read (ea_size 0).  *hide_files*: see dos_attributes."""
     from .eas import ea_size, read_eas
 
     has_xattrs = xattr_path is not None and xattr_path != ""
@@ -141,7 +148,7 @@ def file_stat(st: os.stat_result, name: str, xattr_path: str | int | None, hide_
         change_time=to_filetime(st.st_ctime_ns),
         end_of_file=0 if is_dir else st.st_size,
         allocation_size=0 if is_dir else st.st_blocks * 512,
-        attributes=dos_attributes(st, name, stored, hide_dot_files),
+        attributes=dos_attributes(st, name, stored, hide_dot_files, hide_files),
         number_of_links=1 if is_dir else st.st_nlink,
         is_directory=is_dir,
         index_number=st.st_ino,

@@ -65,6 +65,7 @@ from .errors import (
 )
 from ..ntstatus import NtStatusError
 from .filetime import to_filetime
+from .namepolicy import check_veto
 from .paths import Resolved, Share, cached_lookup_ok, path_cached, resolve, split_name_stream
 from .streams import find_stream, write_stream
 from . import security as sec
@@ -136,6 +137,9 @@ class CreateMixin:
         if share.read_only and (access & WRITE_ACCESS_BITS or doc):
             raise fail(STATUS_ACCESS_DENIED, "read-only share")
         parts, stream = split_name_stream(name)
+        veto = share.veto_files
+        if veto is not None:  # namespace policy: a vetoed name is not there (namepolicy.py)
+            check_veto(veto, parts)
         if cached_only:
             if stream is not None or create_disposition not in (CreateDisposition.FILE_OPEN,
                                                                 CreateDisposition.FILE_OPEN_IF) \
@@ -153,6 +157,8 @@ class CreateMixin:
             try:
                 if cached_only and not r.exists:  # gone since the probe: creating it is I/O
                     raise WouldBlock()
+                if veto is not None and r.rel != parts:  # on-disk names (case, 8.3 name, symlinks)
+                    check_veto(veto, r.rel)
                 if stream == "" and r.exists and stat_mod.S_ISDIR(r.st.st_mode):
                     # a directory has no data stream (MS-FSA 2.1.5.1.2)
                     raise fail(STATUS_NOT_A_DIRECTORY if create_options & FILE_DIRECTORY_FILE
@@ -468,8 +474,8 @@ class CreateMixin:
             return r.share.path
         return f"{fd_path(r.parent_fd)}/{r.name}"
 
-    def _stored_sd(self, target: Resolved | int, st: os.stat_result) -> Descriptor | None:
-        """The stored security descriptor of the object *target* (resolved entry or fd)
+    def _stored_sd(self, target: Resolved | int | str, st: os.stat_result) -> Descriptor | None:
+        """The stored security descriptor of the object *target* (resolved entry, fd or path)
         whose stat is *st*, None when it has none.  Known (dev, ino, ctime) answer from the cache;
         otherwise one getxattr.  A stored descriptor that does not parse denies all
         (an empty DACL) and is logged."""
@@ -479,7 +485,7 @@ class CreateMixin:
             return hit[1]
         sd: Descriptor | None
         try:
-            raw = xattr_call(os.getxattr, target if isinstance(target, int) else self._entry_path(target),
+            raw = xattr_call(os.getxattr, target if isinstance(target, (int, str)) else self._entry_path(target),
                              XATTR_SD)
         except OSError as e:
             if e.errno not in (errno.ENODATA, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):

@@ -62,7 +62,8 @@ class FileInfoMixin:
                 raise fail(STATUS_FILE_CLOSED)
             try:
                 st = os.fstat(o.fd)
-                fs = file_stat(st, o.file.rel[-1] if o.file.rel else "", o.fd, o.share.hide_dot_files)
+                fs = file_stat(st, o.file.rel[-1] if o.file.rel else "", o.fd, o.share.hide_dot_files,
+                               hide_files=o.share.hide_files)
                 if not fs.is_directory:
                     fs.allocation_size = allocated_bytes(o.fd, st)
                 return fs

@@ -373,9 +373,10 @@ def dir_entry_builder(info_class: int) -> tuple[Callable[[str, FileStat], Any], 
 
 
 def query_directory(store: ObjectStore, o: Open, info_class: int, flags: int, pattern: str,
-                    max_len: int) -> bytes:
+                    max_len: int, token: Any = None) -> bytes:
+    """*token*: the session's identity, for access-based enumeration (Share.hide_unreadable)."""
     build, fixed = dir_entry_builder(info_class)
-    entries = store.query_directory(o, flags, pattern, max_len, build, fixed)
+    entries = store.query_directory(o, flags, pattern, max_len, build, fixed, token)
     data, n = fscc.pack_entry_list(entries, max_len)
     assert n == len(entries)
     return data

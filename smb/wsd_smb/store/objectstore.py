@@ -116,7 +116,8 @@ class ObjectStore(CreateMixin, ReadWriteMixin, FileInfoMixin, SecurityInfoMixin,
         """*eas*: also read the EAs for FileStat.ea_size (a CREATE or CLOSE response does
         not carry it: one flistxattr and a getxattr per EA fewer)."""
         st = os.fstat(o.fd)
-        fs = file_stat(st, o.file.rel[-1] if o.file.rel else "", o.fd, o.share.hide_dot_files, eas=eas)
+        fs = file_stat(st, o.file.rel[-1] if o.file.rel else "", o.fd, o.share.hide_dot_files, eas=eas,
+                       hide_files=o.share.hide_files)
         if o.stream is not None:  # a named stream: its own size, no directory
             size = len(read_stream(fd_path(o.fd), o.stream))
             fs.end_of_file, fs.allocation_size = size, (size + 4095) & ~4095
@@ -257,6 +258,8 @@ class ObjectStore(CreateMixin, ReadWriteMixin, FileInfoMixin, SecurityInfoMixin,
                     log.warning("delete-on-close: %s changed on disk, not deleted", fobj.path)
                     return
                 if fobj.is_directory:
+                    if fobj.share.delete_veto_files and fobj.share.veto_files is not None:
+                        self._remove_vetoed(fobj.share, r.parent_fd, r.name)
                     os.rmdir(r.name, dir_fd=r.parent_fd)
                 else:
                     os.unlink(r.name, dir_fd=r.parent_fd)
@@ -264,6 +267,46 @@ class ObjectStore(CreateMixin, ReadWriteMixin, FileInfoMixin, SecurityInfoMixin,
             log.warning("delete-on-close of %s failed: %s", fobj.path, e)
         except NtStatusError as e:  # from resolve
             log.warning("delete-on-close of %s: %s", fobj.path, e)
+
+    @staticmethod
+    def directory_not_empty(share: Share, dir_fd: int) -> bool:
+        """Does the directory *dir_fd* hold anything that stops its deletion?  With
+        ``delete_veto_files`` (Samba's ``delete veto files``) vetoed names do not count:
+        they are removed with the directory (:meth:`_remove_vetoed`)."""
+        veto = share.veto_files if share.delete_veto_files else None
+        with os.scandir(dir_fd) as it:
+            for entry in it:
+                if veto is None or not veto.match(entry.name):
+                    return True
+        return False
+
+    def _remove_vetoed(self, share: Share, parent_fd: int, name: str) -> None:
+        """Before the directory *name* (in *parent_fd*) is removed: if it holds vetoed
+        names only, remove them (a vetoed directory with all its contents, walked by fd
+        without following symlinks); else leave it, the rmdir then fails as not empty."""
+        veto = share.veto_files
+        dfd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent_fd)
+        try:
+            names = os.listdir(dfd)
+            if any(not veto.match(n) for n in names):
+                return
+            for n in names:
+                st = os.stat(n, dir_fd=dfd, follow_symlinks=False)
+                if stat_mod.S_ISDIR(st.st_mode):
+                    for _top, dirs, files, fd in os.fwalk(n, dir_fd=dfd, topdown=False, follow_symlinks=False):
+                        for f in files:
+                            os.unlink(f, dir_fd=fd)
+                        for d in dirs:
+                            try:
+                                os.rmdir(d, dir_fd=fd)
+                            except NotADirectoryError:  # a symlink to a directory
+                                os.unlink(d, dir_fd=fd)
+                    os.rmdir(n, dir_fd=dfd)
+                else:
+                    os.unlink(n, dir_fd=dfd)
+                log.info("event=delete_veto_file share=%s dir=%s name=%s", share.name, name, n)
+        finally:
+            os.close(dfd)
 
     def close_all(self, opens: list[Open]) -> None:
         """Close opens (tree disconnect, logoff); already closed ones are skipped."""

@@ -32,6 +32,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 
+from .namepolicy import NamePatterns
 from .shortname import is_8_3, looks_mangled, short_name
 from .errors import (
     STATUS_ACCESS_DENIED,
@@ -57,6 +58,14 @@ class Share:
     read_only: every modifying access is refused (STATUS_ACCESS_DENIED).
     case_sensitive: no case-insensitive fallback in lookups (see module docstring).
     hide_dot_files: names beginning with '.' carry FILE_ATTRIBUTE_HIDDEN (Samba default).
+
+    Namespace policy (store/namepolicy.py; None / False = off, the default):
+    hide_files: names carrying FILE_ATTRIBUTE_HIDDEN (Samba ``hide files``).
+    veto_files: names neither listed nor openable (Samba ``veto files``).
+    delete_veto_files: removing a directory that holds only vetoed names removes them too
+    (Samba ``delete veto files``); otherwise such a directory is not empty.
+    hide_unreadable: Share.DoAccessBasedDirectoryEnumeration (MS-SMB2 3.3.1.6), Samba
+    ``hide unreadable``: QUERY_DIRECTORY leaves out entries the session may not read.
     """
 
     name: str
@@ -65,6 +74,11 @@ class Share:
     case_sensitive: bool = False
     hide_dot_files: bool = True
     options: dict = field(default_factory=dict)
+    # namespace policy (config: hide_files, veto_files, delete_veto_files, hide_unreadable)
+    hide_files: "NamePatterns | None" = None
+    veto_files: "NamePatterns | None" = None
+    delete_veto_files: bool = False
+    hide_unreadable: bool = False
 
     def __post_init__(self) -> None:
         self.path = os.path.realpath(self.path)

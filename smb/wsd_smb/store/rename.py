@@ -33,6 +33,7 @@ from .errors import (
     fail,
     from_oserror,
 )
+from .namepolicy import check_veto
 from .paths import Resolved, resolve, split_name, split_name_stream
 from .streams import find_stream, read_stream, remove_stream, write_stream
 from .security import (
@@ -72,11 +73,11 @@ class RenameMixin:
                 raise fail(STATUS_CANNOT_DELETE, "FILE_ATTRIBUTE_READONLY directory")
             if fobj.is_directory:
                 try:
-                    with os.scandir(o.fd) as it:
-                        if next(it, None) is not None:
-                            raise fail(STATUS_DIRECTORY_NOT_EMPTY, fobj.path)
+                    not_empty = self.directory_not_empty(o.share, o.fd)
                 except OSError as e:
                     raise from_oserror(e) from None
+                if not_empty:
+                    raise fail(STATUS_DIRECTORY_NOT_EMPTY, fobj.path)
             fobj.delete_pending = True
 
     def set_disposition_ex(self, o: Open, flags: int) -> None:
@@ -115,6 +116,8 @@ class RenameMixin:
         parts = split_name(new_name, leading_separator_ok=True)
         if not parts:
             raise fail(STATUS_OBJECT_NAME_INVALID, "empty target name")
+        if o.share.veto_files is not None:  # a vetoed name cannot be a rename target (namepolicy.py)
+            check_veto(o.share.veto_files, parts)
         with o.io_lock, self.mutex:
             if o.closed:
                 raise fail(STATUS_FILE_CLOSED)

@@ -50,6 +50,8 @@ SUITES = [
     # a few seconds each, most of it the suites' own sleeps: async compounds (4 s), compound
     # QUERY_DIRECTORY (13 s), durable v2 reconnect delay (10 s), timestamps (14 s)
     "smb2.compound_async", "smb2.compound_find", "smb2.durable-v2-delay", "smb2.timestamps",
+    # DOS attributes incl. a `hide_files` match (its own server, SUITE_SERVER_OPTIONS); 0.2 s
+    "smb2.dosmode",
 ]
 #: Slow on Samba (lease 3 min, oplock 2 min: they wait out break timeouts); run with WSD_SMBTORTURE_SUITES=all.
 SLOW_SUITES = ["smb2.lease", "smb2.oplock",
@@ -64,8 +66,13 @@ SLOW_SUITES = ["smb2.lease", "smb2.oplock",
 #: Per-suite [server] options of wsd-smbd (MS-SMB2 leaves them to configuration): such a suite
 #: runs against its own wsd-smbd started with these.  smb2.session re-authenticates as anonymous
 #: (reauth2-4) -- guest/anonymous are refused unless configured, then behave as MS-SMB2 says.
+#: "share" holds [[share]] tables (tests/smb/sut_servers.py WsdServer): smb2.acls.ACCESSBASED
+#: connects to a share `hideunread` with access-based enumeration (Samba's test environment:
+#: `hide unreadable = yes`); smb2.dosmode expects `hide files = /hidefile/` on its share.
 SUITE_SERVER_OPTIONS: dict[str, dict[str, dict]] = {
     "smb2.session": {"wsd": {"allow_anonymous": True}},
+    "smb2.acls": {"wsd": {"share": [{"name": "hideunread", "hide_unreadable": True}]}},
+    "smb2.dosmode": {"wsd": {"share": [{"name": "share", "hide_files": "/hidefile/"}]}},
 }
 
 
