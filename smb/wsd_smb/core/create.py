@@ -320,7 +320,7 @@ def _close_app_instance(st: _State, app_id: bytes, tc: Any, name: str) -> None:
     for o in list(tc.session.connection.server.global_open_table.values()):
         if getattr(o, "app_instance_id", None) != app_id or isinstance(o, _PipeOpen) or o.closed:
             continue
-        if o.share is not tc.store or o.path.lower() != key:
+        if o.share.path != tc.store.path or o.path.lower() != key:  # same root, through any tree
             continue
         log.info("event=app_instance_close file=%s", o.path)
         if o.session is None:
