@@ -254,12 +254,14 @@ class WsdServer(SmbServer):
     """Our wsd-smbd, as a subprocess of the current interpreter."""
 
     def __init__(self, root: Path, port: int = 0, python: str | None = None, extra_args: list[str] | None = None,
-                 server_options: dict | None = None, **kw):
+                 server_options: dict | None = None, config_text: str = "", **kw):
         super().__init__(kind="wsd", root=Path(root), port=port, **kw)
         self.python = python or sys.executable
         self.extra_args = list(extra_args or [])
         #: [server] settings of the TOML configuration (e.g. allow_anonymous=True), passed with --config
         self.server_options = dict(server_options or {})
+        #: more TOML after them ([[share]] / [[user]] tables), also passed with --config
+        self.config_text = config_text
 
     @staticmethod
     def unavailable_reason() -> str | None:
@@ -271,7 +273,7 @@ class WsdServer(SmbServer):
         return self.root / "wsd-smbd.toml"
 
     def command(self) -> list[str]:
-        conf = ["--config", str(self.config_path())] if self.server_options else []
+        conf = ["--config", str(self.config_path())] if self.server_options or self.config_text else []
         return [self.python, "-m", "wsd_smb.server.cli", *conf, "--port", str(self.port),
                 "--share", f"{self.share}={self.share_path}",
                 "--user", f"{self.user}:{self.password}:admin", *self.extra_args]
@@ -281,9 +283,9 @@ class WsdServer(SmbServer):
         if why:
             raise ServerUnavailable(why)
         self.share_path.mkdir(parents=True, exist_ok=True)
-        if self.server_options:
+        if self.server_options or self.config_text:
             lines = ["[server]"] + [f"{k} = {json.dumps(v)}" for k, v in sorted(self.server_options.items())]
-            self.config_path().write_text("\n".join(lines) + "\n")
+            self.config_path().write_text("\n".join(lines) + "\n\n" + self.config_text)
         if not self.port:
             self.port = free_port()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
