@@ -130,6 +130,10 @@ def _names(table: dict, key: str) -> frozenset:
         v = [v]
     if not isinstance(v, list) or not all(isinstance(n, str) and n for n in v):
         raise ConfigError(f"share {table.get('name')}: {key} must be a list of user names, got {v!r}")
+    groups = [n for n in v if n[0] in "@+&"]
+    if groups:  # Samba's group syntax: there are no groups here, and a silent no-match would lock people out
+        raise ConfigError(f"share {table.get('name')}: {key}: groups ({', '.join(groups)}) are not supported, "
+                          "list user names")
     return frozenset(n.lower() for n in v)
 
 

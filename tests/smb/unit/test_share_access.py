@@ -84,6 +84,7 @@ def test_config_namespace_keys_are_known(tmp_path):
     ('max_connections = true\n', ["max_connections"]),
     ('valid_users = [1]\n', ["valid_users"]),
     ('write_list = [""]\n', ["write_list"]),
+    ('valid_users = ["alice", "@staff"]\n', ["valid_users", "@staff", "groups"]),
     ('guest_ok = "yes"\n', ["guest_ok"]),
     ('browseable = 0\n', ["browseable"]),
     ('remark = "a"\ncomment = "b"\n', ["remark", "comment"]),
