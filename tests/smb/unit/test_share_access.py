@@ -347,3 +347,24 @@ def test_share_enum_browseable_and_access_based(srv, tmp_path):
     c = _logon(st)
     assert _tree(c, "hidden")[0] == 0
     c.close()
+
+
+def test_durable_reconnect_of_a_writable_open_through_a_read_only_tree(srv, tmp_path):
+    """An open with write access, kept on disconnect (MS-SMB2 3.3.5.9.7), cannot be taken
+    over through a tree connect that became read-only (a reload put the user in read_list)."""
+    from test_durable import client, ctxs, disconnect, dhnc, durable_batch, reconnect_req
+
+    st = srv()
+    c, _t, fid = durable_batch(st, "dur.dat")
+    disconnect(st, c, fid[0])
+    cfg = make_config(tmp_path)
+    cfg.shares["SHARE"].read_list = frozenset({USER.lower()})
+    assert st.call(lambda: st.server.reload(cfg))["changed"] == ["share"]
+    c2, t2 = client(st)
+    assert reconnect_req(c2, t2, "dur.dat", ctxs(dhnc(fid)))[0] == ntstatus.STATUS_ACCESS_DENIED
+    cfg = make_config(tmp_path)  # writable for everyone again: the same open reconnects
+    st.call(lambda: st.server.reload(cfg))
+    c3, t3 = client(st)
+    assert reconnect_req(c3, t3, "dur.dat", ctxs(dhnc(fid)))[0] == 0
+    c2.close()
+    c3.close()
