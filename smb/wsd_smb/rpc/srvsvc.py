@@ -554,7 +554,9 @@ def share_level(level: int, share: Any) -> dict:
 def netr_share_enum(caller: Caller, ins: list, sticky: bool = False) -> tuple[list, int]:
     """MS-SRVS 3.1.4.8 NetrShareEnum; with *sticky* 3.1.4.9 NetrShareEnumSticky (only the
     persistent shares: here every configured share that is not special, i.e. not IPC$
-    and not a name ending in $)."""
+    and not a name ending in $).  Both leave out what :func:`_shares` leaves out
+    (``browseable = false``; ``access_based_share_enum`` shares the caller may not
+    connect to), TotalEntries included."""
     _server_name, info, pref, resume = ins
     level, tag = info["Level"], info["ShareInfo"][0]
     _check_level(level, tag, SHARE_ENUM_LEVELS)
