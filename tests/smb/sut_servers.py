@@ -256,7 +256,7 @@ class WsdServer(SmbServer):
     """Our wsd-smbd, as a subprocess of the current interpreter."""
 
     def __init__(self, root: Path, port: int = 0, python: str | None = None, extra_args: list[str] | None = None,
-                 server_options: dict | None = None, **kw):
+                 server_options: dict | None = None, config_text: str = "", **kw):
         super().__init__(kind="wsd", root=Path(root), port=port, **kw)
         self.python = python or sys.executable
         self.extra_args = list(extra_args or [])
@@ -266,6 +266,8 @@ class WsdServer(SmbServer):
         #: root/<name> unless the table has a path
         self.server_options = dict(server_options or {})
         self.share_tables = [dict(t) for t in self.server_options.pop("share", [])]
+        #: more TOML after them ([[share]] / [[user]] tables), also passed with --config
+        self.config_text = config_text
 
     @staticmethod
     def unavailable_reason() -> str | None:
@@ -277,7 +279,8 @@ class WsdServer(SmbServer):
         return self.root / "wsd-smbd.toml"
 
     def command(self) -> list[str]:
-        conf = ["--config", str(self.config_path())] if self.server_options or self.share_tables else []
+        conf = ["--config", str(self.config_path())] if self.server_options or self.share_tables or self.config_text \
+            else []
         main = [] if any(t["name"] == self.share for t in self.share_tables) else \
             ["--share", f"{self.share}={self.share_path}"]
         return [self.python, "-m", "wsd_smb.server.cli", *conf, "--port", str(self.port), *main,
@@ -297,14 +300,14 @@ class WsdServer(SmbServer):
         if why:
             raise ServerUnavailable(why)
         self.share_path.mkdir(parents=True, exist_ok=True)
-        if self.server_options or self.share_tables:
+        if self.server_options or self.share_tables or self.config_text:
             lines = ["[server]"] + [f"{k} = {json.dumps(v)}" for k, v in sorted(self.server_options.items())]
             for t in self.share_tables:  # JSON strings, lists and booleans are TOML too
                 d = self.share_dir(t["name"])
                 d.mkdir(parents=True, exist_ok=True)
                 lines += ["", "[[share]]"] + [f"{k} = {json.dumps(v)}" for k, v in
                                               sorted(dict(t, path=str(d)).items())]
-            self.config_path().write_text("\n".join(lines) + "\n")
+            self.config_path().write_text("\n".join(lines) + "\n\n" + self.config_text)
         if not self.port:
             self.port = free_port()
         env = dict(os.environ, PYTHONUNBUFFERED="1")

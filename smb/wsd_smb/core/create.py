@@ -14,6 +14,7 @@ from ..store.constants import (
     FILE_OPEN_BY_FILE_ID,
     FILE_RESERVE_OPFILTER,
     MAXIMUM_ALLOWED,
+    WRITE_ACCESS_BITS,
     map_generic,
 )
 from ..store.errors import (
@@ -320,7 +321,7 @@ def _close_app_instance(st: _State, app_id: bytes, tc: Any, name: str) -> None:
     for o in list(tc.session.connection.server.global_open_table.values()):
         if getattr(o, "app_instance_id", None) != app_id or isinstance(o, _PipeOpen) or o.closed:
             continue
-        if o.share is not tc.store or o.path.lower() != key:
+        if o.share.path != tc.store.path or o.path.lower() != key:  # same root, through any tree
             continue
         log.info("event=app_instance_close file=%s", o.path)
         if o.session is None:
@@ -346,6 +347,10 @@ def _create_reconnect(ctx: RequestContext, st: _State, name: str, contexts: dict
                                                                    ctx.connection.dialect)
     o = dur.reconnect(ctx, name, contexts, rc, lease_req, lease_version)
     tc = ctx.tree_connect
+    if tc.store is not None and tc.store.read_only and o.granted_access & WRITE_ACCESS_BITS:
+        # a tree connect that is read-only (TreeConnect.MaximalAccess: read_only share, or the
+        # user is in read_list now) cannot take over an open with write access
+        raise fail(STATUS_ACCESS_DENIED, "durable reconnect of a writable open through a read-only tree")
     st.durable.reattached(o)
     o.connection = ctx.connection  # DH-9
     o.session = ctx.session  # DH-10

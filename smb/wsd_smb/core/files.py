@@ -28,8 +28,6 @@ from ..store import ObjectStore, Open, Share
 from ..store import info as sinfo
 from ..store.constants import (
     FILE_ALL_ACCESS,
-    FILE_GENERIC_EXECUTE,
-    FILE_GENERIC_READ,
     SMB2_0_INFO_FILE,
     SMB2_0_INFO_FILESYSTEM,
     SMB2_0_INFO_QUOTA,
@@ -89,7 +87,7 @@ from . import oplocks as opl
 from . import replay as rp
 from .dispatch import AsyncOp, RequestContext, Response, register
 from .state import SessionState
-from .tree import share_name_of
+from . import shareaccess as sa
 
 log = logging.getLogger("wsd_smb.files")
 
@@ -203,14 +201,20 @@ class _State:
         self.leases.open_closed(o)
         self.oplocks.open_closed(o)
 
-    def share_for(self, share: Any) -> Share:
-        """The object store's Share for a configured share; a new one when a configuration
-        reload gave the name another path, read_only or namespace-policy setting."""
-        key = (share.name.upper(), share.local_path, bool(share.read_only), share.namespace_policy())
+    def share_for(self, share: Any, read_only: bool | None = None) -> Share:
+        """The object store's Share for a configured share as one tree connect sees it:
+        *read_only* is the tree's (TreeConnect.MaximalAccess without write access: a
+        read_only share, or a read_list user; default the share's own read_only).  So a
+        share has up to two store Shares (read-only and writable, the same root); the
+        store identifies files by inode, not by Share, so opens through both meet in share
+        modes, locks, leases and change notifications.  A configuration reload that gives
+        the name another path or namespace policy gets new ones."""
+        ro = bool(share.read_only) if read_only is None else bool(read_only)
+        key = (share.name.upper(), share.local_path, ro, share.namespace_policy())
         with self.lock:
             s = self.shares.get(key)
             if s is None:
-                s = Share(share.name, share.local_path, read_only=bool(share.read_only))
+                s = Share(share.name, share.local_path, read_only=ro)
                 # namespace policy (store/namepolicy.py): patterns compiled once per share
                 s.hide_dot_files = share.hide_dot_files
                 s.hide_files = NamePatterns.compile(share.hide_files, s.case_sensitive)
@@ -411,33 +415,50 @@ def _wait_for_breaks(ctx: RequestContext, st: _State, breaking: set,
 
 
 # ====================================================================== TREE_CONNECT
+def share_name_of(path: bytes) -> str:
+    """The share name of a TREE_CONNECT path (MS-SMB2 2.2.9: "\\\\server\\share" in
+    UTF-16LE); a path that is not of that form -> STATUS_BAD_NETWORK_NAME."""
+    try:
+        text = path.decode("utf-16-le")
+    except UnicodeDecodeError:
+        raise ntstatus.StatusBadNetworkName("path not UTF-16") from None
+    parts = text.lstrip("\\").split("\\")
+    if len(parts) != 2 or not parts[1]:
+        raise ntstatus.StatusBadNetworkName(text)
+    return parts[1]
+
+
 @register(Command.SMB2_TREE_CONNECT, blocking=True, needs_tree=False)
 @_traced
 def tree_connect(ctx: RequestContext, req: TreeConnectRequest) -> Response:
-    """MS-SMB2 3.3.5.7."""
+    """MS-SMB2 3.3.5.7: look the share up (STATUS_BAD_NETWORK_NAME), check the session may
+    connect (the share's access policy, core/shareaccess.py: STATUS_ACCESS_DENIED) and
+    Share.MaxUses (STATUS_REQUEST_NOT_ACCEPTED), then create the TreeConnect with its
+    MaximalAccess (read-only per read_only / read_list / write_list), which also decides
+    whether the tree's opens may modify anything (its object-store share is read-only
+    or not).  ShareFlags (2.2.10): the share's caching policy (csc_policy) and
+    SMB2_SHAREFLAG_ENCRYPT_DATA."""
     share = ctx.config.share(share_name_of(req.path))
     if share is None:
         raise ntstatus.StatusBadNetworkName()
-    if share.current_uses >= share.max_uses:
-        raise NtStatusError(ntstatus.STATUS_REQUEST_NOT_ACCEPTED)
+    try:
+        maximal = sa.check_tree_connect(share, ctx.session)
+    except NtStatusError as e:
+        log.info("event=tree_connect_refused user=%s share=%s status=%s detail=%r", ctx.session.user_name,
+                 share.name, ntstatus.status_name(e.status), e.message)
+        raise
     st = state_of(ctx.server)
     store_share = None
     if share.type != "pipe":
         try:
-            store_share = st.share_for(share)
+            store_share = st.share_for(share, read_only=sa.is_read_only(maximal))
         except (ValueError, OSError) as e:
             log.warning("event=tree_connect share=%s error=%r", share.name, str(e))
             raise ntstatus.StatusBadNetworkName() from None
-    if share.type == "pipe":
-        maximal = FILE_ALL_ACCESS
-    elif share.read_only:
-        maximal = FILE_GENERIC_READ | FILE_GENERIC_EXECUTE
-    else:
-        maximal = FILE_ALL_ACCESS
     tc = ctx.session.add_tree_connect(share, ctx.now, maximal_access=maximal)
     tc.store = store_share
     ctx.header.tree_id = tc.tree_id
-    flags = SMB2_SHAREFLAG_NO_CACHING
+    flags = sa.share_flags(share) if share.type != "pipe" else SMB2_SHAREFLAG_NO_CACHING
     if share.encrypt_data and ctx.connection.dialect >= 0x0300:
         flags |= SMB2_SHAREFLAG_ENCRYPT_DATA
     if share.do_access_based_directory_enumeration:  # MS-SMB2 3.3.5.7

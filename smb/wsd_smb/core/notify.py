@@ -199,7 +199,7 @@ class NotifyManager:
                 if not (w.completion_filter & filter_bits):
                     continue
                 f = o.file
-                if f.share is not share or f.stream is not None:
+                if f.share.path != share.path or f.stream is not None:  # (one root, read-only or not)
                     continue
                 base = [c.lower() for c in f.rel]
                 mine = []

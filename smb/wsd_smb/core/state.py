@@ -11,7 +11,7 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,8 +39,27 @@ class Share:
     remark: str = ""
     encrypt_data: bool = False
     read_only: bool = False
-    max_uses: int = 0xFFFFFFFF
+    max_uses: int = 0xFFFFFFFF  # Share.MaxUses (MS-SRVS shi2_max_uses; 0xFFFFFFFF = unlimited)
     current_uses: int = 0
+    # access policy (config: valid_users, invalid_users, read_list, write_list, guest_ok,
+    # browseable, access_based_share_enum, max_connections -> max_uses, csc_policy; see
+    # core/shareaccess.py and server/config.py:_share_access_options)
+    #: lower-case user names; non-empty: only these may connect (Share.ConnectSecurity's role)
+    valid_users: frozenset = frozenset()
+    #: lower-case user names that may never connect
+    invalid_users: frozenset = frozenset()
+    #: users whose tree connects are read-only on a writable share
+    read_list: frozenset = frozenset()
+    #: users whose tree connects are writable on a read_only share
+    write_list: frozenset = frozenset()
+    #: guest sessions may connect (Samba "guest ok")
+    guest_ok: bool = False
+    #: listed by NetrShareEnum / NetrShareEnumSticky (Samba "browseable")
+    browseable: bool = True
+    #: NetrShareEnum lists the share only to callers that could connect to it
+    access_based_share_enum: bool = False
+    #: Share.CscFlags (MS-SRVS 2.2.4.29 CSC_CACHE_*, the SMB2_SHAREFLAG_*_CACHING values)
+    csc_flags: int = 0x00000000
     #: taken out of the configuration (a reload without it, or with another path): its
     #: tree connects are being disconnected and answer STATUS_NETWORK_NAME_DELETED meanwhile
     deleted: bool = False
@@ -56,6 +75,12 @@ class Share:
         """The namespace-policy settings, compared by a configuration reload."""
         return (self.hide_files, self.veto_files, self.delete_veto_files, self.hide_dot_files,
                 self.do_access_based_directory_enumeration)
+
+
+def share_settings(share: Share) -> tuple:
+    """Every configured attribute of *share* (all fields but the run-time CurrentUses and
+    deleted): what a configuration reload compares to tell a changed share."""
+    return tuple(getattr(share, f.name) for f in fields(share) if f.name not in ("current_uses", "deleted"))
 
 
 @dataclass
@@ -413,9 +438,7 @@ class Server:
             if old is None:
                 cfg.shares[key] = nxt
                 changes["added"].append(nxt.name)
-            elif (old.name, old.remark, old.encrypt_data, old.read_only, old.max_uses) != \
-                    (nxt.name, nxt.remark, nxt.encrypt_data, nxt.read_only, nxt.max_uses) \
-                    or old.namespace_policy() != nxt.namespace_policy():
+            elif share_settings(old) != share_settings(nxt):
                 nxt.current_uses = old.current_uses
                 cfg.shares[key] = nxt  # tree connects made before keep the old object and its settings
                 changes["changed"].append(nxt.name)

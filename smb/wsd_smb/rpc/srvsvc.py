@@ -49,6 +49,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from ..core import shareaccess as sa
 from .ndr import DWORD, LONG, LPWSTR, U8, WSTR, ConformantArray, Pointer, Struct, Union
 from .pdu import SyntaxId
 from .pipe import Interface, Operation, RpcPipe
@@ -513,8 +514,15 @@ def netr_connection_enum(caller: Caller, ins: list) -> tuple[list, int]:
 
 # ====================================================================== shares
 def _shares(caller: Caller) -> list[Any]:
-    """The shares as clients see them: every configured share, IPC$ included."""
-    return list(caller.server.config.shares.values())
+    """The shares NetrShareEnum lists (MS-SRVS 3.1.4.8; the server chooses which of its
+    ShareList to show, as Samba does): every configured share, IPC$ included, except
+    the ones with ``browseable = false`` (still reachable by name and by
+    NetrShareGetInfo) and, for a share with ``access_based_share_enum``, unless the
+    caller's session could connect to it (core/shareaccess.py, the TREE_CONNECT check
+    without MaxUses)."""
+    return [s for s in caller.server.config.shares.values()
+            if getattr(s, "browseable", True)
+            and not (getattr(s, "access_based_share_enum", False) and sa.connect_refusal(s, caller.session))]
 
 
 def _share_type(share: Any) -> int:
@@ -535,6 +543,8 @@ def share_level(level: int, share: Any) -> dict:
     flags = SHI1005_FLAGS_ENCRYPT_DATA if share.encrypt_data else 0
     if getattr(share, "do_access_based_directory_enumeration", False):  # namespace policy: hide_unreadable
         flags |= SHI1005_FLAGS_ACCESS_BASED_DIRECTORY_ENUM
+    if share.type != "pipe":
+        flags |= getattr(share, "csc_flags", 0) & sa.CSC_MASK  # CSC_MASK: the caching policy (2.2.4.29)
     values = {
         "netname": share.name, "type": _share_type(share), "remark": share.remark or "",
         "permissions": 0, "max_uses": share.max_uses & 0xFFFFFFFF, "current_uses": share.current_uses,
@@ -547,7 +557,9 @@ def share_level(level: int, share: Any) -> dict:
 def netr_share_enum(caller: Caller, ins: list, sticky: bool = False) -> tuple[list, int]:
     """MS-SRVS 3.1.4.8 NetrShareEnum; with *sticky* 3.1.4.9 NetrShareEnumSticky (only the
     persistent shares: here every configured share that is not special, i.e. not IPC$
-    and not a name ending in $)."""
+    and not a name ending in $).  Both leave out what :func:`_shares` leaves out
+    (``browseable = false``; ``access_based_share_enum`` shares the caller may not
+    connect to), TotalEntries included."""
     _server_name, info, pref, resume = ins
     level, tag = info["Level"], info["ShareInfo"][0]
     _check_level(level, tag, SHARE_ENUM_LEVELS)

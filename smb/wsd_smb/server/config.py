@@ -20,6 +20,7 @@
     [[share]]
     name = "share"
     path = "/srv/share"
+    remark = ""                 # or comment = "" (Samba's name)
     encrypt_data = false
     read_only = false
     # namespace policy (Samba's options of the same names; store/namepolicy.py):
@@ -29,6 +30,18 @@
     delete_veto_files = false   # rmdir of a directory holding only vetoed names removes them
     hide_dot_files = true       # names beginning with '.' get FILE_ATTRIBUTE_HIDDEN
     hide_unreadable = false     # access-based enumeration (Share.DoAccessBasedDirectoryEnumeration)
+    # access policy (Samba's options of the same names; user names case-insensitive)
+    valid_users = []            # non-empty: only these users may connect
+    invalid_users = []          # never may connect (STATUS_ACCESS_DENIED at TREE_CONNECT)
+    read_list = []              # read-only tree connects on a writable share
+    write_list = []             # writable tree connects on a read_only share
+    guest_ok = false            # guest sessions (allow_guest) may connect
+    browseable = true           # listed by NetrShareEnum (smbclient -L, net view)
+    access_based_share_enum = false  # NetrShareEnum lists only shares the caller may connect to
+    max_connections = 0         # tree connects at once; 0 = unlimited
+    csc_policy = "manual"       # client-side caching: manual | documents | programs | disable
+
+An unknown [[share]] key is a ConfigError.
 
     [[user]]
     name = "alice"
@@ -45,6 +58,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.shareaccess import CSC_POLICIES
 from ..core.state import ServerConfig, Share, User, nt_hash_of
 from ..store.namepolicy import PatternError, parse_patterns
 
@@ -113,6 +127,77 @@ def _share_namespace_options(table: dict) -> dict:
     return out
 
 
+#: the [[share]] keys this server knows; any other key is a ConfigError (a typo must not pass
+#: silently).  Grouped by who reads them: the basics, the access policy
+#: (_share_access_options), the namespace options (hide/veto files)
+SHARE_KEYS = frozenset({
+    "name", "path", "encrypt_data", "read_only", "remark", "comment",
+    # access policy
+    "valid_users", "invalid_users", "read_list", "write_list", "guest_ok", "browseable",
+    "access_based_share_enum", "max_connections", "csc_policy",
+    # namespace options (_share_namespace_options)
+    *NAMESPACE_SHARE_KEYS,
+})
+
+
+def _check_share_keys(table: dict) -> None:
+    unknown = sorted(set(table) - SHARE_KEYS)
+    if unknown:
+        raise ConfigError(f"share {table.get('name')}: unknown key{'s' if len(unknown) > 1 else ''} "
+                          f"{', '.join(unknown)}")
+    if "remark" in table and "comment" in table:
+        raise ConfigError(f"share {table.get('name')}: remark and comment are the same option; give one")
+
+
+def _bool(table: dict, key: str, default: bool) -> bool:
+    v = table.get(key, default)
+    if not isinstance(v, bool):
+        raise ConfigError(f"share {table.get('name')}: {key} must be true or false, got {v!r}")
+    return v
+
+
+def _names(table: dict, key: str) -> frozenset:
+    """A list of user names (a single string is a one-name list), lower-cased (user names
+    are compared case-insensitively, as Windows and Samba do)."""
+    v = table.get(key, [])
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not all(isinstance(n, str) and n for n in v):
+        raise ConfigError(f"share {table.get('name')}: {key} must be a list of user names, got {v!r}")
+    groups = [n for n in v if n[0] in "@+&"]
+    if groups:  # Samba's group syntax: there are no groups here, and a silent no-match would lock people out
+        raise ConfigError(f"share {table.get('name')}: {key}: groups ({', '.join(groups)}) are not supported, "
+                          "list user names")
+    return frozenset(n.lower() for n in v)
+
+
+def _share_access_options(table: dict) -> dict:
+    """The access-policy keys of a [[share]] table (Samba's share options of the same
+    names, with '_' for ' ') as Share keyword arguments (core/state.py; applied by
+    core/shareaccess.py at TREE_CONNECT, MS-SMB2 3.3.5.7, and by srvsvc NetrShareEnum,
+    MS-SRVS 3.1.4.8):
+
+    valid_users / invalid_users / read_list / write_list: lists of user names;
+    guest_ok (false), browseable (true), access_based_share_enum (false);
+    max_connections: 0 = unlimited (Share.MaxUses 0xFFFFFFFF), else the most tree
+    connects at once; csc_policy: "manual" (default) | "documents" | "programs" |
+    "disable" -> Share.CscFlags (MS-SRVS 2.2.4.29, SMB2_SHAREFLAG_*_CACHING)."""
+    name = table.get("name")
+    out: dict = {k: _names(table, k) for k in ("valid_users", "invalid_users", "read_list", "write_list")}
+    out["guest_ok"] = _bool(table, "guest_ok", False)
+    out["browseable"] = _bool(table, "browseable", True)
+    out["access_based_share_enum"] = _bool(table, "access_based_share_enum", False)
+    mc = table.get("max_connections", 0)
+    if isinstance(mc, bool) or not isinstance(mc, int) or not 0 <= mc < 0xFFFFFFFF:
+        raise ConfigError(f"share {name}: max_connections must be an integer from 0 (unlimited), got {mc!r}")
+    out["max_uses"] = mc or 0xFFFFFFFF
+    policy = table.get("csc_policy", "manual")
+    if policy not in CSC_POLICIES:
+        raise ConfigError(f"share {name}: csc_policy must be one of {', '.join(CSC_POLICIES)}, got {policy!r}")
+    out["csc_flags"] = CSC_POLICIES[policy]
+    return out
+
+
 def load(path: str | None = None, *, host: str | None = None, port: int | None = None,
          shares: list[str] = (), users: list[str] = (), log_format: str | None = None) -> Settings:
     data: dict = {}
@@ -150,9 +235,11 @@ def load(path: str | None = None, *, host: str | None = None, port: int | None =
     for sh in data.get("share", []):
         if "name" not in sh or "path" not in sh:
             raise ConfigError("[[share]] needs name and path")
+        _check_share_keys(sh)
         cfg.add_share(Share(sh["name"], str(sh["path"]), encrypt_data=bool(sh.get("encrypt_data", False)),
-                            read_only=bool(sh.get("read_only", False)), remark=sh.get("remark", ""),
-                            **_share_namespace_options(sh)))
+                            read_only=bool(sh.get("read_only", False)),
+                            remark=str(sh.get("remark", sh.get("comment", ""))),
+                            **_share_access_options(sh), **_share_namespace_options(sh)))
     for u in data.get("user", []):
         user = _user(u.get("name", ""), u.get("password"), u.get("nt_hash"), bool(u.get("admin", False)))
         cfg.users[user.name.lower()] = user

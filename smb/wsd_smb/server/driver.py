@@ -21,10 +21,8 @@ _INLINE_WRITE_LIMIT = 256 * 1024  # requests run straight from the read callback
 
 
 def load_file_handlers() -> None:
-    """Register the core's minimal tree handlers, the file-command handlers (files.py) and
-    the IPC$ named pipes (wsd_smb.rpc)."""
-    from ..core import tree  # noqa: F401
-
+    """Register the file-command handlers (files.py: TREE_CONNECT/TREE_DISCONNECT and the
+    file commands) and the IPC$ named pipes (wsd_smb.rpc)."""
     try:
         from ..core import files  # noqa: F401
     except ImportError as e:

@@ -129,7 +129,7 @@ class RenameMixin:
             if fobj.is_directory:
                 prefix = fobj.rel
                 for other in self.files.values():
-                    if other is not fobj and other.share is fobj.share and other.rel[:len(prefix)] == prefix:
+                    if other is not fobj and other.share.path == fobj.share.path and other.rel[:len(prefix)] == prefix:
                         raise fail(STATUS_ACCESS_DENIED, "a file below the directory is open")
             with resolve(o.share, parts, follow_last=False) as dst, \
                     resolve(o.share, list(fobj.rel), follow_last=False) as src:
