@@ -70,9 +70,13 @@ def test_config_csc_policy(tmp_path, policy, flags):
 
 
 def test_config_namespace_keys_are_known(tmp_path):
-    """The namespace options (another part of the server) must not be refused as unknown."""
-    _load(tmp_path, 'hide_files = ["/x/"]\nveto_files = ["/y/"]\nhide_dot_files = true\nhide_unreadable = false\n'
-                    'delete_veto_files = false\n')
+    """The namespace options (store/namepolicy.py) are known keys and parsed next to the
+    access policy, in both pattern syntaxes."""
+    s = _load(tmp_path, 'hide_files = "/x*/desktop.ini/"\nveto_files = ["y?", "*.tmp"]\nhide_dot_files = false\n'
+                        'hide_unreadable = true\ndelete_veto_files = true\nvalid_users = ["u"]\n')
+    assert list(s.hide_files) == ["x*", "desktop.ini"] and list(s.veto_files) == ["y?", "*.tmp"]
+    assert not s.hide_dot_files and s.do_access_based_directory_enumeration and s.delete_veto_files
+    assert s.valid_users == {"u"}
 
 
 @pytest.mark.parametrize("toml,words", [
