@@ -263,9 +263,11 @@ class WsdServer(SmbServer):
         #: [server] settings of the TOML configuration (e.g. allow_anonymous=True), passed with --config;
         #: the key "share" holds [[share]] tables instead (dicts): one named like the main share
         #: configures it (then it is not given with --share), others are extra shares, each in
-        #: root/<name> unless the table has a path
+        #: root/<name> unless the table has a path; the key "user" holds [[user]] tables (more
+        #: accounts next to the admin user)
         self.server_options = dict(server_options or {})
         self.share_tables = [dict(t) for t in self.server_options.pop("share", [])]
+        self.user_tables = [dict(t) for t in self.server_options.pop("user", [])]
         #: more TOML after them ([[share]] / [[user]] tables), also passed with --config
         self.config_text = config_text
 
@@ -279,12 +281,14 @@ class WsdServer(SmbServer):
         return self.root / "wsd-smbd.toml"
 
     def command(self) -> list[str]:
-        conf = ["--config", str(self.config_path())] if self.server_options or self.share_tables or self.config_text \
-            else []
+        conf = ["--config", str(self.config_path())] if self._has_config() else []
         main = [] if any(t["name"] == self.share for t in self.share_tables) else \
             ["--share", f"{self.share}={self.share_path}"]
         return [self.python, "-m", "wsd_smb.server.cli", *conf, "--port", str(self.port), *main,
                 "--user", f"{self.user}:{self.password}:admin", *self.extra_args]
+
+    def _has_config(self) -> bool:
+        return bool(self.server_options or self.share_tables or self.user_tables or self.config_text)
 
     def share_dir(self, name: str) -> Path:
         """The directory of the share *name* (the main share's, or an extra share's)."""
@@ -300,13 +304,15 @@ class WsdServer(SmbServer):
         if why:
             raise ServerUnavailable(why)
         self.share_path.mkdir(parents=True, exist_ok=True)
-        if self.server_options or self.share_tables or self.config_text:
+        if self._has_config():
             lines = ["[server]"] + [f"{k} = {json.dumps(v)}" for k, v in sorted(self.server_options.items())]
             for t in self.share_tables:  # JSON strings, lists and booleans are TOML too
                 d = self.share_dir(t["name"])
                 d.mkdir(parents=True, exist_ok=True)
                 lines += ["", "[[share]]"] + [f"{k} = {json.dumps(v)}" for k, v in
                                               sorted(dict(t, path=str(d)).items())]
+            for t in self.user_tables:
+                lines += ["", "[[user]]"] + [f"{k} = {json.dumps(v)}" for k, v in sorted(t.items())]
             self.config_path().write_text("\n".join(lines) + "\n\n" + self.config_text)
         if not self.port:
             self.port = free_port()

@@ -69,15 +69,28 @@ SLOW_SUITES = ["smb2.lease", "smb2.oplock",
 #: "share" holds [[share]] tables (tests/smb/sut_servers.py WsdServer): smb2.acls.ACCESSBASED
 #: connects to a share `hideunread` with access-based enumeration (Samba's test environment:
 #: `hide unreadable = yes`); smb2.dosmode expects `hide files = /hidefile/` on its share.
+#: "user" holds [[user]] tables: smb2.session.bind_different_user binds a second user's session
+#: setup to the first user's session (SUITE_TORTURE_OPTIONS gives smbtorture that user).
 SUITE_SERVER_OPTIONS: dict[str, dict[str, dict]] = {
-    "smb2.session": {"wsd": {"allow_anonymous": True}},
+    "smb2.session": {"wsd": {"allow_anonymous": True,
+                             "user": [{"name": "wsduser2", "password": "Wsd-pass-2"}]}},
     "smb2.acls": {"wsd": {"share": [{"name": "hideunread", "hide_unreadable": True}]}},
     "smb2.dosmode": {"wsd": {"share": [{"name": "share", "hide_files": "/hidefile/"}]}},
 }
 
 
+#: Per-suite smbtorture options that go with SUITE_SERVER_OPTIONS.
+SUITE_TORTURE_OPTIONS: dict[str, dict[str, list[str]]] = {
+    "smb2.session": {"wsd": ["--option=torture:user2name=wsduser2", "--option=torture:user2password=Wsd-pass-2"]},
+}
+
+
 def server_options(target: str, suite: str) -> dict:
     return SUITE_SERVER_OPTIONS.get(suite, {}).get(target, {})
+
+
+def torture_options(target: str, suite: str) -> list[str]:
+    return list(SUITE_TORTURE_OPTIONS.get(suite, {}).get(target, []))
 
 
 PASS = {"success", "xfail"}
@@ -277,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
                 own.start()
             use = own or srv
             for _ in range(max(1, a.repeat)):
-                r = run_suite(use.host, use.port, use.share, use.creds, s, budget=a.budget, stall=a.stall)
+                r = run_suite(use.host, use.port, use.share, use.creds, s, budget=a.budget, stall=a.stall,
+                              extra=torture_options(a.target, s))
                 stable = r.passed() if stable is None else stable & r.passed()
                 print(r.summary(), flush=True)
             all_results[s] = {"results": r.results, "details": r.details, "seconds": r.seconds}

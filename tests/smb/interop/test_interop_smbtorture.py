@@ -26,7 +26,8 @@ import socket
 
 import pytest
 
-from smbtorture_runner import PASS, SLOW_SUITES, SMBTORTURE, SUITES, load_pins, run_suite, server_options
+from smbtorture_runner import PASS, SLOW_SUITES, SMBTORTURE, SUITES, load_pins, run_suite, server_options,
+                               torture_options
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
@@ -79,7 +80,7 @@ def test_smbtorture(smb_server, suite, client_conf, torture_report, suite_server
                   budget=max(BUDGET, 400) if suite in SLOW_SUITES else BUDGET,
                   # slow suites wait out a 35 s break timeout without output (lease.timeout, batch22a)
                   stall=max(STALL, 60) if suite in SLOW_SUITES else STALL,
-                  client_conf=str(client_conf))
+                  client_conf=str(client_conf), extra=torture_options(srv.kind, suite))
     torture_report.append((srv.kind, r, pins))
 
     assert srv.alive(), f"{srv.kind} server exited during {suite}"
