@@ -10,45 +10,21 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 
 import pytest
+from smbpclient import SmbpClient
 
-from smbunit import PASSWORD, USER
+from smbprotocol.exceptions import SMBResponseException
+from smbprotocol.open import CreateDisposition, CreateOptions, FilePipePrinterAccessMask
 
-pytest.importorskip("smbprotocol", reason="smbprotocol is not installed")
-
-from smbprotocol.connection import Connection  # noqa: E402
-from smbprotocol.exceptions import SMBResponseException  # noqa: E402
-from smbprotocol.open import (CreateDisposition, CreateOptions, FileAttributes,  # noqa: E402
-                              FilePipePrinterAccessMask, ImpersonationLevel, Open, ShareAccess)
-from smbprotocol.session import Session  # noqa: E402
-from smbprotocol.tree import TreeConnect  # noqa: E402
-
-from wsd_smb.core.files import state_of  # noqa: E402
-from wsd_smb.store.paths import cached_lookup_ok  # noqa: E402
+from wsd_smb.core.files import state_of
+from wsd_smb.store.paths import cached_lookup_ok
 
 READ_ATTRIBUTES = FilePipePrinterAccessMask.FILE_READ_ATTRIBUTES
-SHARE_ALL = ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE | ShareAccess.FILE_SHARE_DELETE
 
 
-class Client:
-    def __init__(self, smbd):
-        self.conn = Connection(uuid.uuid4(), smbd.host, smbd.port)
-        self.conn.connect(timeout=10)
-        self.session = Session(self.conn, USER, PASSWORD)
-        self.session.connect()
-        self.tree = TreeConnect(self.session, rf"\\{smbd.host}\share")
-        self.tree.connect()
-
-    def open(self, name, access=READ_ATTRIBUTES, disposition=CreateDisposition.FILE_OPEN, options=0):
-        o = Open(self.tree, name)
-        o.create(ImpersonationLevel.Impersonation, access, FileAttributes.FILE_ATTRIBUTE_NORMAL, SHARE_ALL,
-                 disposition, options)
-        return o
-
-    def close(self):
-        self.conn.disconnect(True)
+class Client(SmbpClient):
+    default_access = READ_ATTRIBUTES
 
 
 @pytest.fixture

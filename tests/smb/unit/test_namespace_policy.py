@@ -9,33 +9,27 @@ from __future__ import annotations
 
 import os
 import struct
-import uuid
 
 import pytest
-from smbunit import PASSWORD, USER, ServerThread, make_config
+from smbunit import ServerThread, make_config
 
 from wsd_smb.core.state import Share
 from wsd_smb.server.config import ConfigError, load
 from wsd_smb.store.namepolicy import NamePatterns, PatternError, check_veto, parse_patterns
 from wsd_smb.ntstatus import NtStatusError
 
-pytest.importorskip("smbprotocol", reason="smbprotocol is not installed")
-from smbprotocol.connection import Connection  # noqa: E402
-from smbprotocol.exceptions import SMBResponseException  # noqa: E402
-from smbprotocol.file_info import FileInformationClass  # noqa: E402
-from smbprotocol.open import (CreateDisposition, CreateOptions, FileAttributes, ImpersonationLevel,  # noqa: E402
-                              Open, ShareAccess, SMB2QueryInfoRequest, SMB2QueryInfoResponse,
-                              SMB2SetInfoRequest)
-from smbprotocol.session import Session  # noqa: E402
-from smbprotocol.tree import SMB2TreeConnectRequest, SMB2TreeConnectResponse, TreeConnect  # noqa: E402
+from smbpclient import FILE_ALL, SmbpClient
+
+from smbprotocol.exceptions import SMBResponseException
+from smbprotocol.file_info import FileInformationClass
+from smbprotocol.open import CreateDisposition, CreateOptions, SMB2SetInfoRequest
+from smbprotocol.tree import SMB2TreeConnectRequest, SMB2TreeConnectResponse
 
 STATUS_OBJECT_NAME_NOT_FOUND = 0xC0000034
 STATUS_OBJECT_PATH_NOT_FOUND = 0xC000003A
 STATUS_DIRECTORY_NOT_EMPTY = 0xC0000101
 SMB2_SHAREFLAG_ACCESS_BASED_DIRECTORY_ENUM = 0x00000800
 HIDDEN = 0x2
-SHARE_ALL = ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE | ShareAccess.FILE_SHARE_DELETE
-FILE_ALL = 0x001F01FF
 READ_CONTROL, WRITE_DAC, DELETE = 0x20000, 0x40000, 0x10000
 READ_DATA, READ_EA, READ_ATTRIBUTES = 0x1, 0x8, 0x80
 DIR = CreateOptions.FILE_DIRECTORY_FILE
@@ -155,28 +149,7 @@ def nsd(tmp_path):
     st.stop()
 
 
-class Client:
-    def __init__(self, smbd, share, user=USER, password=PASSWORD):
-        self.conn = Connection(uuid.uuid4(), smbd.host, smbd.port)
-        self.conn.connect(timeout=10)
-        self.session = Session(self.conn, user, password)
-        self.session.connect()
-        self.tree = TreeConnect(self.session, rf"\\{smbd.host}\{share}")
-        self.tree.connect()
-
-    def open(self, name, access=FILE_ALL, disposition=CreateDisposition.FILE_OPEN, options=0):
-        o = Open(self.tree, name)
-        o.create(ImpersonationLevel.Impersonation, access, FileAttributes.FILE_ATTRIBUTE_NORMAL, SHARE_ALL,
-                 disposition, options)
-        return o
-
-    def status(self, name, access=FILE_ALL, disposition=CreateDisposition.FILE_OPEN, options=0):
-        try:
-            self.open(name, access, disposition, options).close()
-        except SMBResponseException as e:
-            return e.status
-        return 0
-
+class Client(SmbpClient):
     def listing(self, dirname="") -> dict[str, int]:
         """name -> FileAttributes of a QUERY_DIRECTORY "*" (all entries)."""
         d = self.open(dirname, 0x1 | 0x80, options=DIR)
@@ -188,40 +161,16 @@ class Client:
         finally:
             d.close()
 
-    def _send(self, req):
-        return self.conn.receive(self.conn.send(req, self.session.session_id, self.tree.tree_connect_id))
-
     def set_dacl(self, o, sd):
-        req = SMB2SetInfoRequest()
-        req["info_type"] = 3  # SMB2_0_INFO_SECURITY
-        req["file_info_class"] = 0
-        req["additional_information"] = 0x4  # DACL
-        req["file_id"] = o.file_id
-        req["buffer"] = sd
-        self._send(req)
+        self.set_sd(o, 0x4, sd)  # DACL_SECURITY_INFORMATION
 
     def owner(self, o) -> bytes:
-        req = SMB2QueryInfoRequest()
-        req["info_type"] = 3
-        req["file_info_class"] = 0
-        req["output_buffer_length"] = 4096
-        req["additional_information"] = 0x1  # OWNER
-        req["file_id"] = o.file_id
-        resp = SMB2QueryInfoResponse()
-        resp.unpack(self._send(req)["data"].get_value())
-        buf = resp["buffer"].get_value()
+        buf = self.query(o, 3, 0, 0x1)  # OWNER_SECURITY_INFORMATION
         off = struct.unpack_from("<I", buf, 4)[0]
         return bytes(buf[off:off + 8 + 4 * buf[off + 1]])
 
     def attributes(self, o) -> int:
-        req = SMB2QueryInfoRequest()
-        req["info_type"] = 1
-        req["file_info_class"] = 4  # FileBasicInformation
-        req["output_buffer_length"] = 4096
-        req["file_id"] = o.file_id
-        resp = SMB2QueryInfoResponse()
-        resp.unpack(self._send(req)["data"].get_value())
-        return struct.unpack_from("<I", resp["buffer"].get_value(), 32)[0]
+        return struct.unpack_from("<I", self.query(o, 1, 4), 32)[0]  # FileBasicInformation
 
     def tree_flags(self, share: str) -> int:
         req = SMB2TreeConnectRequest()
@@ -281,7 +230,7 @@ def _rename(c, o, new_name):
     req["file_info_class"] = 10  # FileRenameInformation
     req["file_id"] = o.file_id
     req["buffer"] = buf
-    c._send(req)
+    c.send(req)
 
 
 def test_hide_files_and_dot_files_are_hidden(nsd, tmp_path):
@@ -337,12 +286,12 @@ def test_rmdir_with_only_vetoed_names(nsd, tmp_path):
             req["file_id"] = o.file_id
             req["buffer"] = b"\x01"
             if removed:
-                c._send(req)
+                c.send(req)
                 o.close()
                 assert not d.exists()
             else:
                 with pytest.raises(SMBResponseException) as ei:
-                    c._send(req)
+                    c.send(req)
                 assert ei.value.status == STATUS_DIRECTORY_NOT_EMPTY
                 o.close()
                 assert (d / "x.vet").exists()
@@ -354,7 +303,7 @@ def test_rmdir_with_only_vetoed_names(nsd, tmp_path):
             o = c.open("e", DELETE | 0x80, options=DIR)
             req["file_id"] = o.file_id
             with pytest.raises(SMBResponseException) as ei:
-                c._send(req)
+                c.send(req)
             assert ei.value.status == STATUS_DIRECTORY_NOT_EMPTY
             o.close()
             assert (e / "x.vet").exists() and (e / "keep.txt").exists()

@@ -6,24 +6,15 @@ the user just created), as smbtorture does."""
 from __future__ import annotations
 
 import struct
-import uuid
 
 import pytest
-from smbunit import PASSWORD, USER
+from smbpclient import FILE_ALL, SmbpClient
 
-pytest.importorskip("smbprotocol", reason="smbprotocol is not installed")
-from smbprotocol.connection import Connection  # noqa: E402
-from smbprotocol.create_contexts import CreateContextName, SMB2CreateContextRequest  # noqa: E402
-from smbprotocol.exceptions import SMBResponseException  # noqa: E402
-from smbprotocol.open import (CreateDisposition, CreateOptions, FileAttributes, ImpersonationLevel,  # noqa: E402
-                              Open, ShareAccess, SMB2QueryInfoRequest, SMB2QueryInfoResponse,
-                              SMB2SetInfoRequest)
-from smbprotocol.session import Session  # noqa: E402
-from smbprotocol.tree import TreeConnect  # noqa: E402
+from smbprotocol.create_contexts import CreateContextName, SMB2CreateContextRequest
+from smbprotocol.exceptions import SMBResponseException
+from smbprotocol.open import CreateDisposition, CreateOptions
 
 STATUS_ACCESS_DENIED = 0xC0000022
-SHARE_ALL = ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE | ShareAccess.FILE_SHARE_DELETE
-FILE_ALL = 0x001F01FF
 READ = 0x00120089  # FILE_GENERIC_READ
 LIST, ADD_FILE, ADD_SUBDIR, WRITE_ATTRIBUTES, DELETE_CHILD = 0x1, 0x2, 0x4, 0x100, 0x40
 DELETE, READ_CONTROL, WRITE_DAC, MAXIMUM_ALLOWED = 0x10000, 0x20000, 0x40000, 0x02000000
@@ -67,61 +58,12 @@ def parse_sd(buf):
     return control, owner, aces
 
 
-class Client:
-    def __init__(self, smbd, user=USER, password=PASSWORD):
-        self.conn = Connection(uuid.uuid4(), smbd.host, smbd.port)
-        self.conn.connect(timeout=10)
-        self.session = Session(self.conn, user, password)
-        self.session.connect()
-        self.tree = TreeConnect(self.session, rf"\\{smbd.host}\share")
-        self.tree.connect()
-
-    def open(self, name, access=FILE_ALL, disposition=CreateDisposition.FILE_OPEN, options=0, contexts=None):
-        o = Open(self.tree, name)
-        resp = o.create(ImpersonationLevel.Impersonation, access, FileAttributes.FILE_ATTRIBUTE_NORMAL, SHARE_ALL,
-                        disposition, options, create_contexts=contexts)
-        o.contexts = resp
-        return o
-
-    def status(self, name, access=FILE_ALL, disposition=CreateDisposition.FILE_OPEN, options=0):
-        try:
-            self.open(name, access, disposition, options).close()
-        except SMBResponseException as e:
-            return e.status
-        return 0
-
-    def _send(self, req):
-        r = self.conn.send(req, self.session.session_id, self.tree.tree_connect_id)
-        return self.conn.receive(r)
-
-    def set_sd(self, o, info, sd):
-        req = SMB2SetInfoRequest()
-        req["info_type"] = 3  # SMB2_0_INFO_SECURITY
-        req["file_info_class"] = 0
-        req["additional_information"] = info
-        req["file_id"] = o.file_id
-        req["buffer"] = sd
-        self._send(req)
-
-    def query(self, o, info_type, info_class=0, additional=0):
-        req = SMB2QueryInfoRequest()
-        req["info_type"] = info_type
-        req["file_info_class"] = info_class
-        req["output_buffer_length"] = 4096
-        req["additional_information"] = additional
-        req["file_id"] = o.file_id
-        resp = SMB2QueryInfoResponse()
-        resp.unpack(self._send(req)["data"].get_value())
-        return resp["buffer"].get_value()
-
+class Client(SmbpClient):
     def sd(self, o, info=OWNER | DACL):
         return parse_sd(self.query(o, 3, 0, info))
 
     def granted(self, o):
         return struct.unpack("<I", self.query(o, 1, 8))[0]  # FileAccessInformation
-
-    def close(self):
-        self.conn.disconnect(True)
 
 
 @pytest.fixture
@@ -133,7 +75,7 @@ def alice(smbd):
 
 @pytest.fixture
 def bob(smbd):
-    c = Client(smbd, "bob", "bobpw")
+    c = Client(smbd, user="bob", password="bobpw")
     yield c
     c.close()
 
