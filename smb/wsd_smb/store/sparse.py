@@ -78,6 +78,24 @@ def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
         raise OSError(err, os.strerror(err))
 
 
+def punches_holes(directory: str, block: int = 4096) -> bool:
+    """Does the file system under *directory* punch holes and report them to SEEK_DATA?
+    (ext4, xfs, btrfs, tmpfs do; some FUSE and network file systems do not.)  Writes and
+    removes a probe file of a few blocks."""
+    p = os.path.join(directory, f".wsd-holeprobe-{os.getpid()}")
+    fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.pwrite(fd, b"x" * 4 * block, 0)
+        os.fsync(fd)
+        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 2 * block)
+        return os.lseek(fd, 0, os.SEEK_DATA) == 2 * block
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+        os.unlink(p)
+
+
 def data_ranges(fd: int, start: int, end: int, limit: int) -> list[tuple[int, int]]:
     """The (offset, length) ranges holding data in [start, end) of *fd*, by SEEK_DATA /
     SEEK_HOLE, at most *limit* of them; the whole range where the file system cannot

@@ -29,33 +29,16 @@ from wsd_smb.store.errors import (
     STATUS_INVALID_PARAMETER,
 )
 from wsd_smb.store.objects import STATUS_BUFFER_OVERFLOW_, STATUS_BUFFER_TOO_SMALL_
+from wsd_smb.store.sparse import punches_holes
 
 BLOCK = 4096
 STATUS_BUFFER_TOO_SMALL = STATUS_BUFFER_TOO_SMALL_
 STATUS_BUFFER_OVERFLOW = STATUS_BUFFER_OVERFLOW_
 
 
-def _holes_supported(path) -> bool:
-    """Does the file system under *path* punch holes and report them by SEEK_DATA?"""
-    from wsd_smb.store.sparse import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, fallocate
-
-    p = os.path.join(path, ".holeprobe")
-    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        os.pwrite(fd, b"x" * 4 * BLOCK, 0)
-        os.fsync(fd)
-        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 2 * BLOCK)
-        return os.lseek(fd, 0, os.SEEK_DATA) == 2 * BLOCK
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-        os.unlink(p)
-
-
 @pytest.fixture
 def holes(root):
-    if not _holes_supported(str(root)):
+    if not punches_holes(str(root)):
         pytest.skip("the file system under the test directory has no holes")
 
 

@@ -11,6 +11,7 @@ from rawclient import RawClient, open_file
 from smbunit import PASSWORD, USER
 
 from wsd_smb.wire import commands as w
+from wsd_smb.store.sparse import punches_holes
 from wsd_smb.wire.base import FileId
 from wsd_smb.wire.header import Command
 from wsd_smb.wire.sparse import (FSCTL_QUERY_ALLOCATED_RANGES, FSCTL_SET_SPARSE, FSCTL_SET_ZERO_DATA,
@@ -26,27 +27,11 @@ BLOCK = 4096
 GIB = 1 << 30
 
 
-def _has_holes(d) -> bool:
-    from wsd_smb.store.sparse import FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, fallocate
-
-    p = os.path.join(d, ".probe")
-    fd = os.open(p, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        os.pwrite(fd, b"x" * 2 * BLOCK, 0)
-        fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, BLOCK)
-        return os.lseek(fd, 0, os.SEEK_DATA) == BLOCK
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-        os.unlink(p)
-
-
 @pytest.fixture
 def share(tmp_path):
     d = tmp_path / "share"
     d.mkdir(exist_ok=True)
-    if not _has_holes(str(d)):
+    if not punches_holes(str(d)):
         pytest.skip("no holes on the file system under the test directory")
     return d
 
