@@ -90,7 +90,9 @@ def build_status(server: Server, now: float, *, version: str = "", listen: list[
     for oi in server.open_infos():
         opens.append({
             "file_global_id": oi.file_global_id, "share": oi.share_name, "path": oi.path,
-            "path_name": oi.path_name, "session_id": oi.session_id, "user": oi.user_name or oi.durable_owner,
+            "path_name": oi.path_name, "session_id": oi.session_id,
+            # a disconnected durable open: its DurableOwner ("DOMAIN\\user") names the user
+            "user": oi.user_name or oi.durable_owner.rpartition("\\")[2], "durable_owner": oi.durable_owner,
             "client_address": oi.client_address, "granted_access": oi.granted_access,
             "share_access": oi.share_access, "deny_mode": deny_mode(oi.share_access),
             "rw": rw_mode(oi.granted_access),

@@ -607,7 +607,8 @@ class Server:
                     offset=lk.offset, length=lk.length, exclusive=lk.exclusive,
                     file_global_id=getattr(o, "file_global_id", 0),
                     session_id=session.session_id if session is not None else None,
-                    user_name=session.user_name if session is not None else getattr(o, "durable_owner", ""),
+                    user_name=session.user_name if session is not None
+                    else getattr(o, "durable_owner", "").rpartition("\\")[2],  # DurableOwner "DOMAIN\\user"
                     client_address=session.connection.client_address
                     if session is not None and session.connection is not None else ""))
         return out

@@ -22,7 +22,7 @@ import pytest
 pytest.importorskip("smbprotocol")
 from smbprotocol.connection import Connection  # noqa: E402
 from smbprotocol.create_contexts import (  # noqa: E402
-    CreateContextName, SMB2CreateContextRequest, SMB2CreateRequestLeaseV2)
+    CreateContextName, SMB2CreateContextRequest, SMB2CreateDurableHandleRequestV2, SMB2CreateRequestLeaseV2)
 from smbprotocol.open import (  # noqa: E402
     CreateDisposition, CreateOptions, FileAttributes, ImpersonationLevel, LockFlags, Open, RequestedOplockLevel,
     ShareAccess, SMB2LockElement)
@@ -73,6 +73,18 @@ def status_json(srv, *extra: str) -> dict:
     return json.loads(r.stdout)
 
 
+def lease_context(key: bytes, state: int = 0x07) -> SMB2CreateContextRequest:
+    lease = SMB2CreateRequestLeaseV2()
+    lease["lease_key"] = key
+    lease["lease_state"] = state
+    lease["parent_lease_key"] = b"\0" * 16
+    lease["epoch"] = b"\0\0"
+    ctx = SMB2CreateContextRequest()
+    ctx["buffer_name"] = CreateContextName.SMB2_CREATE_REQUEST_LEASE
+    ctx["buffer_data"] = lease
+    return ctx
+
+
 @pytest.fixture
 def holder(server):
     """smbprotocol: session + tree + an open with a lease (RWH asked) + a byte-range lock."""
@@ -84,14 +96,7 @@ def holder(server):
     sess.connect()
     tree = TreeConnect(sess, rf"\\{server.host}\{server.share}")
     tree.connect()
-    lease = SMB2CreateRequestLeaseV2()
-    lease["lease_key"] = bytes(range(1, 17))
-    lease["lease_state"] = 0x07  # SMB2_LEASE_READ_CACHING | HANDLE | WRITE
-    lease["parent_lease_key"] = b"\0" * 16
-    lease["epoch"] = b"\0\0"
-    ctx = SMB2CreateContextRequest()
-    ctx["buffer_name"] = CreateContextName.SMB2_CREATE_REQUEST_LEASE
-    ctx["buffer_data"] = lease
+    ctx = lease_context(bytes(range(1, 17)), 0x07)  # SMB2_LEASE_READ_CACHING | HANDLE | WRITE
     fh = Open(tree, r"dir\locked.bin")
     fh.create(ImpersonationLevel.Impersonation, 0x0012019F,  # FILE_GENERIC_READ | FILE_GENERIC_WRITE
               FileAttributes.FILE_ATTRIBUTE_NORMAL, ShareAccess.FILE_SHARE_READ,
@@ -310,3 +315,44 @@ def test_control_socket_off(tmp_path):
         assert smbstatus("--state-dir", str(state)).returncode == 1
     finally:
         srv.stop()
+
+
+def test_disconnected_durable_open_is_listed_without_session(server):
+    """A durable v2 open (with an RH lease) whose connection drops stays in the table: listed
+    with no session, its DurableOwner as the user, is_durable set."""
+    (server.share_path / "durable.txt").write_bytes(b"d" * 100)
+    conn = Connection(uuid.uuid4(), server.host, server.port, require_signing=True)
+    conn.connect(timeout=30)
+    try:
+        sess = Session(conn, server.user, server.password)
+        sess.connect()
+        tree = TreeConnect(sess, rf"\\{server.host}\{server.share}")
+        tree.connect()
+        dh = SMB2CreateDurableHandleRequestV2()
+        dh["timeout"] = 60000
+        dh["create_guid"] = uuid.uuid4().bytes
+        dctx = SMB2CreateContextRequest()
+        dctx["buffer_name"] = CreateContextName.SMB2_CREATE_DURABLE_HANDLE_REQUEST_V2
+        dctx["buffer_data"] = dh
+        fh = Open(tree, "durable.txt")
+        fh.create(ImpersonationLevel.Impersonation, 0x00120089, FileAttributes.FILE_ATTRIBUTE_NORMAL,
+                  ShareAccess.FILE_SHARE_READ | ShareAccess.FILE_SHARE_WRITE | ShareAccess.FILE_SHARE_DELETE,
+                  CreateDisposition.FILE_OPEN, CreateOptions.FILE_NON_DIRECTORY_FILE,
+                  create_contexts=[lease_context(b"D" * 16, 0x03), dctx],
+                  oplock_level=RequestedOplockLevel.SMB2_OPLOCK_LEVEL_LEASE)
+        live = [o for o in status_json(server)["opens"] if o["path"] == "durable.txt"]
+        assert len(live) == 1 and live[0]["is_durable"] and live[0]["session_id"] == sess.session_id
+        assert live[0]["lease_state"] == "RH" and live[0]["deny_mode"] == "DENY_NONE" and live[0]["rw"] == "RDONLY"
+    finally:
+        conn.disconnect(close=False)  # the network goes away: no CLOSE, no LOGOFF
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        gone = [o for o in status_json(server)["opens"] if o["path"] == "durable.txt"]
+        if gone and gone[0]["session_id"] is None:
+            break
+        time.sleep(0.1)
+    assert len(gone) == 1 and gone[0]["session_id"] is None and gone[0]["is_durable"]
+    assert gone[0]["user"] == server.user
+    r = smbstatus("--state-dir", str(state_dir(server)), "-L")
+    line = [ln for ln in r.stdout.splitlines() if "durable.txt" in ln]
+    assert len(line) == 1 and " - " in line[0] and "durable" in line[0]
