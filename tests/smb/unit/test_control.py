@@ -133,3 +133,58 @@ def test_build_status_of_an_idle_server(tmp_path):
                              "shares": ["IPC$", "data"]}
     assert doc["sessions"] == doc["tree_connects"] == doc["opens"] == doc["byte_range_locks"] == []
     json.dumps(doc)
+
+
+def test_config_control_socket_key(tmp_path):
+    import pytest
+
+    from wsd_smb.server.config import ConfigError, load
+
+    share = tmp_path / "share"
+    share.mkdir()
+    conf = tmp_path / "smbd.toml"
+    conf.write_text(f'[server]\nstate_dir = "{tmp_path / "st"}"\n')
+    st = load(str(conf), shares=[f"data={share}"])
+    assert st.control_socket_path() == tmp_path / "st" / "wsd-smbd.ctl"
+    conf.write_text('[server]\ncontrol_socket = ""\n')
+    assert load(str(conf), shares=[f"data={share}"]).control_socket_path() is None
+    conf.write_text(f'[server]\ncontrol_socket = "{tmp_path / "x.sock"}"\n')
+    assert load(str(conf), shares=[f"data={share}"]).control_socket_path() == tmp_path / "x.sock"
+    conf.write_text('[server]\ncontrol_socket = 5\n')
+    with pytest.raises(ConfigError, match="control_socket"):
+        load(str(conf), shares=[f"data={share}"])
+
+
+def test_driver_serves_pipelined_requests_and_cleans_up(tmp_path):
+    """server/control.py on a loop of its own, with an idle Server: two requests in one
+    write are answered in order; a stale socket file is replaced; the file goes at close."""
+    import asyncio
+    import os
+    import socket as so
+
+    from wsd_smb.server.control import ControlServer
+
+    path = tmp_path / "wsd-smbd.ctl"
+    stale = so.socket(so.AF_UNIX, so.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()
+
+    async def main():
+        ctl = ControlServer(Server(ServerConfig()), path, listen=lambda: ["127.0.0.1:1"])
+        assert await ctl.start()
+        assert os.stat(path).st_mode & 0o777 == 0o600
+        r, w = await asyncio.open_unix_connection(str(path))
+        w.write(b'{"op": "ping"}\n{"op": "status"}\n')
+        first, second = json.loads(await r.readline()), json.loads(await r.readline())
+        w.write(b"bad\n")
+        third = json.loads(await r.readline())
+        assert await r.read() == b""  # closed after the error
+        w.close()
+        await ctl.close()
+        return first, second, third, ctl
+
+    first, second, third, ctl = asyncio.run(main())
+    assert first == {"op": "ping", "pong": True}
+    assert second["op"] == "status" and second["status"]["server"]["listen"] == ["127.0.0.1:1"]
+    assert third["error"]["code"] == "bad_json" and ctl.requests == 2 and ctl.errors == 1
+    assert not path.exists()
