@@ -31,6 +31,8 @@ SOCKET_NAME = "wsd-smbd.ctl"
 MAX_CLIENTS = 16
 #: bytes read per call (a request line is at most admin.control.MAX_REQUEST)
 _READ_SIZE = 4096
+#: seconds an answer may take to be written out (a client that does not read is dropped)
+WRITE_TIMEOUT = 10.0
 
 
 def version() -> str:
@@ -154,6 +156,13 @@ class ControlServer:
             return {"pong": True}
         return {"status": build_status(self.server, now, version=version(), listen=self.listen())}
 
+    @staticmethod
+    async def _flush(conn: ControlConnection, writer: asyncio.StreamWriter) -> None:
+        out = conn.data_to_send()
+        if out:
+            writer.write(out)
+            await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT)
+
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if len(self._tasks) >= MAX_CLIENTS:
@@ -169,10 +178,7 @@ class ControlServer:
                     self.requests += 1
                     conn.respond(self.answer(req, time.time()), time.time())
                     req = conn.next_event()
-                out = conn.data_to_send()
-                if out:
-                    writer.write(out)
-                    await writer.drain()
+                await self._flush(conn, writer)
                 if conn.closing:
                     break
                 try:
@@ -181,13 +187,13 @@ class ControlServer:
                     conn.on_timer(time.time())
                     continue
                 conn.receive_data(data)
-            out = conn.data_to_send()
-            if out:
-                writer.write(out)
-                await writer.drain()
+            await self._flush(conn, writer)
             if conn.close_reason not in ("", "eof"):
                 self.errors += 1
                 log.info("event=control_client_error reason=%s", conn.close_reason)
+        except asyncio.TimeoutError:
+            self.errors += 1
+            log.info("event=control_client_error reason=write_timeout")
         except (ConnectionError, OSError):
             pass
         except asyncio.CancelledError:

@@ -9,7 +9,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wsd_smb.admin.control import MAX_REQUEST, ControlConnection, Request
+from wsd_smb.admin.control import ControlConnection, Request
 from wsd_smb.admin.status import build_status, deny_mode, lease_state_name, rw_mode
 from wsd_smb.core.state import Server, ServerConfig, Share
 
