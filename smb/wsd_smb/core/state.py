@@ -232,6 +232,9 @@ class Session:
     #: the first logon produced a session key (not guest/anonymous): the session can sign.
     #: Re-authentication never changes keys, so this stays as the first logon left it.
     has_session_key: bool = False
+    #: the client has sent encrypted requests on it (SMB 3.x: it encrypts even where the
+    #: server does not require it; the status report shows the cipher then)
+    client_encrypts: bool = False
     _next_tree_id: Any = field(default_factory=lambda: itertools.count(1))
 
     def add_tree_connect(self, share: Share, now: float, maximal_access: int = 0x001F01FF) -> TreeConnect:
@@ -276,6 +279,7 @@ class SessionInfo:
     signing_algorithm_id: int = 0  # Session.SigningAlgorithmId (meaningful when it signs)
     cipher_id: int = 0  # the CipherId its encryption keys are for (0: none)
     is_anonymous: bool = False
+    client_encrypts: bool = False  # the client has sent encrypted requests (Session.EncryptData or not)
     creation_time: float = 0.0  # Session.CreationTime (seconds since the epoch)
     num_tree_connects: int = 0  # len(Session.TreeConnectTable)
     channels: tuple[str, ...] = ()  # the client addresses of Session.ChannelList's connections
@@ -341,7 +345,7 @@ class TreeConnectInfo:
     tree_id: int = 0  # TreeConnect.TreeId
     session_id: int = 0  # TreeConnect.Session.SessionId
     creation_time: float = 0.0  # TreeConnect.CreationTime (seconds since the epoch)
-    encrypt_data: bool = False  # TreeConnect.Share.EncryptData or Session.EncryptData
+    encrypt_data: bool = False  # TreeConnect.Share.EncryptData, Session.EncryptData, or the client encrypts
     cipher_id: int = 0  # the session's CipherId
     signing_required: bool = False  # the session's SigningRequired
     signing_algorithm_id: int = 0
@@ -437,6 +441,7 @@ class Server:
                     idle_time=max(0.0, now - s.idle_time),
                     is_guest=s.is_guest,
                     is_encrypted=s.encrypt_data,
+                    client_encrypts=s.client_encrypts,
                     session_id=s.session_id,
                     domain_name=s.domain_name,
                     dialect=s.dialect or getattr(s.connection, "dialect", 0),
@@ -582,7 +587,8 @@ class Server:
                                            open_count=tc.open_count, connected_time=max(0.0, now - tc.creation_time),
                                            user_name=s.user_name, client_address=addr, tree_id=tc.tree_id,
                                            session_id=s.session_id, creation_time=tc.creation_time,
-                                           encrypt_data=bool(tc.encrypt_data or s.encrypt_data),
+                                           encrypt_data=bool(tc.encrypt_data or s.encrypt_data
+                                                             or s.client_encrypts),
                                            cipher_id=s.cipher_id if s.encryption_key else 0,
                                            signing_required=s.signing_required,
                                            signing_algorithm_id=s.signing_algorithm_id, client_name=s.client_name))

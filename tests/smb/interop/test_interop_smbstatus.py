@@ -120,12 +120,14 @@ def holder(server):
 
 @pytest.fixture
 def smbclient_session(server, tmp_path):
-    """Samba's smbclient logged on to the share, waiting for commands on its stdin."""
+    """Samba's smbclient logged on to the share (encrypting, though the server does not
+    require it), waiting for commands on its stdin."""
     if SMBCLIENT is None:
         pytest.skip("smbclient not installed (apt-get install smbclient)")
     conf = tmp_path / "smb.conf"
     conf.write_text("[global]\n")
-    p = subprocess.Popen([SMBCLIENT, "-s", str(conf), "-p", str(server.port), "-U", server.creds, server.unc],
+    p = subprocess.Popen([SMBCLIENT, "-s", str(conf), "-p", str(server.port), "-U", server.creds,
+                          "--client-protection=encrypt", server.unc],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 30
@@ -157,12 +159,14 @@ def test_status_shows_what_the_clients_hold(server, holder, smbclient_session):
     assert mine["num_opens"] == 1 and mine["num_tree_connects"] == 1 and len(mine["channels"]) == 1
     others = [s for s in doc["sessions"] if s["session_id"] != holder["session_id"]]
     assert len(others) == 1 and others[0]["user"] == server.user and others[0]["num_tree_connects"] >= 1
+    assert others[0]["encryption"].startswith("AES-") and not others[0]["encryption_required"]
+    assert others[0]["client_name"]  # smbclient names its workstation in NTLM AUTHENTICATE
     # tree connects: ours on the share
     trees = [t for t in doc["tree_connects"] if t["session_id"] == holder["session_id"]]
     assert [t["share"] for t in trees] == [server.share] and trees[0]["num_opens"] == 1
     assert trees[0]["connected_time"] <= srv["now"] and trees[0]["encryption"] == "-"
-    assert any(t["share"] == server.share and t["session_id"] == others[0]["session_id"]
-               for t in doc["tree_connects"])
+    theirs = [t for t in doc["tree_connects"] if t["session_id"] == others[0]["session_id"]]
+    assert [t["share"] for t in theirs] == [server.share] and theirs[0]["encryption"] == others[0]["encryption"]
     # opens: the leased file
     opens = [o for o in doc["opens"] if o["session_id"] == holder["session_id"]]
     assert len(opens) == 1
