@@ -429,37 +429,42 @@ class Server:
         now = time.time() if now is None else now
         for s in list(self.global_session_table.values()):
             if s.session_global_id == session_global_id:
-                addr = s.connection.client_address
-                return SessionInfo(
-                    session_global_id=s.session_global_id,
-                    user_name=s.user_name,
-                    client_name=addr,
-                    client_address=addr,
-                    workstation=s.client_name,
-                    num_opens=len(s.open_table),
-                    connected_time=max(0.0, now - s.creation_time),
-                    idle_time=max(0.0, now - s.idle_time),
-                    is_guest=s.is_guest,
-                    is_encrypted=s.encrypt_data,
-                    client_encrypts=s.client_encrypts,
-                    session_id=s.session_id,
-                    domain_name=s.domain_name,
-                    dialect=s.dialect or getattr(s.connection, "dialect", 0),
-                    signing_required=s.signing_required,
-                    signing_algorithm_id=s.signing_algorithm_id,
-                    cipher_id=s.cipher_id if s.encryption_key else 0,
-                    is_anonymous=s.is_anonymous,
-                    creation_time=s.creation_time,
-                    num_tree_connects=len(s.tree_connect_table),
-                    channels=tuple(ch.connection.client_address for ch in list(s.channel_list)
-                                   if not getattr(ch.connection, "closed", False)) or (addr,),
-                )
+                return self._session_info(s, now)
         return None
+
+    @staticmethod
+    def _session_info(s: Session, now: float) -> SessionInfo:
+        addr = s.connection.client_address
+        return SessionInfo(
+            session_global_id=s.session_global_id,
+            user_name=s.user_name,
+            client_name=addr,
+            client_address=addr,
+            workstation=s.client_name,
+            num_opens=len(s.open_table),
+            connected_time=max(0.0, now - s.creation_time),
+            idle_time=max(0.0, now - s.idle_time),
+            is_guest=s.is_guest,
+            is_encrypted=s.encrypt_data,
+            client_encrypts=s.client_encrypts,
+            session_id=s.session_id,
+            domain_name=s.domain_name,
+            dialect=s.dialect or getattr(s.connection, "dialect", 0),
+            signing_required=s.signing_required,
+            signing_algorithm_id=s.signing_algorithm_id,
+            cipher_id=s.cipher_id if s.encryption_key else 0,
+            is_anonymous=s.is_anonymous,
+            creation_time=s.creation_time,
+            num_tree_connects=len(s.tree_connect_table),
+            channels=tuple(ch.connection.client_address for ch in list(s.channel_list)
+                           if not getattr(ch.connection, "closed", False)) or (addr,),
+        )
 
     def session_infos(self, now: float | None = None) -> list[SessionInfo]:
         """session_info() of every valid session (the SessionList walk of NetrSessionEnum)."""
-        out = [self.session_info(g, now) for g in self.session_global_ids()]
-        return [i for i in out if i is not None]
+        now = time.time() if now is None else now
+        return [self._session_info(s, now) for s in list(self.global_session_table.values())
+                if s.state is SessionState.Valid]
 
     # ----------------------------------------------------- configuration reload
     #: ServerConfig fields a reload changes in place (read per request, logon or
