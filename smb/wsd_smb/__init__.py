@@ -6,5 +6,6 @@ Layout:
   auth/      NTLM (MS-NLMP) acceptor and a minimal SPNEGO (RFC 4178) DER codec
   crypto/    SP800-108 KDF, SMB2 signing and encryption (MS-SMB2 3.1.4)
   core/      the sans-IO connection/session state machine and the dispatch table
-  server/    the asyncio driver, configuration and the `wsd-smbd` program
+  server/    the asyncio driver, configuration, the control socket and the `wsd-smbd` program
+  admin/     the control-socket protocol (sans-IO) and the status report `wsd-smbstatus` shows
 """

@@ -485,6 +485,8 @@ class Connection(NegotiateMixin, SessionSetupMixin):
                 if session.state is SessionState.InProgress:
                     return self._error(chain, el, STATUS_USER_SESSION_DELETED, None)
             session.idle_time = now
+            if chain.encrypted:
+                session.client_encrypts = True
             # --- signing (3.3.5.2.4)
             if not chain.encrypted:
                 if h.is_signed and not session.has_session_key:

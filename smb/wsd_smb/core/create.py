@@ -207,6 +207,7 @@ def _create_open(ctx: RequestContext, st: _State, req: CreateRequest, name: str,
     if durable_req is not None and durable_req.version == 2:
         o.create_guid = durable_req.create_guid  # 3.3.5.9.10, granted durability or not
     o.file_global_id = ctx.server.allocate_global_id()
+    o.open_time = ctx.now
     ctx.session.open_table[o.file_id_volatile] = o
     ctx.server.global_open_table[o.file_id_persistent] = o
     tc.open_count += 1
@@ -386,6 +387,7 @@ def _create_pipe(ctx: RequestContext, st: _State, name: str) -> Response:
     pid = st.new_pipe_id()
     o = _PipeOpen(ep, pid, pid)
     o.session, o.tree_connect, o.connection = ctx.session, ctx.tree_connect, ctx.connection
+    o.open_time = ctx.now
     o.file_global_id = ctx.server.allocate_global_id()
     ctx.session.open_table[o.file_id_volatile] = o
     ctx.server.global_open_table[o.file_id_persistent] = o

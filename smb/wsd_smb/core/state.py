@@ -232,6 +232,9 @@ class Session:
     #: the first logon produced a session key (not guest/anonymous): the session can sign.
     #: Re-authentication never changes keys, so this stays as the first logon left it.
     has_session_key: bool = False
+    #: the client has sent encrypted requests on it (SMB 3.x: it encrypts even where the
+    #: server does not require it; the status report shows the cipher then)
+    client_encrypts: bool = False
     _next_tree_id: Any = field(default_factory=lambda: itertools.count(1))
 
     def add_tree_connect(self, share: Share, now: float, maximal_access: int = 0x001F01FF) -> TreeConnect:
@@ -268,6 +271,18 @@ class SessionInfo:
     is_guest: bool
     is_encrypted: bool
     transport: str = "tcp"
+    # --- for the status report (wsd-smbstatus, admin/status.py): more Session fields
+    session_id: int = 0  # Session.SessionId
+    domain_name: str = ""  # the domain the client authenticated in (NTLM AUTHENTICATE DomainName)
+    dialect: int = 0  # Session.Dialect (the connection that first authenticated it)
+    signing_required: bool = False  # Session.SigningRequired
+    signing_algorithm_id: int = 0  # Session.SigningAlgorithmId (meaningful when it signs)
+    cipher_id: int = 0  # the CipherId its encryption keys are for (0: none)
+    is_anonymous: bool = False
+    client_encrypts: bool = False  # the client has sent encrypted requests (Session.EncryptData or not)
+    creation_time: float = 0.0  # Session.CreationTime (seconds since the epoch)
+    num_tree_connects: int = 0  # len(Session.TreeConnectTable)
+    channels: tuple[str, ...] = ()  # the client addresses of Session.ChannelList's connections
 
 
 @dataclass
@@ -281,6 +296,38 @@ class OpenInfo:
     path_name: str  # fi3_path_name: Open.PathName, as a path on the server ("C:\\srv\\dir\\f", "\\PIPE\\srvsvc")
     user_name: str  # fi3_username: Open.Session.UserName, "" when Open.Session is NULL
     client_address: str  # the session's client (the UserName qualifier "\\\\host" matches it)
+    # --- for the status report (wsd-smbstatus, admin/status.py): more Open fields
+    share_name: str = ""  # Open.TreeConnect.Share.Name (or the share it was opened on)
+    path: str = ""  # the share-relative name (follows renames); "\\PIPE\\name" for a pipe
+    session_id: int | None = None  # Open.Session.SessionId; None when Open.Session is NULL
+    share_access: int = 0  # Open.ShareAccess (MS-FSA 2.1.1.6; FILE_SHARE_READ/WRITE/DELETE)
+    oplock_level: int = 0  # Open.OplockLevel (SMB2_OPLOCK_LEVEL_*; 0xFF = lease)
+    oplock_state: str = "None"  # Open.OplockState
+    lease_key: bytes | None = None  # Open.Lease.LeaseKey
+    lease_state: int | None = None  # Open.Lease.LeaseState (SMB2_LEASE_* bits)
+    lease_breaking: bool = False  # Open.Lease.Breaking
+    is_durable: bool = False  # Open.IsDurable
+    is_persistent: bool = False  # Open.IsPersistent
+    is_directory: bool = False
+    is_pipe: bool = False
+    open_time: float = 0.0  # when the CREATE made it (seconds since the epoch; 0 = unknown)
+    durable_owner: str = ""  # Open.DurableOwner (who may reconnect a disconnected durable open)
+
+
+@dataclass
+class ByteRangeLockInfo:
+    """A byte-range lock (MS-FSA 2.1.1.3 ByteRangeLock: LockOffset, LockLength, IsExclusive,
+    OwnerOpen) with what the status report shows of its OwnerOpen."""
+
+    path: str  # the share-relative name of the locked file (Open.File's current name)
+    share_name: str
+    offset: int  # LockOffset
+    length: int  # LockLength
+    exclusive: bool  # IsExclusive
+    file_global_id: int  # OwnerOpen.FileGlobalId
+    session_id: int | None  # OwnerOpen.Session.SessionId (None: a disconnected durable open)
+    user_name: str
+    client_address: str
 
 
 @dataclass
@@ -294,6 +341,15 @@ class TreeConnectInfo:
     connected_time: float  # coni1_time: seconds since TreeConnect.CreationTime
     user_name: str  # coni1_username
     client_address: str  # the computer-name qualifier and coni1_netname
+    # --- for the status report (wsd-smbstatus, admin/status.py): more TreeConnect fields
+    tree_id: int = 0  # TreeConnect.TreeId
+    session_id: int = 0  # TreeConnect.Session.SessionId
+    creation_time: float = 0.0  # TreeConnect.CreationTime (seconds since the epoch)
+    encrypt_data: bool = False  # TreeConnect.Share.EncryptData, Session.EncryptData, or the client encrypts
+    cipher_id: int = 0  # the session's CipherId
+    signing_required: bool = False  # the session's SigningRequired
+    signing_algorithm_id: int = 0
+    client_name: str = ""  # the session's workstation name
 
 
 def open_path_name(o: Any) -> str:
@@ -373,25 +429,42 @@ class Server:
         now = time.time() if now is None else now
         for s in list(self.global_session_table.values()):
             if s.session_global_id == session_global_id:
-                addr = s.connection.client_address
-                return SessionInfo(
-                    session_global_id=s.session_global_id,
-                    user_name=s.user_name,
-                    client_name=addr,
-                    client_address=addr,
-                    workstation=s.client_name,
-                    num_opens=len(s.open_table),
-                    connected_time=max(0.0, now - s.creation_time),
-                    idle_time=max(0.0, now - s.idle_time),
-                    is_guest=s.is_guest,
-                    is_encrypted=s.encrypt_data,
-                )
+                return self._session_info(s, now)
         return None
+
+    @staticmethod
+    def _session_info(s: Session, now: float) -> SessionInfo:
+        addr = s.connection.client_address
+        return SessionInfo(
+            session_global_id=s.session_global_id,
+            user_name=s.user_name,
+            client_name=addr,
+            client_address=addr,
+            workstation=s.client_name,
+            num_opens=len(s.open_table),
+            connected_time=max(0.0, now - s.creation_time),
+            idle_time=max(0.0, now - s.idle_time),
+            is_guest=s.is_guest,
+            is_encrypted=s.encrypt_data,
+            client_encrypts=s.client_encrypts,
+            session_id=s.session_id,
+            domain_name=s.domain_name,
+            dialect=s.dialect or getattr(s.connection, "dialect", 0),
+            signing_required=s.signing_required,
+            signing_algorithm_id=s.signing_algorithm_id,
+            cipher_id=s.cipher_id if s.encryption_key else 0,
+            is_anonymous=s.is_anonymous,
+            creation_time=s.creation_time,
+            num_tree_connects=len(s.tree_connect_table),
+            channels=tuple(ch.connection.client_address for ch in list(s.channel_list)
+                           if not getattr(ch.connection, "closed", False)) or (addr,),
+        )
 
     def session_infos(self, now: float | None = None) -> list[SessionInfo]:
         """session_info() of every valid session (the SessionList walk of NetrSessionEnum)."""
-        out = [self.session_info(g, now) for g in self.session_global_ids()]
-        return [i for i in out if i is not None]
+        now = time.time() if now is None else now
+        return [self._session_info(s, now) for s in list(self.global_session_table.values())
+                if s.state is SessionState.Valid]
 
     # ----------------------------------------------------- configuration reload
     #: ServerConfig fields a reload changes in place (read per request, logon or
@@ -468,10 +541,26 @@ class Server:
         file = getattr(o, "file", None)
         locks = sum(1 for lk in list(file.locks) if lk.owner is o) if file is not None else 0
         session = o.session
+        lease = getattr(o, "lease", None)
+        tc = getattr(o, "tree_connect", None)
+        pipe = getattr(o, "endpoint", None) is not None
+        share = tc.share.name if tc is not None else getattr(getattr(o, "share", None), "name", "")
         return OpenInfo(file_global_id=o.file_global_id, granted_access=o.granted_access, lock_count=locks,
                         path_name=open_path_name(o), user_name=session.user_name if session is not None else "",
                         client_address=session.connection.client_address
-                        if session is not None and session.connection is not None else "")
+                        if session is not None and session.connection is not None else "",
+                        share_name=share or ("IPC$" if pipe else ""),
+                        path="\\PIPE\\" + o.endpoint.name if pipe else (getattr(o, "path", "") or ""),
+                        session_id=session.session_id if session is not None else None,
+                        share_access=getattr(o, "share_access", 0x7),
+                        oplock_level=getattr(o, "oplock_level", 0), oplock_state=getattr(o, "oplock_state", "None"),
+                        lease_key=lease.lease_key if lease is not None else None,
+                        lease_state=lease.lease_state if lease is not None else None,
+                        lease_breaking=bool(lease.breaking) if lease is not None else False,
+                        is_durable=bool(getattr(o, "is_durable", False)),
+                        is_persistent=bool(getattr(o, "is_persistent", False)),
+                        is_directory=bool(file.is_directory) if file is not None else False, is_pipe=pipe,
+                        open_time=getattr(o, "open_time", 0.0), durable_owner=getattr(o, "durable_owner", ""))
 
     def open_infos(self) -> list[OpenInfo]:
         """open_info() of every Open in GlobalOpenTable, in FileGlobalId order."""
@@ -501,8 +590,39 @@ class Server:
             for tc in list(s.tree_connect_table.values()):
                 out.append(TreeConnectInfo(tree_global_id=tc.tree_global_id, share=tc.share,
                                            open_count=tc.open_count, connected_time=max(0.0, now - tc.creation_time),
-                                           user_name=s.user_name, client_address=addr))
+                                           user_name=s.user_name, client_address=addr, tree_id=tc.tree_id,
+                                           session_id=s.session_id, creation_time=tc.creation_time,
+                                           encrypt_data=bool(tc.encrypt_data or s.encrypt_data
+                                                             or s.client_encrypts),
+                                           cipher_id=s.cipher_id if s.encryption_key else 0,
+                                           signing_required=s.signing_required,
+                                           signing_algorithm_id=s.signing_algorithm_id, client_name=s.client_name))
         return sorted(out, key=lambda t: t.tree_global_id)
+
+    def byte_range_lock_infos(self) -> list[ByteRangeLockInfo]:
+        """Every byte-range lock (MS-FSA 2.1.1.3) held by an Open in GlobalOpenTable, by
+        file then LockOffset: the File.LockList of each file with an open, once per file."""
+        files: dict[int, Any] = {}
+        for o in sorted(list(self.global_open_table.values()), key=lambda o: o.file_global_id):
+            f = getattr(o, "file", None)
+            if f is not None and not getattr(o, "closed", False):
+                files.setdefault(id(f), f)
+        out = []
+        for f in files.values():
+            for lk in sorted(list(f.locks), key=lambda lk: (lk.offset, lk.length)):
+                o = lk.owner
+                session = getattr(o, "session", None)
+                tc = getattr(o, "tree_connect", None)
+                out.append(ByteRangeLockInfo(
+                    path=f.path, share_name=tc.share.name if tc is not None else getattr(f.share, "name", ""),
+                    offset=lk.offset, length=lk.length, exclusive=lk.exclusive,
+                    file_global_id=getattr(o, "file_global_id", 0),
+                    session_id=session.session_id if session is not None else None,
+                    user_name=session.user_name if session is not None
+                    else getattr(o, "durable_owner", "").rpartition("\\")[2],  # DurableOwner "DOMAIN\\user"
+                    client_address=session.connection.client_address
+                    if session is not None and session.connection is not None else ""))
+        return out
 
     def session_global_ids(self) -> list[int]:
         """The SessionList as MS-SRVS sees it (SessionGlobalIds of valid sessions)."""

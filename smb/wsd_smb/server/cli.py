@@ -10,6 +10,7 @@ import sys
 
 from ..core.state import Server
 from .config import ConfigError, load
+from .control import ControlServer
 from .driver import SmbServer
 
 log = logging.getLogger("wsd_smb.server")
@@ -73,7 +74,7 @@ def reload_config(server: Server, settings, reread) -> None:
     if new.generated_password is not None and settings.generated_password is not None:
         new.server.users = dict(settings.server.users)
     changes = server.reload(new.server)
-    for what in ("host", "port", "workers", "log_format", "state_dir"):
+    for what in ("host", "port", "workers", "log_format", "state_dir", "control_socket"):
         if getattr(new, what) != getattr(settings, what):
             changes["restart"].append(what)
     log.info("event=reloaded users=%d shares_added=%s shares_changed=%s shares_removed=%s options=%s",
@@ -83,11 +84,22 @@ def reload_config(server: Server, settings, reread) -> None:
         log.warning("event=reload_needs_restart settings=%s", ",".join(changes["restart"]))
 
 
+def _addr_text(sockname) -> str:
+    host, port = sockname[0], sockname[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 async def _serve(settings, reread=None) -> int:
     server = Server(settings.server)
     smb = SmbServer(server, workers=settings.workers)
     await smb.start(settings.host, settings.port)
     port = smb.port
+    control = None
+    ctl_path = settings.control_socket_path()
+    if ctl_path is not None:
+        control = ControlServer(server, ctl_path, listen=lambda: [_addr_text(s.getsockname()) for s in smb.sockets])
+        if not await control.start():
+            control = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -111,6 +123,8 @@ async def _serve(settings, reread=None) -> int:
     print(f"reach it with: smbclient //{settings.host}/{share} -p {port} -U {user.name}%{pw}", flush=True)
     await stop.wait()
     log.info("event=stopping reason=signal")
+    if control is not None:
+        await control.close()
     await smb.close()
     log.info("event=stopped")
     return 0

@@ -16,6 +16,8 @@
     inline_metadata = true      # CREATE/CLOSE tried on the event loop when no I/O is needed
     log_format = "kv"           # or "json"
     state_dir = "./state"
+    control_socket = "<state_dir>/wsd-smbd.ctl"  # Unix socket wsd-smbstatus asks (mode 0600);
+                                # "" turns it off; a relative path is taken from the working folder
 
     [[share]]
     name = "share"
@@ -78,6 +80,14 @@ class Settings:
     log_format: str = "kv"
     state_dir: Path = field(default_factory=lambda: default_state_dir())
     generated_password: str | None = None  # set when the embedded default user was created
+    #: the control socket's path (server/control.py); None: <state_dir>/wsd-smbd.ctl; "": none
+    control_socket: str | None = None
+
+    def control_socket_path(self) -> Path | None:
+        """Where the control socket is served (None: turned off)."""
+        if self.control_socket is None:
+            return self.state_dir / "wsd-smbd.ctl"
+        return Path(self.control_socket) if self.control_socket else None
 
 
 def default_state_dir() -> Path:
@@ -232,6 +242,10 @@ def load(path: str | None = None, *, host: str | None = None, port: int | None =
                   workers=int(srv.get("workers", 8)), log_format=log_format or srv.get("log_format", "kv"))
     if "state_dir" in srv:
         st.state_dir = Path(srv["state_dir"])
+    if "control_socket" in srv:
+        if not isinstance(srv["control_socket"], str):
+            raise ConfigError('control_socket must be a path, or "" for none')
+        st.control_socket = srv["control_socket"]
     for sh in data.get("share", []):
         if "name" not in sh or "path" not in sh:
             raise ConfigError("[[share]] needs name and path")

@@ -162,6 +162,9 @@ class Open:
     #: the access the opener has to the file by its stored security descriptor (the MxAc
     #: create context's MaximalAccess); None when the file has none (the share's rules)
     maximal_access: int | None = None
+    #: when the CREATE that made it finished (seconds since the epoch; the SMB2 layer sets it,
+    #: the status report shows it)
+    open_time: float = 0.0
 
     @property
     def file_id(self) -> tuple[int, int]:
