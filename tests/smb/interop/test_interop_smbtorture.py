@@ -26,8 +26,8 @@ import socket
 
 import pytest
 
-from smbtorture_runner import PASS, SLOW_SUITES, SMBTORTURE, SUITES, load_pins, run_suite, server_options,
-                               torture_options
+from smbtorture_runner import (PASS, SLOW_SUITES, SMBTORTURE, SUITES, load_pins, run_suite, server_options,
+                               torture_options)
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
