@@ -117,6 +117,7 @@ class Credential:
     user_name: str
     nt_hash: bytes
     is_admin: bool = False
+    privileges: frozenset = frozenset()  # privilege names (store/security.py), for the session's token
 
 
 class NtlmSecurity:
@@ -190,6 +191,7 @@ class NtlmAcceptor:
         self.is_anonymous = False
         self.is_guest = False
         self.is_admin = False
+        self.privileges: frozenset = frozenset()
         self.security: NtlmSecurity | None = None
         self.mic_present = False
 
@@ -305,6 +307,7 @@ class NtlmAcceptor:
             self.mic_present = True
         self.session_key = exported
         self.is_admin = cred.is_admin
+        self.privileges = cred.privileges
         self.user_name = cred.user_name
         self.security = NtlmSecurity(exported, self.flags)
         self.complete = True

@@ -140,7 +140,8 @@ def session_token(ctx: RequestContext) -> Any:
     sc = ctx.session.security_context
     if sc is None:
         return token_for(ctx.config.server_name, "", is_anonymous=True)
-    return token_for(ctx.config.server_name, sc.user_name, sc.is_admin, sc.is_guest, sc.is_anonymous)
+    return token_for(ctx.config.server_name, sc.user_name, sc.is_admin, sc.is_guest, sc.is_anonymous,
+                     sc.privileges)
 
 
 #: create contexts a CREATE attempted on the event loop may carry (they only read state)

@@ -34,7 +34,7 @@ class SessionSetupMixin:
         u = self.server.config.users.get(name.lower())
         if u is None:
             return None
-        return Credential(u.name, u.nt_hash, u.is_admin)
+        return Credential(u.name, u.nt_hash, u.is_admin, u.privileges)
 
     def _session_setup(self, chain: _Chain, el: _Element, now: float):
         """MS-SMB2 3.3.5.5."""
@@ -153,7 +153,9 @@ class SessionSetupMixin:
         session.domain_name = ntlm.domain_name_client
         session.client_name = ntlm.workstation
         session.security_context = SecurityContext(ntlm.user_name, ntlm.domain_name_client, ntlm.is_admin,
-                                                   ntlm.is_guest, ntlm.is_anonymous)
+                                                   ntlm.is_guest, ntlm.is_anonymous,
+                                                   ntlm.privileges if not (ntlm.is_guest or ntlm.is_anonymous)
+                                                   else frozenset())
         session.expiration_time = now + cfg.session_lifetime if cfg.session_lifetime > 0 else float("inf")
         session.state = SessionState.Valid
         self.preauth_session_table.pop(session.session_id, None)

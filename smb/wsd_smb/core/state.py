@@ -85,17 +85,21 @@ def share_settings(share: Share) -> tuple:
 
 @dataclass
 class User:
-    """A local account: name plus NT hash (MD4 of the UTF-16LE password, MS-NLMP 3.3.1)."""
+    """A local account: name plus NT hash (MD4 of the UTF-16LE password, MS-NLMP 3.3.1).
+    *privileges*: privilege names (store/security.py PRIVILEGE_NAMES) the account holds
+    besides those an admin account has anyway (security.ADMIN_PRIVILEGES)."""
 
     name: str
     nt_hash: bytes
     is_admin: bool = False
+    privileges: frozenset = frozenset()
 
     @classmethod
-    def with_password(cls, name: str, password: str, is_admin: bool = False) -> "User":
+    def with_password(cls, name: str, password: str, is_admin: bool = False,
+                      privileges: frozenset = frozenset()) -> "User":
         from ..auth.md4 import md4
 
-        return cls(name, md4(password.encode("utf-16-le")), is_admin)
+        return cls(name, md4(password.encode("utf-16-le")), is_admin, frozenset(privileges))
 
 
 @dataclass
@@ -107,6 +111,7 @@ class SecurityContext:
     is_admin: bool = False
     is_guest: bool = False
     is_anonymous: bool = False
+    privileges: frozenset = frozenset()  # the account's configured ones (User.privileges)
 
 
 @dataclass

@@ -48,7 +48,10 @@ An unknown [[share]] key is a ConfigError.
     [[user]]
     name = "alice"
     password = "secret"         # or nt_hash = "<32 hex digits>"
-    admin = true
+    admin = true                # BUILTIN\\Administrators, srvsvc admin calls, and the privileges
+                                #   SeBackup-, SeRestore-, SeTakeOwnership-, SeSecurityPrivilege
+    privileges = []             # privileges of a non-admin account, from those four (names as
+                                #   Windows/Samba spell them, e.g. "SeBackupPrivilege")
 
 SIGHUP makes wsd-smbd read it again (cli.reload_config, core.state.Server.reload).
 """
@@ -63,6 +66,7 @@ from pathlib import Path
 from ..core.shareaccess import CSC_POLICIES
 from ..core.state import ServerConfig, Share, User, nt_hash_of
 from ..store.namepolicy import PatternError, parse_patterns
+from ..store.security import PRIVILEGE_NAMES, privilege_name
 
 DIALECT_NAMES = {"2.0.2": 0x0202, "2.1": 0x0210, "3.0": 0x0300, "3.0.2": 0x0302, "3.1.1": 0x0311}
 
@@ -95,7 +99,24 @@ def default_state_dir() -> Path:
     return Path(xdg) / "wsd" if xdg else Path("state")
 
 
-def _user(name: str, password: str | None = None, nt_hash: str | None = None, admin: bool = False) -> User:
+def _privileges(name: str, value) -> frozenset:
+    """A [[user]] ``privileges`` list (a single string is a one-name list): privilege names
+    from store/security.py PRIVILEGE_NAMES, any case.  Raises ConfigError."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise ConfigError(f"user {name}: privileges must be a list of privilege names, got {value!r}")
+    out = set()
+    for p in value:
+        try:
+            out.add(privilege_name(p))
+        except ValueError:
+            raise ConfigError(f"user {name}: unknown privilege {p!r} (known: {', '.join(PRIVILEGE_NAMES)})") from None
+    return frozenset(out)
+
+
+def _user(name: str, password: str | None = None, nt_hash: str | None = None, admin: bool = False,
+          privileges: frozenset = frozenset()) -> User:
     if not name or ":" in name:
         raise ConfigError(f"bad user name {name!r}")
     if nt_hash:
@@ -105,10 +126,10 @@ def _user(name: str, password: str | None = None, nt_hash: str | None = None, ad
             raise ConfigError(f"user {name}: nt_hash is not hex") from None
         if len(h) != 16:
             raise ConfigError(f"user {name}: nt_hash must be 16 bytes")
-        return User(name, h, admin)
+        return User(name, h, admin, privileges)
     if password is None:
         raise ConfigError(f"user {name}: needs password or nt_hash")
-    return User(name, nt_hash_of(password), admin)
+    return User(name, nt_hash_of(password), admin, privileges)
 
 
 #: [[share]] keys of the namespace policy (Samba: hide files, veto files, delete veto files,
@@ -255,7 +276,8 @@ def load(path: str | None = None, *, host: str | None = None, port: int | None =
                             remark=str(sh.get("remark", sh.get("comment", ""))),
                             **_share_access_options(sh), **_share_namespace_options(sh)))
     for u in data.get("user", []):
-        user = _user(u.get("name", ""), u.get("password"), u.get("nt_hash"), bool(u.get("admin", False)))
+        user = _user(u.get("name", ""), u.get("password"), u.get("nt_hash"), bool(u.get("admin", False)),
+                     _privileges(u.get("name", ""), u.get("privileges", [])))
         cfg.users[user.name.lower()] = user
     for spec in shares:
         name, sep, p = spec.partition("=")

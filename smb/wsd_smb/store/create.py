@@ -29,6 +29,7 @@ from .constants import (
     FILE_DIRECTORY_FILE,
     FILE_LIST_DIRECTORY,
     FILE_NON_DIRECTORY_FILE,
+    FILE_OPEN_FOR_BACKUP_INTENT,
     FILE_SHARE_DELETE,
     FILE_SHARE_VALID,
     FILE_WRITE_DATA,
@@ -71,6 +72,8 @@ from .streams import find_stream, write_stream
 from . import security as sec
 from .security import (
     SE_DACL_PRESENT,
+    SE_SACL_PRESENT,
+    SE_SECURITY_NAME,
     SE_SELF_RELATIVE,
     XATTR_OWNER,
     XATTR_SD,
@@ -123,7 +126,9 @@ class CreateMixin:
             CreateDisposition.FILE_CREATE, CreateDisposition.FILE_OPEN, CreateDisposition.FILE_OPEN_IF
         ):
             raise fail(STATUS_INVALID_PARAMETER, "DIRECTORY_FILE with an overwriting disposition")
-        if desired_access & ACCESS_SYSTEM_SECURITY:
+        if desired_access & ACCESS_SYSTEM_SECURITY and (token is None or not sec.privilege_access(
+                token, ACCESS_SYSTEM_SECURITY, backup_intent=bool(create_options & FILE_OPEN_FOR_BACKUP_INTENT))):
+            # MS-DTYP 2.5.3.2: SeSecurityPrivilege (or backup/restore with backup intent)
             raise fail(STATUS_PRIVILEGE_NOT_HELD, "ACCESS_SYSTEM_SECURITY")
         access = map_generic(desired_access)
         want_max = bool(access & MAXIMUM_ALLOWED)
@@ -296,7 +301,8 @@ class CreateMixin:
                     sd = self._stored_sd(r, st)
                     if sd is not None:
                         access, maximal = self._sd_grant(r, sd, token, access, want_max, overwrite,
-                                                         self._max_allowed(share, readonly))
+                                                         self._max_allowed(share, readonly),
+                                                         bool(options & FILE_OPEN_FOR_BACKUP_INTENT))
                         want_max = False
                 if want_max:
                     access |= self._max_allowed(share, readonly)
@@ -417,7 +423,8 @@ class CreateMixin:
             sd = self._stored_sd(r, st)
             if sd is not None:
                 access, maximal = self._sd_grant(r, sd, token, access, want_max, overwrite,
-                                                 self._max_allowed(share, readonly))
+                                                 self._max_allowed(share, readonly),
+                                                 bool(options & FILE_OPEN_FOR_BACKUP_INTENT))
                 want_max = False
                 if options & FILE_DELETE_ON_CLOSE and not access & DELETE:
                     raise fail(STATUS_ACCESS_DENIED, "delete-on-close without DELETE access")
@@ -518,12 +525,14 @@ class CreateMixin:
         return FILE_ALL_ACCESS if psd is None else maximum_allowed(psd, token)
 
     def _sd_grant(self, r: Resolved, sd: Descriptor, token: Token, access: int, want_max: bool,
-                  overwrite: bool, limit: int) -> tuple[int, int]:
+                  overwrite: bool, limit: int, backup_intent: bool = False) -> tuple[int, int]:
         """MS-FSA 2.1.5.1.2.1 access check of an existing file with a stored descriptor:
         DELETE is also granted by FILE_DELETE_CHILD on the parent directory and
         FILE_READ_ATTRIBUTES by FILE_LIST_DIRECTORY there; an overwrite needs
-        FILE_WRITE_DATA.  Returns (granted access, maximal access); MAXIMUM_ALLOWED grants
-        the maximal access within *limit* (the share's and the READONLY attribute's)."""
+        FILE_WRITE_DATA; the token's privileges grant what :func:`~.security.privilege_access`
+        says (backup/restore only with *backup_intent*, FILE_OPEN_FOR_BACKUP_INTENT).
+        Returns (granted access, maximal access); MAXIMUM_ALLOWED grants the maximal access
+        within *limit* (the share's and the READONLY attribute's)."""
         maximal = maximum_allowed(sd, token)
         if ~maximal & (DELETE | FILE_READ_ATTRIBUTES) and r.parent_fd is not None:
             pmax = self._parent_maximal(r.parent_fd, token)
@@ -531,7 +540,12 @@ class CreateMixin:
                 maximal |= DELETE
             if pmax & FILE_LIST_DIRECTORY:
                 maximal |= FILE_READ_ATTRIBUTES
-        missing = (access | (FILE_WRITE_DATA if overwrite else 0)) & ~maximal
+        asked = access | (FILE_WRITE_DATA if overwrite else 0)
+        if token.privileges:
+            maximal |= sec.privilege_access(token, 0, backup_intent=backup_intent, maximum=True)
+            missing = asked & ~(maximal | sec.privilege_access(token, asked, backup_intent=backup_intent))
+        else:
+            missing = asked & ~maximal
         if missing:
             raise fail(STATUS_ACCESS_DENIED, f"the security descriptor denies 0x{missing:x}")
         if want_max:
@@ -569,7 +583,8 @@ class CreateMixin:
             psd = self._stored_sd(r.parent_fd, pst)
             if psd is not None:
                 need = FILE_ADD_SUBDIRECTORY if is_dir else FILE_ADD_FILE
-                if need & ~maximum_allowed(psd, token):
+                if need & ~maximum_allowed(psd, token) & ~sec.privilege_access(
+                        token, need, backup_intent=bool(options & FILE_OPEN_FOR_BACKUP_INTENT)):
                     raise fail(STATUS_ACCESS_DENIED, "the parent directory denies "
                                + ("FILE_ADD_SUBDIRECTORY" if is_dir else "FILE_ADD_FILE"))
         if want_max:
@@ -597,6 +612,12 @@ class CreateMixin:
                 # MS-DTYP 2.5.3.4: the creator's descriptor and/or the parent's inheritable
                 # ACEs; with neither only the owner (the creating user) is recorded
                 new_sd = inherit(psd, is_dir, creator, token.user, token.primary_group)
+                if new_sd is not None and creator is not None and creator.control & SE_SACL_PRESENT \
+                        and creator.sacl is not None and SE_SECURITY_NAME in token.privileges:
+                    # the creator's SACL is kept for a holder of SeSecurityPrivilege
+                    # (otherwise it is dropped, as before)
+                    new_sd.sacl = creator.sacl
+                    new_sd.control |= SE_SACL_PRESENT
                 if new_sd is not None:
                     xattr_call(os.setxattr, fd, XATTR_SD, new_sd.pack())
                 else:

@@ -1,6 +1,8 @@
-"""Security information in the object store (MS-FSA 2.1.5.13 / 2.1.5.16 for
+"""Security information in the object store (MS-FSA 2.1.5.13 / 2.1.5.17 for
 SMB2_0_INFO_SECURITY): the descriptor a file has (stored, or the default) and setting parts of
-it, with the owner rule."""
+it, with the owner rule.  The SACL is read and written through an open that was granted
+ACCESS_SYSTEM_SECURITY (which takes SeSecurityPrivilege, store/security.py) and is kept
+with the rest of the descriptor in ``user.wsd.sd``."""
 from __future__ import annotations
 
 import errno
@@ -9,6 +11,7 @@ import os
 
 from .attrs import fd_path, xattr_call
 from .constants import (
+    ACCESS_SYSTEM_SECURITY,
     DACL_SECURITY_INFORMATION,
     GROUP_SECURITY_INFORMATION,
     OWNER_SECURITY_INFORMATION,
@@ -31,7 +34,7 @@ from .security import (
     default_descriptor,
 )
 
-from .objects import Open, STATUS_NOT_SUPPORTED_, STATUS_PRIVILEGE_NOT_HELD
+from .objects import Open, STATUS_NOT_SUPPORTED_
 
 log = logging.getLogger("wsd_smb.store")
 
@@ -47,7 +50,7 @@ class SecurityInfoMixin:
     # ------------------------------------------------------------------ security
     def get_security(self, o: Open, info: int) -> bytes:
         """The descriptor parts named by *info* (MS-SMB2 3.3.5.20.3)."""
-        if info & SACL_SECURITY_INFORMATION:
+        if info & SACL_SECURITY_INFORMATION and not o.granted_access & ACCESS_SYSTEM_SECURITY:
             raise fail(STATUS_ACCESS_DENIED, "SACL needs ACCESS_SYSTEM_SECURITY")
         # MS-FSA 2.1.5.13: READ_CONTROL is needed for the OWNER/GROUP/DACL/LABEL parts only;
         # asking for none of them succeeds without it, with an empty descriptor (smb2.sdread)
@@ -81,10 +84,11 @@ class SecurityInfoMixin:
         return Descriptor.parse(raw)
 
     def set_security(self, o: Open, info: int, buf: bytes) -> None:
-        """SMB2_0_INFO_SECURITY set (MS-SMB2 3.3.5.21.3): stored in ``user.wsd.sd``; CREATE
-        checks later opens against it."""
-        if info & SACL_SECURITY_INFORMATION:
-            raise fail(STATUS_PRIVILEGE_NOT_HELD, "SACL")
+        """SMB2_0_INFO_SECURITY set (MS-SMB2 3.3.5.21.3, MS-FSA 2.1.5.17): stored in
+        ``user.wsd.sd``; CREATE checks later opens against it.  The SACL needs
+        ACCESS_SYSTEM_SECURITY on the open (else STATUS_ACCESS_DENIED)."""
+        if info & SACL_SECURITY_INFORMATION and not o.granted_access & ACCESS_SYSTEM_SECURITY:
+            raise fail(STATUS_ACCESS_DENIED, "SACL needs ACCESS_SYSTEM_SECURITY")
         if info & (OWNER_SECURITY_INFORMATION | GROUP_SECURITY_INFORMATION) and not o.granted_access & WRITE_OWNER:
             raise fail(STATUS_ACCESS_DENIED, "no WRITE_OWNER")
         if info & DACL_SECURITY_INFORMATION and not o.granted_access & WRITE_DAC:

@@ -16,10 +16,20 @@ import struct
 
 from ..wire.base import F, Plain, U8, U16, U32
 from .constants import (
+    ACCESS_SYSTEM_SECURITY,
     DACL_SECURITY_INFORMATION,
+    DELETE,
+    FILE_ADD_FILE,
+    FILE_ADD_SUBDIRECTORY,
     FILE_ALL_ACCESS,
+    FILE_GENERIC_READ,
+    FILE_GENERIC_WRITE,
+    FILE_TRAVERSE,
     GROUP_SECURITY_INFORMATION,
     OWNER_SECURITY_INFORMATION,
+    READ_CONTROL,
+    WRITE_DAC,
+    WRITE_OWNER,
 )
 
 # SECURITY_DESCRIPTOR Control bits (MS-DTYP 2.4.6)
@@ -357,18 +367,44 @@ def pack_acl(aces: list[Ace], revision: int = ACL_REVISION) -> bytes:
     return AclHeader(acl_revision=revision, acl_size=8 + len(body), ace_count=len(aces)).pack(0) + body
 
 
+# ============================================================== privileges
+#: Privilege names (MS-LSAD 3.1.1.2.1, the SE_*_NAME constants of winnt.h) that take part
+#: in wsd-smbd's access checks (MS-FSA 2.1.5.1.2.1, MS-DTYP 2.5.3.2)
+SE_BACKUP_NAME = "SeBackupPrivilege"
+SE_RESTORE_NAME = "SeRestorePrivilege"
+SE_TAKE_OWNERSHIP_NAME = "SeTakeOwnershipPrivilege"
+SE_SECURITY_NAME = "SeSecurityPrivilege"
+PRIVILEGE_NAMES = (SE_BACKUP_NAME, SE_RESTORE_NAME, SE_TAKE_OWNERSHIP_NAME, SE_SECURITY_NAME)
+#: what an ``admin`` account holds (and a network logon has enabled), as BUILTIN\Administrators
+#: on a Windows file server
+ADMIN_PRIVILEGES = frozenset(PRIVILEGE_NAMES)
+
+
+def privilege_name(text: str) -> str:
+    """The canonical spelling of a privilege name (compared case-insensitively, as
+    LookupPrivilegeValue does); ValueError for a name not in :data:`PRIVILEGE_NAMES`."""
+    for name in PRIVILEGE_NAMES:
+        if text.lower() == name.lower():
+            return name
+    raise ValueError(text)
+
+
 class Token:
     """The security identity of an SMB session (MS-DTYP 2.5.2 Token, reduced): the user's
-    SID, its group SIDs and the primary group new objects get.  SIDs are packed."""
+    SID, its group SIDs, the primary group new objects get (SIDs packed) and the enabled
+    privileges (names, :data:`PRIVILEGE_NAMES`)."""
 
-    __slots__ = ("user", "groups", "primary_group", "sids")
+    __slots__ = ("user", "groups", "primary_group", "sids", "privileges")
 
-    def __init__(self, user: bytes, groups: tuple[bytes, ...], primary_group: bytes) -> None:
+    def __init__(self, user: bytes, groups: tuple[bytes, ...], primary_group: bytes,
+                 privileges: frozenset = frozenset()) -> None:
         self.user, self.groups, self.primary_group = user, groups, primary_group
         self.sids = frozenset((user, *groups))
+        self.privileges = frozenset(privileges)
 
     def __repr__(self) -> str:
-        return f"Token(user={sid_text(self.user)}, groups={[sid_text(g) for g in self.groups]})"
+        return (f"Token(user={sid_text(self.user)}, groups={[sid_text(g) for g in self.groups]}, "
+                f"privileges={sorted(self.privileges)})")
 
 
 def _h32(text: str, n: int) -> tuple[int, ...]:
@@ -390,12 +426,15 @@ def user_rid(user_name: str) -> int:
 
 @functools.lru_cache(maxsize=1024)
 def token_for(server_name: str, user_name: str, is_admin: bool = False, is_guest: bool = False,
-              is_anonymous: bool = False) -> Token:
+              is_anonymous: bool = False, privileges: frozenset = frozenset()) -> Token:
     """The Token of a session.  An account: S-1-5-21-<machine>-<rid>, with Everyone,
     NETWORK, Authenticated Users, BUILTIN\\Users (and BUILTIN\\Administrators for an
     ``admin`` account).  Guest: the machine's Guest (RID 501) with Everyone, NETWORK and
     BUILTIN\\Guests.  Anonymous: ANONYMOUS LOGON (S-1-5-7) with NETWORK only (Windows
-    leaves Everyone out of anonymous tokens by default)."""
+    leaves Everyone out of anonymous tokens by default).
+
+    Privileges: an account's *privileges* (config ``[[user]] privileges``), plus
+    :data:`ADMIN_PRIVILEGES` for an ``admin`` account; guest and anonymous hold none."""
     m = machine_sid(server_name)
     primary = Sid(5, *m, DOMAIN_GROUP_RID_USERS).pack()
     if is_anonymous:
@@ -404,9 +443,11 @@ def token_for(server_name: str, user_name: str, is_admin: bool = False, is_guest
         return Token(Sid(5, *m, DOMAIN_USER_RID_GUEST).pack(), (SID_EVERYONE, SID_NETWORK, SID_BUILTIN_GUESTS),
                      primary)
     groups = [SID_EVERYONE, SID_NETWORK, SID_AUTHENTICATED_USERS, SID_BUILTIN_USERS, primary]
+    privs = frozenset(privileges)
     if is_admin:
         groups.append(SID_BUILTIN_ADMINISTRATORS)
-    return Token(Sid(5, *m, user_rid(user_name)).pack(), tuple(groups), primary)
+        privs |= ADMIN_PRIVILEGES
+    return Token(Sid(5, *m, user_rid(user_name)).pack(), tuple(groups), primary, privs)
 
 
 def has_dacl(sd: Descriptor) -> bool:
@@ -547,10 +588,53 @@ STATUS_INVALID_OWNER = 0xC000005A
 
 def check_owner(token: "Token", owner: bytes | None) -> None:
     """An owner a session may give an object (SET_INFO OWNER, the SecD create context):
-    itself; an ``admin`` account (BUILTIN\\Administrators, which holds SeRestorePrivilege
-    on Windows) any SID.  Otherwise STATUS_INVALID_OWNER."""
+    itself, BUILTIN\\Administrators when it is a member (the group Windows lets an
+    administrator own objects as), any SID with SeRestorePrivilege (MS-DTYP 2.5.3.4.1,
+    the owner check; an ``admin`` account holds it).  Otherwise STATUS_INVALID_OWNER."""
     from .errors import fail
 
-    if owner is None or owner == token.user or SID_BUILTIN_ADMINISTRATORS in token.sids:
+    if owner is None or owner == token.user or SE_RESTORE_NAME in token.privileges \
+            or (owner == SID_BUILTIN_ADMINISTRATORS and owner in token.sids):
         return
     raise fail(STATUS_INVALID_OWNER, f"owner {sid_text(owner)} is not the caller")
+
+
+# ============================================================== privileges in access checks
+#: What SeBackupPrivilege grants an open with FILE_OPEN_FOR_BACKUP_INTENT whatever the DACL
+#: says (MS-FSA 2.1.5.1.2.1; the "backup" set of Windows' privilege documentation)
+BACKUP_ACCESS = READ_CONTROL | ACCESS_SYSTEM_SECURITY | FILE_GENERIC_READ | FILE_TRAVERSE
+#: ... and SeRestorePrivilege (FILE_GENERIC_WRITE includes READ_CONTROL)
+RESTORE_ACCESS = (WRITE_DAC | WRITE_OWNER | ACCESS_SYSTEM_SECURITY | FILE_GENERIC_WRITE | FILE_ADD_FILE
+                  | FILE_ADD_SUBDIRECTORY | DELETE)
+
+
+def privilege_access(token: "Token", requested: int, *, backup_intent: bool = False,
+                     maximum: bool = False) -> int:
+    """The access *token*'s privileges grant regardless of the DACL (MS-DTYP 2.5.3.2,
+    MS-FSA 2.1.5.1.2.1): of the *requested* bits (mapped, without MAXIMUM_ALLOWED)
+    ACCESS_SYSTEM_SECURITY with SeSecurityPrivilege, WRITE_OWNER with
+    SeTakeOwnershipPrivilege; with *backup_intent* (CreateOptions
+    FILE_OPEN_FOR_BACKUP_INTENT) :data:`BACKUP_ACCESS` with SeBackupPrivilege and
+    :data:`RESTORE_ACCESS` with SeRestorePrivilege.  With *maximum* (DesiredAccess has
+    MAXIMUM_ALLOWED) the backup/restore sets are granted whole, but ACCESS_SYSTEM_SECURITY
+    and take-ownership's WRITE_OWNER only when asked for: a privilege is exercised on
+    request (SeAccessCheck makes no privilege checks for MAXIMUM_ALLOWED alone)."""
+    p = token.privileges
+    if not p:
+        return 0
+    asked = requested
+    explicit = 0
+    if SE_SECURITY_NAME in p:
+        explicit |= ACCESS_SYSTEM_SECURITY
+    if SE_TAKE_OWNERSHIP_NAME in p:
+        explicit |= WRITE_OWNER
+    by_intent = 0
+    if backup_intent:
+        if SE_BACKUP_NAME in p:
+            by_intent |= BACKUP_ACCESS
+        if SE_RESTORE_NAME in p:
+            by_intent |= RESTORE_ACCESS
+    granted = (explicit | by_intent) & asked
+    if maximum:
+        granted |= by_intent & ~ACCESS_SYSTEM_SECURITY
+    return granted
