@@ -205,7 +205,8 @@ def test_byte_range_locks_and_blocking_wait(wsd_smbd, env):
     a = c.open(rf"{base}\lk")
     a.write(b"0123456789" * 10, 0)
     b = c.open(rf"{base}\lk")
-    X, U = LockFlags.SMB2_LOCKFLAG_EXCLUSIVE_LOCK, LockFlags.SMB2_LOCKFLAG_UNLOCK
+    X, FI, U = LockFlags.SMB2_LOCKFLAG_EXCLUSIVE_LOCK, LockFlags.SMB2_LOCKFLAG_FAIL_IMMEDIATELY, \
+        LockFlags.SMB2_LOCKFLAG_UNLOCK
     _lock(a, 0, 10, X | FI)
     assert status(_lock, b, 5, 10, X | FI) == STATUS_LOCK_NOT_GRANTED
     assert status(b.read, 0, 5) == STATUS_FILE_LOCK_CONFLICT
