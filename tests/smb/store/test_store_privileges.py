@@ -9,6 +9,7 @@ import struct
 
 import pytest
 from conftest import SHARE_ALL, status_of
+from secdesc import acl, ace, sd
 
 from wsd_smb.ntstatus import NtStatusError
 from wsd_smb.store.constants import CreateDisposition as D
@@ -45,28 +46,6 @@ ADMIN = token_for("WSD", "admin", is_admin=True)
 BOB = token_for("WSD", "bob")
 BACKUP_OP = token_for("WSD", "backupop", privileges=frozenset({SE_BACKUP_NAME}))
 EVERYONE = bytes([1, 1, 0, 0, 0, 0, 0, 1]) + struct.pack("<I", 0)
-
-
-def ace(kind: int, flags: int, mask: int, who: bytes) -> bytes:
-    return struct.pack("<BBHI", kind, flags, 8 + len(who), mask) + who
-
-
-def acl_bytes(*aces: bytes) -> bytes:
-    body = b"".join(aces)
-    return struct.pack("<BBHHH", 2, 0, 8 + len(body), len(aces), 0) + body
-
-
-def sd_bytes(owner: bytes | None = None, dacl: bytes | None = None, sacl: bytes | None = None) -> bytes:
-    """Self-relative: owner, SACL, DACL (each if given), SE_DACL_PRESENT / SE_SACL_PRESENT
-    for the ACLs given."""
-    ctl = 0x8000 | (0x0004 if dacl is not None else 0) | (0x0010 if sacl is not None else 0)
-    pos, body, offs = 20, b"", {}
-    for name, part in (("owner", owner), ("sacl", sacl), ("dacl", dacl)):
-        offs[name] = pos if part is not None else 0
-        if part is not None:
-            body += part
-            pos += len(part)
-    return struct.pack("<BBHIIII", 1, 0, ctl, offs["owner"], 0, offs["sacl"], offs["dacl"]) + body
 
 
 # ------------------------------------------------------------------ tokens and rules
@@ -135,7 +114,7 @@ def _open(store, share, name, token, access, disposition=D.FILE_OPEN, options=0,
 def _locked(store, share, name, is_dir=False):
     """*name* owned by bob with an empty DACL: nobody is granted anything by it."""
     o = _open(store, share, name, None, FILE_ALL, D.FILE_CREATE, DIRECTORY_FILE if is_dir else 0)
-    store.set_security(o, OWNER | DACL, sd_bytes(BOB.user, acl_bytes()))
+    store.set_security(o, OWNER | DACL, sd(BOB.user, acl()))
     store.close(o)
 
 
@@ -204,19 +183,19 @@ def test_take_ownership_then_rewrite_the_dacl(store, share):
     assert _st(store, share, "t.txt", BOB, WRITE_OWNER) == STATUS_ACCESS_DENIED  # bob owns it: no WRITE_OWNER
     assert _st(store, share, "t.txt", ADMIN, WRITE_DAC) == STATUS_ACCESS_DENIED  # not the owner (yet)
     o = _open(store, share, "t.txt", ADMIN, WRITE_OWNER)  # SeTakeOwnershipPrivilege
-    store.set_security(o, OWNER, sd_bytes(ADMIN.user))
+    store.set_security(o, OWNER, sd(ADMIN.user))
     store.close(o)
     o = _open(store, share, "t.txt", ADMIN, READ_CONTROL | WRITE_DAC)  # the owner's implicit rights
     assert Descriptor.parse(store.get_security(o, OWNER)).owner == ADMIN.user
-    store.set_security(o, DACL, sd_bytes(dacl=acl_bytes(ace(0, 0, FILE_ALL, ADMIN.user))))
+    store.set_security(o, DACL, sd(dacl=acl(ace(0, 0, FILE_ALL, ADMIN.user))))
     store.close(o)
     store.close(_open(store, share, "t.txt", ADMIN, FILE_ALL))
     # the take-ownership privilege alone: own it, but give it to nobody else
     taker = token_for("WSD", "t", privileges=frozenset({SE_TAKE_OWNERSHIP_NAME}))
     _locked(store, share, "t2.txt")
     o = _open(store, share, "t2.txt", taker, WRITE_OWNER)
-    assert status_of(store.set_security, o, OWNER, sd_bytes(ADMIN.user)) == STATUS_INVALID_OWNER
-    store.set_security(o, OWNER, sd_bytes(taker.user))
+    assert status_of(store.set_security, o, OWNER, sd(ADMIN.user)) == STATUS_INVALID_OWNER
+    store.set_security(o, OWNER, sd(taker.user))
     store.close(o)
 
 
@@ -226,18 +205,18 @@ def test_access_system_security_and_the_sacl(store, share):
     assert _st(store, share, "s.txt", None, ACCESS_SYSTEM_SECURITY) == STATUS_PRIVILEGE_NOT_HELD  # no identity
     assert _st(store, share, "s.txt", BACKUP_OP, ACCESS_SYSTEM_SECURITY) == STATUS_PRIVILEGE_NOT_HELD
     store.close(_open(store, share, "s.txt", BACKUP_OP, ACCESS_SYSTEM_SECURITY, options=BACKUP_INTENT))
-    sacl = acl_bytes(ace(SYSTEM_AUDIT_ACE_TYPE, SUCCESSFUL_ACCESS | FAILED_ACCESS, DELETE | WRITE, EVERYONE))
+    sacl = acl(ace(SYSTEM_AUDIT_ACE_TYPE, SUCCESSFUL_ACCESS | FAILED_ACCESS, DELETE | WRITE, EVERYONE))
     o = _open(store, share, "s.txt", ADMIN, READ_CONTROL | WRITE_DAC | ACCESS_SYSTEM_SECURITY)
     assert o.granted_access & ACCESS_SYSTEM_SECURITY
     assert Descriptor.parse(store.get_security(o, SACL)).sacl is None  # none yet
-    store.set_security(o, SACL, sd_bytes(sacl=sacl))
+    store.set_security(o, SACL, sd(sacl=sacl))
     got = Descriptor.parse(store.get_security(o, SACL | DACL))
     assert got.sacl == sacl and got.control & 0x0010 and got.dacl is not None
     store.close(o)
     # kept with the descriptor; an open without ACCESS_SYSTEM_SECURITY may neither read nor set it
     o = _open(store, share, "s.txt", ADMIN, READ_CONTROL | WRITE_DAC)
     assert status_of(store.get_security, o, SACL) == STATUS_ACCESS_DENIED
-    assert status_of(store.set_security, o, SACL, sd_bytes(sacl=acl_bytes())) == STATUS_ACCESS_DENIED
+    assert status_of(store.set_security, o, SACL, sd(sacl=acl())) == STATUS_ACCESS_DENIED
     assert Descriptor.parse(store.get_security(o, DACL)).sacl is None  # not asked for: not returned
     store.close(o)
     o = _open(store, share, "s.txt", ADMIN, ACCESS_SYSTEM_SECURITY)
@@ -246,10 +225,10 @@ def test_access_system_security_and_the_sacl(store, share):
 
 
 def test_creator_sacl_is_kept_for_seSecurityPrivilege_only(store, share):
-    sacl = acl_bytes(ace(SYSTEM_AUDIT_ACE_TYPE, FAILED_ACCESS, FILE_ALL, EVERYONE))
-    dacl = acl_bytes(ace(0, 0, FILE_ALL, EVERYONE))
+    sacl = acl(ace(SYSTEM_AUDIT_ACE_TYPE, FAILED_ACCESS, FILE_ALL, EVERYONE))
+    dacl = acl(ace(0, 0, FILE_ALL, EVERYONE))
     for name, tok, kept in (("a.txt", ADMIN, True), ("b.txt", BOB, False)):
-        o = _open(store, share, name, tok, FILE_ALL, D.FILE_CREATE, sd=sd_bytes(tok.user, dacl, sacl))
+        o = _open(store, share, name, tok, FILE_ALL, D.FILE_CREATE, sd=sd(tok.user, dacl, sacl))
         store.close(o)
         o = _open(store, share, name, ADMIN, ACCESS_SYSTEM_SECURITY)
         assert Descriptor.parse(store.get_security(o, SACL)).sacl == (sacl if kept else None)

@@ -8,6 +8,7 @@ import os
 import struct
 
 from conftest import SHARE_ALL, status_of
+from secdesc import acl, ace
 
 from wsd_smb.store.constants import CreateDisposition as D
 from wsd_smb.store.security import (
@@ -37,15 +38,6 @@ def sid(text: str) -> bytes:
     return bytes([1, len(subs)]) + int(p[2]).to_bytes(6, "big") + b"".join(struct.pack("<I", s) for s in subs)
 
 
-def ace(kind: int, flags: int, mask: int, who: bytes) -> bytes:
-    return struct.pack("<BBHI", kind, flags, 8 + len(who), mask) + who
-
-
-def acl_bytes(*aces: bytes) -> bytes:
-    body = b"".join(aces)
-    return struct.pack("<BBHHH", 2, 0, 8 + len(body), len(aces), 0) + body
-
-
 def sd_bytes(owner: bytes | None, dacl: bytes | None, present: bool = True, control: int = 0) -> bytes:
     """A self-relative descriptor: owner (if any) then DACL (if any)."""
     ctl = 0x8000 | control | (0x0004 if present else 0)
@@ -58,7 +50,7 @@ def sd_bytes(owner: bytes | None, dacl: bytes | None, present: bool = True, cont
 
 
 def sd(owner, *aces, present=True, control=0) -> Descriptor:
-    return Descriptor.parse(sd_bytes(owner, acl_bytes(*aces) if present else None, present, control))
+    return Descriptor.parse(sd_bytes(owner, acl(*aces) if present else None, present, control))
 
 
 EVERYONE, AUTH_USERS, ANONYMOUS = sid("S-1-1-0"), sid("S-1-5-11"), sid("S-1-5-7")
@@ -177,7 +169,7 @@ def test_inheritance_to_a_file_and_a_directory():
     assert _aces(inherit(plain, True, None, ALICE.user, ALICE.primary_group))[2] == (ALLOW, OI | CI | IO, GENERIC_ALL,
                                                                                     CREATOR_OWNER)
     # golden bytes of the file's descriptor
-    assert f.pack() == sd_bytes_full(ALICE.user, ALICE.primary_group, 0x8404, acl_bytes(
+    assert f.pack() == sd_bytes_full(ALICE.user, ALICE.primary_group, 0x8404, acl(
         ace(ALLOW, INH, FILE_ALL, OTHER), ace(ALLOW, INH, FILE_ALL, ALICE.user), ace(ALLOW, INH, READ, EVERYONE)))
 
 
@@ -188,7 +180,7 @@ def sd_bytes_full(owner: bytes, group: bytes, control: int, dacl: bytes) -> byte
 
 def test_creator_descriptor_wins_and_merges():
     parent = sd(OTHER, ace(ALLOW, OI, READ, EVERYONE), control=AUTO)
-    explicit = Descriptor.parse(sd_bytes(None, acl_bytes(ace(ALLOW, 0, FILE_ALL, BOB.user))))
+    explicit = Descriptor.parse(sd_bytes(None, acl(ace(ALLOW, 0, FILE_ALL, BOB.user))))
     n = inherit(parent, False, explicit, ALICE.user, ALICE.primary_group)
     assert n.owner == ALICE.user  # the creator gave none
     assert _aces(n) == [(ALLOW, 0, FILE_ALL, BOB.user), (ALLOW, INH, READ, EVERYONE)] and n.control & AUTO
@@ -196,11 +188,11 @@ def test_creator_descriptor_wins_and_merges():
     n2 = inherit(sd(OTHER, ace(ALLOW, OI, READ, EVERYONE)), False, explicit, ALICE.user, ALICE.primary_group)
     assert _aces(n2) == [(ALLOW, 0, FILE_ALL, BOB.user)] and not n2.control & AUTO
     # GENERIC_* in the creator's ACEs are stored mapped
-    g = Descriptor.parse(sd_bytes(None, acl_bytes(ace(ALLOW, 0, GENERIC_READ, BOB.user),
+    g = Descriptor.parse(sd_bytes(None, acl(ace(ALLOW, 0, GENERIC_READ, BOB.user),
                                                   ace(ALLOW, OI | IO, GENERIC_READ, BOB.user))))
     assert _aces(inherit(None, False, g, ALICE.user, ALICE.primary_group)) == [
         (ALLOW, 0, READ, BOB.user), (ALLOW, OI | IO, GENERIC_READ, BOB.user)]
-    protected = Descriptor.parse(sd_bytes(OTHER, acl_bytes(ace(ALLOW, 0, FILE_ALL, BOB.user)), control=0x1000))
+    protected = Descriptor.parse(sd_bytes(OTHER, acl(ace(ALLOW, 0, FILE_ALL, BOB.user)), control=0x1000))
     p = inherit(parent, False, protected, ALICE.user, ALICE.primary_group)
     assert p.owner == OTHER and _aces(p) == [(ALLOW, 0, FILE_ALL, BOB.user)] and p.control & 0x1000
     null = inherit(parent, False, Descriptor.parse(sd_bytes(None, None)), ALICE.user, ALICE.primary_group)
@@ -228,7 +220,7 @@ def test_store_checks_existing_new_and_delete_child(store, share, root):
     assert owner == ALICE.user  # the creating user owns it
     assert os.getxattr(root / "d", "user.wsd.owner") == ALICE.user
     # the directory: the owner may list and add files, not subdirectories, nothing deletes children
-    store.set_security(d, 4, sd_bytes(None, acl_bytes(ace(ALLOW, OI, READ | FILE_WRITE_DATA | DELETE, owner))))
+    store.set_security(d, 4, sd_bytes(None, acl(ace(ALLOW, OI, READ | FILE_WRITE_DATA | DELETE, owner))))
     store.close(d)
     f = mk(store, share, "d\\f", ALICE, disposition=D.FILE_CREATE).open  # FILE_ADD_FILE: allowed
     assert f.granted_access == FILE_ALL  # a new file: what was asked
@@ -243,14 +235,14 @@ def test_store_checks_existing_new_and_delete_child(store, share, root):
     store.close(m)
     # take DELETE away from the file: DELETE now needs FILE_DELETE_CHILD on the directory
     fo = mk(store, share, "d\\f", ALICE, access=WRITE_DAC).open
-    store.set_security(fo, 4, sd_bytes(None, acl_bytes(ace(ALLOW, 0, READ, owner))))
+    store.set_security(fo, 4, sd_bytes(None, acl(ace(ALLOW, 0, READ, owner))))
     store.close(fo)
     assert status_of(mk, store, share, "d\\f", ALICE, access=DELETE) == STATUS_ACCESS_DENIED
     assert status_of(mk, store, share, "d\\f", ALICE, access=MAXIMUM_ALLOWED, options=0x1000) == STATUS_ACCESS_DENIED
     assert status_of(mk, store, share, "d\\f", ALICE, access=1, disposition=D.FILE_OVERWRITE_IF) \
         == STATUS_ACCESS_DENIED  # overwriting needs FILE_WRITE_DATA
     d = mk(store, share, "d", ALICE, access=WRITE_DAC, options=0x1).open
-    store.set_security(d, 4, sd_bytes(None, acl_bytes(ace(ALLOW, 0, READ | FILE_DELETE_CHILD, owner))))
+    store.set_security(d, 4, sd_bytes(None, acl(ace(ALLOW, 0, READ | FILE_DELETE_CHILD, owner))))
     store.close(d)
     doc = mk(store, share, "d\\f", ALICE, access=DELETE, options=0x1000).open  # FILE_DELETE_CHILD
     store.close(doc)
@@ -264,7 +256,7 @@ def test_store_no_descriptor_behaves_as_before_and_is_cached(store, share, root)
     st = os.stat(root / "plain")
     assert store._sd_cache[(st.st_dev, st.st_ino)] == (st.st_ctime_ns, None)
     # a descriptor set through the store is seen at once, whatever the ctime granularity
-    store.set_security(o, 4, sd_bytes(None, acl_bytes(ace(ALLOW, 0, READ, EVERYONE))))
+    store.set_security(o, 4, sd_bytes(None, acl(ace(ALLOW, 0, READ, EVERYONE))))
     assert status_of(mk, store, share, "plain", BOB, access=FILE_WRITE_DATA) == STATUS_ACCESS_DENIED
     store.close(o)
     # without a token (the store used on its own) nothing is checked
@@ -274,7 +266,7 @@ def test_store_no_descriptor_behaves_as_before_and_is_cached(store, share, root)
 
 def test_store_secd_context_and_rename_target(store, share, root):
     # a SecD create context: stored as given, owner from it
-    given = sd_bytes(OTHER, acl_bytes(ace(ALLOW, 0, READ, ALICE.user)))
+    given = sd_bytes(OTHER, acl(ace(ALLOW, 0, READ, ALICE.user)))
     # only an admin may name another owner (STATUS_INVALID_OWNER), before anything is created
     assert status_of(mk, store, share, "s", ALICE, disposition=D.FILE_CREATE, sd=given) == 0xC000005A
     assert not (root / "s").exists()
@@ -289,7 +281,7 @@ def test_store_secd_context_and_rename_target(store, share, root):
     assert status_of(mk, store, share, "s", ALICE, access=FILE_WRITE_DATA) == STATUS_ACCESS_DENIED
     # rename into a directory that denies FILE_ADD_FILE
     t = mk(store, share, "t", ALICE, options=0x1, disposition=D.FILE_CREATE).open
-    store.set_security(t, 4, sd_bytes(None, acl_bytes(ace(ALLOW, 0, READ | FILE_ADD_SUBDIRECTORY, EVERYONE))))
+    store.set_security(t, 4, sd_bytes(None, acl(ace(ALLOW, 0, READ | FILE_ADD_SUBDIRECTORY, EVERYONE))))
     store.close(t)
     r = mk(store, share, "r", ALICE, access=DELETE, disposition=D.FILE_CREATE).open
     assert status_of(store.rename, r, "t\\r", False) == STATUS_ACCESS_DENIED

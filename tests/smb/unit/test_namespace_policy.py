@@ -18,6 +18,7 @@ from wsd_smb.server.config import ConfigError, load
 from wsd_smb.store.namepolicy import NamePatterns, PatternError, check_veto, parse_patterns
 from wsd_smb.ntstatus import NtStatusError
 
+import secdesc
 from smbpclient import FILE_ALL, SmbpClient
 
 from smbprotocol.exceptions import SMBResponseException
@@ -185,9 +186,8 @@ class Client(SmbpClient):
 
 
 def dacl_sd(*aces):
-    body = b"".join(struct.pack("<BBHI", kind, 0, 8 + len(sid), mask) + sid for kind, mask, sid in aces)
-    acl = struct.pack("<BBHHH", 2, 0, 8 + len(body), len(aces), 0) + body
-    return struct.pack("<BBHIIII", 1, 0, 0x8004, 0, 0, 0, 20) + acl
+    """A descriptor whose DACL has one ACE (no inheritance flags) per (type, mask, SID)."""
+    return secdesc.dacl_sd(*(secdesc.ace(kind, 0, mask, sid) for kind, mask, sid in aces))
 
 
 def test_vetoed_names_cannot_be_opened_created_or_listed(nsd, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import struct
 
 import pytest
+from secdesc import acl, ace, parse, sd
 from smbpclient import SmbpClient
 
 from smbprotocol.exceptions import SMBResponseException
@@ -27,35 +28,6 @@ BACKUP_INTENT = 0x00004000  # FILE_OPEN_FOR_BACKUP_INTENT
 OWNER, DACL, SACL = 0x1, 0x4, 0x8
 SYSTEM_AUDIT_ACE_TYPE, SUCCESSFUL_ACCESS, FAILED_ACCESS = 0x02, 0x40, 0x80
 EVERYONE = bytes([1, 1, 0, 0, 0, 0, 0, 1]) + struct.pack("<I", 0)
-
-
-def ace(kind, flags, mask, sid):
-    return struct.pack("<BBHI", kind, flags, 8 + len(sid), mask) + sid
-
-
-def acl(*aces):
-    body = b"".join(aces)
-    return struct.pack("<BBHHH", 2, 0, 8 + len(body), len(aces), 0) + body
-
-
-def sd(owner=None, dacl=None, sacl=None):
-    ctl = 0x8000 | (0x0004 if dacl is not None else 0) | (0x0010 if sacl is not None else 0)
-    pos, body, offs = 20, b"", {}
-    for name, part in (("owner", owner), ("sacl", sacl), ("dacl", dacl)):
-        offs[name] = pos if part is not None else 0
-        if part is not None:
-            body += part
-            pos += len(part)
-    return struct.pack("<BBHIIII", 1, 0, ctl, offs["owner"], 0, offs["sacl"], offs["dacl"]) + body
-
-
-def parse(buf):
-    """(control, owner, sacl bytes, dacl bytes) of a self-relative descriptor."""
-    _, _, control, o_owner, _, o_sacl, o_dacl = struct.unpack_from("<BBHIIII", buf, 0)
-    owner = bytes(buf[o_owner:o_owner + 8 + 4 * buf[o_owner + 1]]) if o_owner else None
-    sacl = bytes(buf[o_sacl:o_sacl + struct.unpack_from("<H", buf, o_sacl + 2)[0]]) if o_sacl else None
-    dacl = bytes(buf[o_dacl:o_dacl + struct.unpack_from("<H", buf, o_dacl + 2)[0]]) if o_dacl else None
-    return control, owner, sacl, dacl
 
 
 class Client(SmbpClient):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import struct
 
 import pytest
+from secdesc import ace, dacl_sd, parse_sd
 from smbpclient import FILE_ALL, SmbpClient
 
 from smbprotocol.create_contexts import CreateContextName, SMB2CreateContextRequest
@@ -27,35 +28,7 @@ EVERYONE = bytes([1, 1, 0, 0, 0, 0, 0, 1]) + struct.pack("<I", 0)
 CREATOR_OWNER = bytes([1, 1, 0, 0, 0, 0, 0, 3]) + struct.pack("<I", 0)
 
 
-def ace(kind, flags, mask, sid):
-    return struct.pack("<BBHI", kind, flags, 8 + len(sid), mask) + sid
-
-
 AUTO = 0x0500  # SE_DACL_AUTO_INHERITED | SE_DACL_AUTO_INHERIT_REQ (as Windows clients set them)
-
-
-def dacl_sd(*aces, owner=None, control=0):
-    body = b"".join(aces)
-    acl = struct.pack("<BBHHH", 2, 0, 8 + len(body), len(aces), 0) + body
-    own = owner or b""
-    return struct.pack("<BBHIIII", 1, 0, 0x8004 | control, 20 if own else 0, 0, 0, 20 + len(own)) + own + acl
-
-
-def parse_sd(buf):
-    """(control, owner SID bytes, [(type, flags, mask, sid)]) of a self-relative descriptor."""
-    _, _, control, off_owner, _, _, off_dacl = struct.unpack_from("<BBHIIII", buf, 0)
-    owner = None
-    if off_owner:
-        owner = bytes(buf[off_owner:off_owner + 8 + 4 * buf[off_owner + 1]])
-    aces = []
-    if off_dacl:
-        _, _, _, count, _ = struct.unpack_from("<BBHHH", buf, off_dacl)
-        pos = off_dacl + 8
-        for _ in range(count):
-            t, f, size, mask = struct.unpack_from("<BBHI", buf, pos)
-            aces.append((t, f, mask, bytes(buf[pos + 8:pos + size])))
-            pos += size
-    return control, owner, aces
 
 
 class Client(SmbpClient):
