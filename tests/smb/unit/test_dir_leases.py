@@ -325,3 +325,13 @@ def test_dir_lease_index(tmp_path):
     store.close(d2)
     leases.open_closed(d2)
     assert leases.dir_leases == {}
+
+
+def test_config_key(tmp_path):
+    """`[server] directory_leases` in the TOML file; default true."""
+    from wsd_smb.server.config import load
+
+    assert load(None).server.directory_leases is True
+    p = tmp_path / "c.toml"
+    p.write_text("[server]\ndirectory_leases = false\n")
+    assert load(str(p)).server.directory_leases is False
