@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_oplocks import client, close, nothing_arrives, recv_one  # noqa: E402
+from smbunit import PASSWORD, USER  # noqa: E402
+from rawclient import RawClient  # noqa: E402
+from test_oplocks import close, nothing_arrives, recv_one  # noqa: E402
 
 from wsd_smb.core.leases import LeaseManager  # noqa: E402
 from wsd_smb.core.oplocks import OplockManager  # noqa: E402
@@ -33,6 +35,19 @@ CAP_LEASING, CAP_DIRECTORY_LEASING = 0x02, 0x20
 STATUS_PENDING, STATUS_SHARING_VIOLATION = 0x00000103, 0xC0000043
 DIR_ACCESS = 0x00120089 | 0x00010000  # FILE_GENERIC_READ on a directory, DELETE
 FILE_DIRECTORY_FILE, FILE_NON_DIRECTORY_FILE, FILE_DELETE_ON_CLOSE = 0x01, 0x40, 0x1000
+
+
+#: the client's NEGOTIATE Capabilities: LEASING | DIRECTORY_LEASING | LARGE_MTU | ENCRYPTION
+CLIENT_CAPS = 0x02 | 0x20 | 0x04 | 0x40
+
+
+def client(smbd, dialects=(0x0210, 0x0300, 0x0302, 0x0311), capabilities=CLIENT_CAPS):
+    c = RawClient(smbd.host, smbd.port)
+    assert c.negotiate(dialects=dialects, capabilities=capabilities).status == 0
+    assert c.session_setup(USER, PASSWORD).status == 0
+    r = c.tree_connect("share")
+    assert r.status == 0
+    return c, r.header.tree_id
 
 
 def lease_ctx(key: bytes, state: int, parent: bytes | None = None, version: int = 2) -> bytes:
@@ -116,7 +131,7 @@ def lease_ack(c, key, state) -> int:
 
 
 def test_capability_and_grant(smbd):
-    """3.x: DIRECTORY_LEASING offered; RWH -> RH, RW -> R, RH -> RH, R -> R on a directory
+    """3.x with the client's DIRECTORY_LEASING: offered; RWH -> RH, RW -> R, RH -> RH, R -> R on a directory
     (no W); 2.1: no capability and no lease on a directory (oplock level NONE)."""
     c, t = client(smbd)
     assert c.negotiate_response.capabilities & CAP_DIRECTORY_LEASING
@@ -130,6 +145,13 @@ def test_capability_and_grant(smbd):
     assert c21.negotiate_response.capabilities & CAP_LEASING
     assert not c21.negotiate_response.capabilities & CAP_DIRECTORY_LEASING
     st, b, ls = open_(c21, t21, "gdir", directory=True, lease=lease_ctx(os.urandom(16), R | H, version=1))
+    assert st == 0 and b.oplock_level == 0 and ls is None
+    # a 3.x client that does not announce DIRECTORY_LEASING is not offered it (impacket
+    # 0.13 fails every CREATE when it is) and gets no lease on a directory
+    cn, tn = client(smbd, capabilities=0x44)
+    assert cn.negotiate_response.capabilities & CAP_LEASING
+    assert not cn.negotiate_response.capabilities & CAP_DIRECTORY_LEASING
+    st, b, ls = open_(cn, tn, "gdir", directory=True, lease=lease_ctx(os.urandom(16), R | H))
     assert st == 0 and b.oplock_level == 0 and ls is None
 
 
