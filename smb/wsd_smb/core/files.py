@@ -755,7 +755,7 @@ def oplock_break(ctx: RequestContext, req: Any) -> Response:
     if isinstance(req, LeaseBreakAcknowledgment):
         if ctx.connection.dialect < 0x0210:
             raise fail(STATUS_INVALID_PARAMETER, "lease acknowledgment before SMB 2.1")
-        lease = st.leases.acknowledge(ctx.connection.client_guid, bytes(req.lease_key), req.lease_state)
+        lease = st.leases.acknowledge(ctx.connection.client_guid, bytes(req.lease_key), req.lease_state, ctx.now)
         # the acknowledged state (a waiting open may already have started the next break)
         return Response(LeaseBreakResponse(lease_key=lease.lease_key, lease_state=req.lease_state))
     tc = ctx.session.tree_connect_table.get(ctx.header.tree_id)

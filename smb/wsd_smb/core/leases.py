@@ -20,7 +20,9 @@ Lease states are combinations of SMB2_LEASE_READ_CACHING (R), SMB2_LEASE_HANDLE_
   leases to NONE (MS-FSA 2.1.4.12 with PARENT_OBJECT; :meth:`break_parent`) without
   making the operation wait, except the lease whose key the child open carries as its
   ParentLeaseKey (same ClientGuid: MS-FSA 2.1.4.12.2).  Sharing violations and deletes
-  of the directory itself break H as for files (``before_open``, ``before_rename``).
+  of the directory itself break H as for files (``before_open``, ``before_rename``).  A
+  change while the lease breaks is remembered and breaks it on to NONE after the
+  acknowledgment (``Lease.parent_break_pending``).
 * **Breaks on open** (``before_open``): an open whose share mode conflicts with the
   lease's opens removes H only (so that the client can close its cached handles; the
   open is then retried) and nothing else; otherwise an open from outside the lease
@@ -96,6 +98,9 @@ class Lease:
     #: opens that conflict with the break in progress wait for its acknowledgment
     #: (False for an overwrite's break of a lease without W: smbtorture lease.breaking4)
     break_blocking: bool = True
+    #: a directory lease whose directory changed while a break of it was in progress: once
+    #: that break is acknowledged with R still held, it is broken again to NONE
+    parent_break_pending: bool = False
 
 
 @dataclass
@@ -289,9 +294,13 @@ class LeaseManager:
                 targets += [x for x in leases if (x.client_guid, x.lease_key) != spared]
         broken = []
         for lease in targets:
-            if not lease.lease_state or self.oplocks.is_breaking(lease) or lease.breaking:
-                # nothing cached, or a break already under way (its acknowledgment is
-                # awaited; a further one cannot start before it, 3.3.4.7)
+            if not lease.lease_state:
+                continue  # nothing cached
+            if self.oplocks.is_breaking(lease) or lease.breaking:
+                # a break already under way (e.g. RH -> R for a share-mode conflict): a
+                # further one cannot start before its acknowledgment (3.3.4.7); it follows it
+                if lease.break_to_lease_state:
+                    lease.parent_break_pending = True
                 continue
             self.object_store_lease_break(lease.client_guid, lease.lease_key, SMB2_LEASE_NONE, now)
             broken.append(lease)
@@ -474,13 +483,16 @@ class LeaseManager:
         log.info("event=lease_break_timeout key=%s", lease.lease_key.hex())
         lease.breaking = False
         lease.lease_state = SMB2_LEASE_NONE
+        lease.parent_break_pending = False
         for x in lease.lease_opens:
             x.oplock_state = "None"
 
     # ------------------------------------------------------------ acknowledgment (3.3.5.22.2)
-    def acknowledge(self, client_guid: bytes, lease_key: bytes, state: int) -> Lease:
+    def acknowledge(self, client_guid: bytes, lease_key: bytes, state: int, now: float = 0.0) -> Lease:
         """The lease located by the connection's ClientGuid and the LeaseKey; the
-        acknowledged state must lie within Lease.BreakToLeaseState."""
+        acknowledged state must lie within Lease.BreakToLeaseState.  A directory lease
+        whose directory changed during the break is then broken on to NONE (*now*: for
+        that break's acknowledgment timer)."""
         with self.lock:
             lease = self.global_lease_table_list.get(client_guid, {}).get(lease_key)
             if lease is None:
@@ -496,7 +508,11 @@ class LeaseManager:
             lease.breaking = False
             for x in lease.lease_opens:
                 x.oplock_state = "Held" if lease.lease_state else "None"
+            again = lease.parent_break_pending and bool(state)
+            lease.parent_break_pending = False
         self.oplocks.break_done(lease)
+        if again:
+            self.object_store_lease_break(lease.client_guid, lease.lease_key, SMB2_LEASE_NONE, now)
         return lease
 
 

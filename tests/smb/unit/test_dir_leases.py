@@ -357,3 +357,26 @@ def test_config_key(tmp_path):
     p = tmp_path / "c.toml"
     p.write_text("[server]\ndirectory_leases = false\n")
     assert load(str(p)).server.directory_leases is False
+
+
+def test_change_during_break_follows_the_acknowledgment(smbd):
+    """The directory changes while its lease breaks RH -> R (a share-mode conflict
+    waiting for the acknowledgment): no second break meanwhile (3.3.4.7); once R is
+    acknowledged, the lease is broken on to NONE (R only: no acknowledgment due)."""
+    c1, t1 = client(smbd)
+    c2, t2 = client(smbd)
+    c3, t3 = client(smbd)
+    key = os.urandom(16)
+    leased_dir(c1, t1, "bdir", key)
+    c2.send_raw(c2.compound([c2.build(Command.SMB2_CREATE, create_req("bdir", directory=True, share=0).pack(),
+                                      tree_id=t2)]))
+    assert recv_one(c2).status == STATUS_PENDING
+    n = lease_break(c1)
+    assert n.current_lease_state == R | H and n.new_lease_state == R and n.flags == ACK_REQUIRED
+    st, _, _ = open_(c3, t3, "bdir\\during.dat", directory=False)
+    assert st == 0 and no_break(c1, 0.3)
+    r = request(c1, t1, Command.SMB2_OPLOCK_BREAK, w.LeaseBreakAcknowledgment(lease_key=key, lease_state=R))
+    assert r.status == 0
+    n = lease_break(c1)
+    assert bytes(n.lease_key) == key and n.current_lease_state == R and n.new_lease_state == 0 and n.flags == 0
+    assert recv_one(c2).status == STATUS_SHARING_VIOLATION
