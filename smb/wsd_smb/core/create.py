@@ -36,6 +36,7 @@ from ..wire import (
     FileId,
     pack_create_contexts,
 )
+from ..wire.commands import SMB2_GLOBAL_CAP_DIRECTORY_LEASING
 from ..wire.header import SMB2_FLAGS_REPLAY_OPERATION
 from ..wire.contexts import (SMB2_CREATE_APP_INSTANCE_ID, AllocationSize, AppInstanceId, DurableHandleResponse,
                              DurableHandleResponseV2, QueryMaximalAccessResponse, QueryOnDiskIdResponse)
@@ -216,12 +217,17 @@ def _create_open(ctx: RequestContext, st: _State, req: CreateRequest, name: str,
         mgr.break_level2(o.file, o, ctx.now)
     out_ctx = []
     if lease_req is not None:  # 3.3.5.9.8 / 3.3.5.9.11
-        lease, lease_flags = st.leases.grant(o, lease_req, lease_version, client_guid, name)
+        lease, lease_flags = st.leases.grant(o, lease_req, lease_version, client_guid, name,
+                                             directory_leasing=_directory_leasing(ctx))
         oplock_level = SMB2_OPLOCK_LEVEL_LEASE if lease is not None else 0
         if lease is not None:
             out_ctx.append(st.leases.response_context(lease, lease_flags))
     else:
         oplock_level = mgr.grant(o, req.requested_oplock_level)
+    if st.leases.dir_leases and result.create_action in (0, 2, 3) and o.file.stream is None:
+        # a new entry, or one whose size/times changed: the parent directory's leases
+        # (after the grant, so that the open's ParentLeaseKey is known)
+        st.leases.break_parent(o.file.share, list(o.file.rel), o, ctx.now)
     o.app_instance_id = app_id
     s = st.store.stat(o, eas=False)  # the CREATE response has no EaSize
     if durable_req is not None and dur.grant(o, durable_req, ctx.config, dur.owner_of(ctx.session)):
@@ -294,6 +300,12 @@ def _create_replay(ctx: RequestContext, st: _State, req: CreateRequest, o: Any, 
     out_ctx += _query_contexts(o, s, ctx.tree_connect, contexts)
     log.info("event=create_replayed file=%s oplock=0x%x", o.path, oplock_level)
     return _create_response(o, s, oplock_level, getattr(o, "create_action", 1), out_ctx)
+
+
+def _directory_leasing(ctx: RequestContext) -> bool:
+    """Directory leases on this connection: SMB 3.x with SMB2_GLOBAL_CAP_DIRECTORY_LEASING
+    offered (core/negotiate.py)."""
+    return bool(getattr(ctx.connection, "server_capabilities", 0) & SMB2_GLOBAL_CAP_DIRECTORY_LEASING)
 
 
 def _lease_request(ctx: RequestContext, req: CreateRequest, contexts: dict) -> tuple[Any, int]:

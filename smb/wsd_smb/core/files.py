@@ -289,8 +289,8 @@ def _close_open(st: _State, session: Any, o: Any, postquery: bool = False, cache
     ObjectStore.close); it excludes delete-on-close, so the bookkeeping after it is
     the same as below."""
     if cached_only:
-        if isinstance(o, _PipeOpen):
-            raise WouldBlock()
+        if isinstance(o, _PipeOpen) or (st.leases.dir_leases and o.written):
+            raise WouldBlock()  # (a written file's close breaks its directory's leases: not on the loop)
         try:
             r = st.store.close(o, postquery, cached_only=True)
         except NtStatusError:  # already closed by a concurrent close
@@ -312,6 +312,9 @@ def _close_open(st: _State, session: Any, o: Any, postquery: bool = False, cache
         return None
     try:
         r = st.store.close(o, postquery)
+        if st.leases.dir_leases and f.stream is None and (gone is not None or o.written):
+            # the entry went away, or its size/times changed: the parent directory's leases
+            st.leases.break_parent(f.share, gone[1] if gone is not None else list(f.rel), o, time.time())
         if gone is not None:
             _notify(st, gone[0], ntf.FILE_ACTION_REMOVED, _name_bits(gone[0]), gone[1])
         elif f.delete_pending and f.is_directory:
@@ -542,6 +545,7 @@ def write(ctx: RequestContext, req: WriteRequest) -> Response:
         store = st.store
         n = store.write(o, req.offset, req.data)
         if n:
+            o.written = True  # its close breaks the parent directory's leases (core/leases.py)
             _notify(st, o.file, ntf.FILE_ACTION_MODIFIED, ntf.FILE_NOTIFY_CHANGE_LAST_WRITE | ntf.FILE_NOTIFY_CHANGE_SIZE)
         if req.flags & SMB2_WRITEFLAG_WRITE_THROUGH:
             store.flush(o)
@@ -675,6 +679,8 @@ def set_info(ctx: RequestContext, req: SetInfoRequest) -> Response | AsyncOp:
         before = list(o.file.rel)
         sinfo.set_file_info(st.store, o, req.file_info_class, bytes(req.buffer))
         _notify_set_info(st, o, req.file_info_class, before)
+        if st.leases.dir_leases and req.file_info_class in _PARENT_BREAKING_INFO and o.file.stream is None:
+            _break_parents(st, o, before, ctx.now)
         if req.file_info_class in (_FILE_ALLOCATION_INFORMATION, _FILE_END_OF_FILE_INFORMATION) \
                 and st.oplocks.active():
             st.oplocks.break_level2(o.file, o, ctx.now)
@@ -701,6 +707,21 @@ _SET_INFO_NOTIFY = {
     _FILE_ALLOCATION_INFORMATION: ntf.FILE_NOTIFY_CHANGE_SIZE,
     _FILE_END_OF_FILE_INFORMATION: ntf.FILE_NOTIFY_CHANGE_SIZE | ntf.FILE_NOTIFY_CHANGE_LAST_WRITE,
 }
+
+
+#: SET_INFO classes that change a directory entry of the file (its name, times, size):
+#: FileBasicInformation, FileRenameInformation, FileAllocationInformation, FileEndOfFileInformation
+_PARENT_BREAKING_INFO = frozenset({4, _FILE_RENAME_INFORMATION, _FILE_ALLOCATION_INFORMATION,
+                                   _FILE_END_OF_FILE_INFORMATION})
+
+
+def _break_parents(st: _State, o: Any, before: list[str], now: float) -> None:
+    """A SET_INFO through *o* changed the file's entry: break the leases of its directory,
+    and after a rename into another directory those of the one it left too."""
+    after = list(o.file.rel)
+    st.leases.break_parent(o.file.share, after, o, now)
+    if before and [c.lower() for c in before[:-1]] != [c.lower() for c in after[:-1]]:
+        st.leases.break_parent(o.file.share, before, o, now)
 
 
 def _notify_set_info(st: _State, o: Any, cls: int, before: list[str]) -> None:
@@ -734,7 +755,7 @@ def oplock_break(ctx: RequestContext, req: Any) -> Response:
     if isinstance(req, LeaseBreakAcknowledgment):
         if ctx.connection.dialect < 0x0210:
             raise fail(STATUS_INVALID_PARAMETER, "lease acknowledgment before SMB 2.1")
-        lease = st.leases.acknowledge(ctx.connection.client_guid, bytes(req.lease_key), req.lease_state)
+        lease = st.leases.acknowledge(ctx.connection.client_guid, bytes(req.lease_key), req.lease_state, ctx.now)
         # the acknowledged state (a waiting open may already have started the next break)
         return Response(LeaseBreakResponse(lease_key=lease.lease_key, lease_state=req.lease_state))
     tc = ctx.session.tree_connect_table.get(ctx.header.tree_id)

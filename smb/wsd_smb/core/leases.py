@@ -11,7 +11,18 @@ Lease states are combinations of SMB2_LEASE_READ_CACHING (R), SMB2_LEASE_HANDLE_
   outside the lease exists; R and H otherwise (not while another open holds a BATCH or
   EXCLUSIVE oplock).  A second open with the same LeaseKey shares the lease and may
   upgrade it; during a break the current state is returned with
-  SMB2_LEASE_FLAG_BREAK_IN_PROGRESS.  Directories get no lease (no directory leasing).
+  SMB2_LEASE_FLAG_BREAK_IN_PROGRESS.
+* **Directory leases** (SMB 3.x, ``ServerConfig.directory_leases``; MS-FSA 2.1.5.17.2:
+  a directory takes R and RH, never W): a request is granted what it asks for within
+  RH (RWH -> RH, RW -> R).  A change to the directory's contents made through a child
+  open -- a create, an overwrite, a delete, a rename into or out of it, a set-info of a
+  child's times/size, the close of a child that was written -- breaks the directory's
+  leases to NONE (MS-FSA 2.1.4.12 with PARENT_OBJECT; :meth:`break_parent`) without
+  making the operation wait, except the lease whose key the child open carries as its
+  ParentLeaseKey (same ClientGuid: MS-FSA 2.1.4.12.2).  Sharing violations and deletes
+  of the directory itself break H as for files (``before_open``, ``before_rename``).  A
+  change while the lease breaks is remembered and breaks it on to NONE after the
+  acknowledgment (``Lease.parent_break_pending``).
 * **Breaks on open** (``before_open``): an open whose share mode conflicts with the
   lease's opens removes H only (so that the client can close its cached handles; the
   open is then retried) and nothing else; otherwise an open from outside the lease
@@ -87,6 +98,9 @@ class Lease:
     #: opens that conflict with the break in progress wait for its acknowledgment
     #: (False for an overwrite's break of a lease without W: smbtorture lease.breaking4)
     break_blocking: bool = True
+    #: a directory lease whose directory changed while a break of it was in progress: once
+    #: that break is acknowledged with R still held, it is broken again to NONE
+    parent_break_pending: bool = False
 
 
 @dataclass
@@ -112,6 +126,9 @@ class LeaseManager:
         self.lock = oplocks.lock  # one lock for oplock and lease state
         #: GlobalLeaseTableList: ClientGuid -> LeaseTable.LeaseList (LeaseKey -> Lease)
         self.global_lease_table_list: dict[bytes, dict[bytes, Lease]] = {}
+        #: leased directories: the directory's FileObject.key -> its leases; empty unless a
+        #: directory lease exists, so that child changes cost one truthiness test otherwise
+        self.dir_leases: dict[tuple, list[Lease]] = {}
 
     # ------------------------------------------------------------ lookup
     def lookup(self, client_guid: bytes, lease_key: bytes) -> Lease | None:
@@ -136,13 +153,18 @@ class LeaseManager:
         if lease is not None and lease.file is not fobj and lease.lease_opens:
             raise NtStatusError(STATUS_INVALID_PARAMETER, "LeaseKey in use for another file")
 
-    def grant(self, o: Any, req: Any, version: int, client_guid: bytes, name: str) -> tuple[Lease | None, int]:
+    def grant(self, o: Any, req: Any, version: int, client_guid: bytes, name: str,
+              directory_leasing: bool = False) -> tuple[Lease | None, int]:
         """Lease acquisition for a new open; returns (lease, response flags).  None: no
-        lease (directory, or the lease key names another file)."""
-        if o.is_directory:
+        lease (a directory when *directory_leasing* is off for the connection, or the
+        lease key names another file).  *directory_leasing*: the connection is 3.x and the
+        server offers SMB2_GLOBAL_CAP_DIRECTORY_LEASING."""
+        if o.is_directory and not directory_leasing:
             return None, 0
         key = bytes(req.lease_key)
         requested = req.lease_state & (R | H | W)
+        if o.is_directory:
+            requested &= R | H  # never W on a directory (MS-FSA 2.1.5.17.2)
         if not requested & R:
             requested = SMB2_LEASE_NONE  # W/H without R are not granted (MS-FSA 2.1.5.17.2)
         with self.lock:
@@ -157,10 +179,15 @@ class LeaseManager:
             if new:
                 lease = Lease(key, client_guid, name, o.file, version=version)
                 if version == 2:
-                    lease.parent_lease_key = bytes(getattr(req, "parent_lease_key", b"\0" * 16))
+                    # 3.3.5.9.11: ParentLeaseKey is kept when the client says it is set and the
+                    # server does directory leasing (what breaks of the parent compare with)
+                    if directory_leasing and req.flags & SMB2_LEASE_FLAG_PARENT_LEASE_KEY_SET:
+                        lease.parent_lease_key = bytes(req.parent_lease_key)
                     lease.epoch = getattr(req, "epoch", 0)
                 table[key] = lease
                 self.oplocks.held += 1
+                if o.is_directory:
+                    self.dir_leases.setdefault(o.file.key, []).append(lease)
             lease.lease_opens.append(o)
             o.lease = lease
             o.oplock_level = SMB2_OPLOCK_LEVEL_LEASE
@@ -227,11 +254,58 @@ class LeaseManager:
                 self.oplocks.held -= 1
                 if not table:
                     self.global_lease_table_list.pop(lease.client_guid, None)
+            self._forget_dir_lease(lease)
             lease.breaking = False
             lease.lease_state = SMB2_LEASE_NONE
         self.oplocks.break_done(lease)
 
+    def _forget_dir_lease(self, lease: Lease) -> None:
+        """(under the lock) *lease* leaves the directory-lease index."""
+        if not self.dir_leases or not getattr(lease.file, "is_directory", False):
+            return
+        leases = self.dir_leases.get(lease.file.key)
+        if leases is not None and lease in leases:
+            leases.remove(lease)
+            if not leases:
+                del self.dir_leases[lease.file.key]
+
     # ------------------------------------------------------------ breaks
+    def break_parent(self, share: Any, rel: list[str], origin: Any, now: float) -> list[Lease]:
+        """The entry *rel* (share-relative components) of a directory in *share* was
+        created, removed, renamed or changed through the open *origin* (None: not
+        through an open): break the leases of its parent directory to NONE (MS-FSA
+        2.1.4.12 with PARENT_OBJECT), but not the lease whose LeaseKey *origin* carries
+        as its ParentLeaseKey, from the same ClientGuid (2.1.4.12.2).  The change does
+        not wait for the acknowledgments.  Returns the leases broken."""
+        if not self.dir_leases or not rel:
+            return []
+        parent = [c.lower() for c in rel[:-1]]
+        spared = None
+        ol = getattr(origin, "lease", None)
+        if ol is not None and ol.parent_lease_key != b"\0" * 16:
+            spared = (ol.client_guid, ol.parent_lease_key)
+        targets: list[Lease] = []
+        with self.lock:
+            for leases in self.dir_leases.values():
+                f = leases[0].file
+                if f.share.path != share.path or len(f.rel) != len(parent) or \
+                        [c.lower() for c in f.rel] != parent:
+                    continue
+                targets += [x for x in leases if (x.client_guid, x.lease_key) != spared]
+        broken = []
+        for lease in targets:
+            if not lease.lease_state:
+                continue  # nothing cached
+            if self.oplocks.is_breaking(lease) or lease.breaking:
+                # a break already under way (e.g. RH -> R for a share-mode conflict): a
+                # further one cannot start before its acknowledgment (3.3.4.7); it follows it
+                if lease.break_to_lease_state:
+                    lease.parent_break_pending = True
+                continue
+            self.object_store_lease_break(lease.client_guid, lease.lease_key, SMB2_LEASE_NONE, now)
+            broken.append(lease)
+        return broken
+
     def leases_on(self, fobj: Any) -> list[Lease]:
         out: list[Lease] = []
         for x in list(fobj.opens):
@@ -409,13 +483,16 @@ class LeaseManager:
         log.info("event=lease_break_timeout key=%s", lease.lease_key.hex())
         lease.breaking = False
         lease.lease_state = SMB2_LEASE_NONE
+        lease.parent_break_pending = False
         for x in lease.lease_opens:
             x.oplock_state = "None"
 
     # ------------------------------------------------------------ acknowledgment (3.3.5.22.2)
-    def acknowledge(self, client_guid: bytes, lease_key: bytes, state: int) -> Lease:
+    def acknowledge(self, client_guid: bytes, lease_key: bytes, state: int, now: float = 0.0) -> Lease:
         """The lease located by the connection's ClientGuid and the LeaseKey; the
-        acknowledged state must lie within Lease.BreakToLeaseState."""
+        acknowledged state must lie within Lease.BreakToLeaseState.  A directory lease
+        whose directory changed during the break is then broken on to NONE (*now*: for
+        that break's acknowledgment timer)."""
         with self.lock:
             lease = self.global_lease_table_list.get(client_guid, {}).get(lease_key)
             if lease is None:
@@ -431,7 +508,11 @@ class LeaseManager:
             lease.breaking = False
             for x in lease.lease_opens:
                 x.oplock_state = "Held" if lease.lease_state else "None"
+            again = lease.parent_break_pending and bool(state)
+            lease.parent_break_pending = False
         self.oplocks.break_done(lease)
+        if again:
+            self.object_store_lease_break(lease.client_guid, lease.lease_key, SMB2_LEASE_NONE, now)
         return lease
 
 

@@ -81,6 +81,12 @@ class NegotiateMixin:
             caps |= w.SMB2_GLOBAL_CAP_ENCRYPTION
         if dialect < 0x0210:
             caps &= ~w.SMB2_GLOBAL_CAP_LEASING
+        if (dialect >= 0x0300 and dialect != 0x02FF and caps & w.SMB2_GLOBAL_CAP_LEASING and cfg.directory_leases
+                and self.client_capabilities & w.SMB2_GLOBAL_CAP_DIRECTORY_LEASING):
+            # MS-SMB2 3.3.5.4: 3.x and directory leasing implemented; only to a client that
+            # says it does directory leasing (as Windows: impacket 0.13, which does not,
+            # fails every CREATE on a 3.x connection that offers it -- smb3.py create())
+            caps |= w.SMB2_GLOBAL_CAP_DIRECTORY_LEASING
         if dialect >= 0x0300 and dialect != 0x02FF and cfg.multi_channel:
             caps |= w.SMB2_GLOBAL_CAP_MULTI_CHANNEL  # session binding, MS-SMB2 3.3.5.5.2
         self.server_capabilities = caps

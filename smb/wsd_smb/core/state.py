@@ -157,6 +157,9 @@ class ServerConfig:
     #: grant oplocks / leases (SMB2_GLOBAL_CAP_LEASING is advertised from 2.1 when set)
     oplocks: bool = True
     leasing: bool = True
+    #: directory leases (SMB 3.x): SMB2_GLOBAL_CAP_DIRECTORY_LEASING is offered on 3.x
+    #: connections when this and `leasing` are set; R / RH leases on directories
+    directory_leases: bool = True
     #: IsMultiChannelCapable: SMB2_GLOBAL_CAP_MULTI_CHANNEL from 3.0, sessions can be bound to
     #: further connections (MS-SMB2 3.3.5.5.2, Session.ChannelList)
     multi_channel: bool = True
@@ -495,7 +498,7 @@ class Server:
                 setattr(cfg, f, getattr(new, f))
                 changes["options"].append(f)
         for f in ("max_transact_size", "max_read_size", "max_write_size", "max_credits", "max_message_size",
-                  "oplocks", "leasing"):
+                  "oplocks", "leasing", "directory_leases"):
             if getattr(cfg, f) != getattr(new, f):
                 changes["restart"].append(f)
         cfg.users.clear()

@@ -251,7 +251,7 @@ def load(path: str | None = None, *, host: str | None = None, port: int | None =
                       ("durable_v2_default_timeout", "durable_v2_default_timeout"),
                       ("max_resiliency_timeout", "max_resiliency_timeout"),
                       ("resiliency_default_timeout", "resiliency_default_timeout"),
-                      ("inline_metadata", "inline_metadata")):
+                      ("inline_metadata", "inline_metadata"), ("directory_leases", "directory_leases")):
         if key in srv:
             setattr(cfg, attr, type(getattr(cfg, attr))(srv[key]))
     if "dialects" in srv:

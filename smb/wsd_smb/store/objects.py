@@ -144,6 +144,9 @@ class Open:
     outstanding_request_count: int = 0
     outstanding_pre_request_count: int = 0
     channel_generation: int = 0
+    #: data was written through this open (its close breaks the parent directory's
+    #: leases, core/leases.py break_parent)
+    written: bool = False
     #: the CreateAction of the CREATE that made the open (what a replay of it answers)
     create_action: int = 1
     #: Open.AppInstanceId (MS-SMB2 3.3.5.9.13)
