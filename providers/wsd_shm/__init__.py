@@ -78,7 +78,7 @@ else:
 
 from .memory import MemoryMixin
 from .rendezvous import RendezvousMixin
-from .sockets import _Conn
+from .sockets import _Conn, recv_control
 from .segments import PREFIX, SHM_DIR, _Segment, _pid_alive, segments_of, sweep_dead_segments
 
 log = logging.getLogger("wsd.shm")
@@ -346,13 +346,9 @@ class ShmProvider(RendezvousMixin, MemoryMixin, SanProviderBase):
     def _on_ctl(self, c: _Conn) -> None:
         if c.state != "connected" or c.peer_gone:
             return
-        try:
-            msg = c.sock.recv(256)
-        except (BlockingIOError, InterruptedError):
+        msg = recv_control(c.sock, f"connection {c.id} liveness channel")
+        if msg is None:
             return
-        except OSError as e:
-            msg = b""
-            log.info("shm: connection %d liveness channel: %s", c.id, e)
         if msg:
             log.warning("shm: connection %d: unexpected %d bytes on the liveness channel", c.id, len(msg))
             return

@@ -23,7 +23,7 @@ except ImportError:  # the native ring is not built: ShmProvider.availability() 
     Ring = RingError = None
 
 from .segments import PREFIX, _NAME_RE
-from .sockets import _Conn, _Request
+from .sockets import _Conn, _Request, recv_control
 
 log = logging.getLogger("wsd.shm")
 
@@ -266,13 +266,9 @@ class RendezvousMixin:
     def _on_reply(self, c: _Conn) -> None:
         if c.state != "connecting":
             return
-        try:
-            msg = c.sock.recv(256)
-        except (BlockingIOError, InterruptedError):
+        msg = recv_control(c.sock, f"connect {c.id}")
+        if msg is None:
             return
-        except OSError as e:
-            msg = b""
-            log.info("shm: connect %d: %s", c.id, e)
         if not msg:
             self._connect_failed(c, errors.WSAECONNREFUSED.wsa_code, "listener closed the request")
             return

@@ -3,8 +3,23 @@ a connection request waiting for WSPAccept."""
 from __future__ import annotations
 
 import collections
+import logging
 
 from wsd.sanbase import SanSocketState
+
+log = logging.getLogger("wsd.shm")
+
+
+def recv_control(sock, what: str) -> bytes | None:
+    """A short message on a connection's Unix control socket (non-blocking): None when
+    nothing is there yet, b"" at its end or on an error (logged with *what*)."""
+    try:
+        return sock.recv(256)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError as e:
+        log.info("shm: %s: %s", what, e)
+        return b""
 
 
 class _Request:
